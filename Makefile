@@ -1,0 +1,46 @@
+# slim's two entry points: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit lint engine base-images fat-image bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+engine:
+	bash scripts/engine.sh
+
+base-images: engine
+	bash scripts/base-images.sh
+
+fat-image: base-images
+	bash scripts/fat-image.sh
+
+## The demo: engine, base images, fat nginx build, then slim's main job on it.
+demo: $(STAMP) fat-image
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+## The whole test suite: unit tests, then integration tests on a real engine.
+test: $(STAMP) fat-image
+	$(BIN)/ruff check slimmer tests benchmarks
+	$(BIN)/pytest tests
+
+## Unit tests only: no engine needed.
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check slimmer tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/closure.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .slim

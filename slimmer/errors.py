@@ -1,0 +1,48 @@
+"""The one error base of slim, and the exit codes the CLI maps errors to."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a gate or a check failed (compare, verify)
+    USAGE = 2  # click's own code for bad options
+    ERROR = 3  # slim could not do the job
+    ENGINE = 4  # the Docker engine is not reachable
+    NOT_FOUND = 5  # an image, a command or a file is not there
+    APP = 6  # the traced app failed
+    INTERRUPTED = 130
+
+
+class SlimError(Exception):
+    """An error a user can act on: one line, plus a hint."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class PathError(SlimError):
+    """A path inside an image root could not be resolved."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+    def __init__(self, path: str, errno: int, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.errno = errno
+
+
+class EngineError(SlimError):
+    """The Docker engine could not be reached or refused a request."""
+
+    exit_code = ExitCode.ENGINE
+
+
+class ImageNotFound(SlimError):
+    exit_code = ExitCode.NOT_FOUND

@@ -1,0 +1,202 @@
+"""Path resolution confined to an image root.
+
+Every path of an image is resolved here, component by component, the way the
+kernel would resolve it if the root were `/`: an absolute symlink target
+restarts at the root, `..` at the root stays at the root, relative targets
+resolve from the link's directory and `..` is physical (it undoes the
+directory the walk really is in, not a textual component). After 40 symlinks
+the walk gives up with ELOOP, as Linux does.
+
+The host never resolves anything: each `lstat` is made on the root joined with
+a prefix that this module already knows to be free of symlinks, so an
+absolute link (`/etc/shadow`) or a `../../..` chain cannot reach a host file.
+Image paths are `str` with surrogateescape, so non-UTF-8 names survive.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from slimmer.errors import PathError
+
+MAX_SYMLINK_HOPS = 40
+
+
+@dataclass(frozen=True)
+class SymlinkHop:
+    """One symlink passed on the way: where it is and what it says."""
+
+    path: str  # canonical in-root path of the link itself
+    target: str  # the link's text, unchanged
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The outcome of a walk: the canonical path and every link passed."""
+
+    path: str  # canonical in-root path: absolute, no symlink in it
+    hops: tuple[SymlinkHop, ...]
+
+
+def join(directory: str, name: str) -> str:
+    """Join an in-root directory and a name without normalising anything."""
+    if name.startswith("/"):
+        return name
+    if directory.endswith("/"):
+        return directory + name
+    return f"{directory}/{name}"
+
+
+def parent(path: str) -> str:
+    """The directory part of an absolute in-root path (`/` for `/x`)."""
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
+
+
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def parents(path: str) -> Iterator[str]:
+    """Every ancestor directory of a canonical path, nearest first, `/` excluded."""
+    current = parent(path)
+    while current != "/":
+        yield current
+        current = parent(current)
+
+
+class RootFS:
+    """A read-only view of a directory tree as if it were `/`.
+
+    The instance memoises `lstat` and `readlink` results: images do not change
+    while slim looks at them, and the loader emulation asks for the same
+    directories thousands of times.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root_str = os.fspath(root)
+        if not os.path.isdir(root_str):
+            raise PathError(root_str, errno.ENOENT, "root directory does not exist")
+        self.root = root_str.rstrip("/") if root_str != "/" else ""
+        self._lstat_cache: dict[str, os.stat_result | OSError] = {}
+        self._readlink_cache: dict[str, str] = {}
+
+    def host_path(self, canonical: str) -> str:
+        """The host path of a canonical in-root path (no symlink in it)."""
+        return self.root + canonical if canonical != "/" else (self.root or "/")
+
+    def _lstat(self, canonical: str) -> os.stat_result:
+        cached = self._lstat_cache.get(canonical)
+        if cached is None:
+            try:
+                cached = os.lstat(self.host_path(canonical))
+            except OSError as exc:
+                cached = exc
+            self._lstat_cache[canonical] = cached
+        if isinstance(cached, OSError):
+            raise cached
+        return cached
+
+    def _readlink(self, canonical: str) -> str:
+        target = self._readlink_cache.get(canonical)
+        if target is None:
+            target = os.readlink(self.host_path(canonical))
+            self._readlink_cache[canonical] = target
+        return target
+
+    def resolve(self, path: str, *, follow: bool = True, cwd: str = "/") -> Resolved:
+        """Resolve `path` inside the root.
+
+        With follow=False a final symlink is not followed (like lstat): the
+        result names the link itself. Relative paths start at `cwd`, which is
+        itself resolved. Raises PathError with ENOENT, ENOTDIR, EACCES or
+        ELOOP; the path of the error is the in-root path that failed.
+        """
+        if not path.startswith("/"):
+            path = join(cwd, path)
+        pending = [c for c in reversed(path.split("/")) if c not in ("", ".")]
+        current: list[str] = []
+        hops: list[SymlinkHop] = []
+        while pending:
+            component = pending.pop()
+            if component == "..":
+                if current:
+                    current.pop()
+                continue
+            if component == ".":
+                continue
+            candidate = "/" + "/".join([*current, component])
+            try:
+                info = self._lstat(candidate)
+            except FileNotFoundError:
+                raise PathError(candidate, errno.ENOENT, "no such file or directory") from None
+            except NotADirectoryError:
+                raise PathError(candidate, errno.ENOTDIR, "not a directory") from None
+            except PermissionError:
+                raise PathError(candidate, errno.EACCES, "permission denied") from None
+            except OSError as exc:
+                raise PathError(candidate, exc.errno or errno.EIO, exc.strerror or "error") from None
+            if stat.S_ISLNK(info.st_mode) and (pending or follow):
+                if len(hops) >= MAX_SYMLINK_HOPS:
+                    raise PathError(path, errno.ELOOP, "too many levels of symbolic links")
+                target = self._readlink(candidate)
+                hops.append(SymlinkHop(candidate, target))
+                if target.startswith("/"):
+                    current = []
+                pending.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
+                continue
+            if pending and not stat.S_ISDIR(info.st_mode):
+                raise PathError(candidate, errno.ENOTDIR, "not a directory")
+            current.append(component)
+        return Resolved("/" + "/".join(current), tuple(hops))
+
+    def lstat(self, canonical: str) -> os.stat_result:
+        """lstat of a canonical path (as returned by resolve)."""
+        return self._lstat(canonical)
+
+    def stat(self, path: str, *, cwd: str = "/") -> os.stat_result:
+        """stat through symlinks, inside the root."""
+        return self._lstat(self.resolve(path, cwd=cwd).path)
+
+    def exists(self, path: str, *, follow: bool = True, cwd: str = "/") -> bool:
+        try:
+            self.resolve(path, follow=follow, cwd=cwd)
+        except PathError:
+            return False
+        return True
+
+    def readlink(self, canonical: str) -> str:
+        return self._readlink(canonical)
+
+    def open_file(self, path: str, *, cwd: str = "/") -> tuple[Resolved, int]:
+        """Open a regular file inside the root for reading; returns its
+        resolution and a raw fd. FIFOs, devices and sockets are refused
+        before any open, so nothing can block."""
+        resolved = self.resolve(path, cwd=cwd)
+        info = self._lstat(resolved.path)
+        if stat.S_ISDIR(info.st_mode):
+            raise PathError(resolved.path, errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise PathError(resolved.path, errno.EINVAL, "not a regular file")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.host_path(resolved.path), flags)
+        except OSError as exc:
+            raise PathError(resolved.path, exc.errno or errno.EIO, exc.strerror or "error") from None
+        return resolved, fd
+
+    def read_bytes(self, path: str, *, cwd: str = "/", limit: int | None = None) -> bytes:
+        _, fd = self.open_file(path, cwd=cwd)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+
+    def read_text(self, path: str, *, cwd: str = "/") -> str:
+        return self.read_bytes(path, cwd=cwd).decode("utf-8", "surrogateescape")
+
+    def listdir(self, canonical: str) -> list[str]:
+        """Names in a canonical directory, sorted."""
+        return sorted(os.listdir(self.host_path(canonical)))
