@@ -44,5 +44,7 @@ class EngineError(SlimError):
     exit_code = ExitCode.ENGINE
 
 
-class ImageNotFound(SlimError):
+class NotFound(SlimError):
+    """An image, a command or a file is not where the user said."""
+
     exit_code = ExitCode.NOT_FOUND

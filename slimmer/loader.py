@@ -45,7 +45,12 @@ DEFAULT_INTERPRETERS = {
 FALLBACK_SYSTEM_DIRS = {
     (EM_X86_64, 2): ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64"),
     (EM_386, 1): ("/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib", "/usr/lib"),
-    (EM_AARCH64, 2): ("/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64"),
+    (EM_AARCH64, 2): (
+        "/lib/aarch64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+    ),
 }
 GENERIC_SYSTEM_DIRS = ("/lib", "/usr/lib")
 
@@ -222,7 +227,11 @@ def system_dirs_from_ldso(data: bytes) -> tuple[str, ...] | None:
     """glibc stores its default search dirs NUL-separated in ld.so; find the
     first run of '/…/' strings that names a lib directory."""
     for match in _SYSTEM_DIRS_RE.finditer(data):
-        dirs = [chunk.decode("utf-8", "surrogateescape") for chunk in match.group(0).split(b"\x00") if chunk]
+        dirs = [
+            chunk.decode("utf-8", "surrogateescape")
+            for chunk in match.group(0).split(b"\x00")
+            if chunk
+        ]
         if any(d.rstrip("/").endswith(("lib", "lib64")) or "-linux-" in d for d in dirs):
             return tuple(d.rstrip("/") or "/" for d in dirs)
     return None
@@ -401,7 +410,9 @@ class Loader:
 
     # ---- candidates
 
-    def probe(self, path: str, expected: ElfIdent | None, facts: LoaderFacts) -> _Found | _Fatal | _Miss:
+    def probe(
+        self, path: str, expected: ElfIdent | None, facts: LoaderFacts
+    ) -> _Found | _Fatal | _Miss:
         """Open one candidate path the way the loader would."""
         try:
             resolved = self.fs.resolve(path, cwd=self.cwd)
@@ -505,7 +516,9 @@ class Loader:
             link_maps.append(outcome)
             for obj in outcome.objects:
                 pending.extend(v.path for v in obj.variants if v.path not in done)
-        return Closure(tuple(link_maps), tuple(skipped), tuple(sorted(input_hops, key=lambda h: h.path)))
+        return Closure(
+            tuple(link_maps), tuple(skipped), tuple(sorted(input_hops, key=lambda h: h.path))
+        )
 
     def shebang(self, canonical: str) -> str | None:
         """The interpreter of a `#!` script, or None."""
@@ -613,7 +626,9 @@ class _LinkMapBuilder:
                     if loaded is not None and loaded not in queue:
                         queue.append(loaded)
                 self._walk(queue, start)
-        return LinkMap(self.root_path, self.facts.libc, tuple(self.objects), tuple(self.dependencies))
+        return LinkMap(
+            self.root_path, self.facts.libc, tuple(self.objects), tuple(self.dependencies)
+        )
 
     def _walk(self, queue: list[LoadedObject], start: int) -> None:
         """Breadth-first over DT_NEEDED, appending new objects to the queue."""
@@ -633,7 +648,9 @@ class _LinkMapBuilder:
         try:
             resolved = self.fs.resolve(interpreter, cwd=self.loader.cwd)
         except PathError as exc:
-            self.dependencies.append(Dependency(self.main.canonical, interpreter, None, exc.message))
+            self.dependencies.append(
+                Dependency(self.main.canonical, interpreter, None, exc.message)
+            )
             return
         info = self.loader.elf_info(resolved.path)
         obj = LoadedObject(
@@ -736,7 +753,9 @@ class _LinkMapBuilder:
             if outcome is not _Miss.ABSENT:
                 return outcome
             if not requester_nodeflib(requester):
-                outcome = self.loader.search_dirs(facts.system_dirs, name, expected, facts, Via.DEFAULT_DIRS)
+                outcome = self.loader.search_dirs(
+                    facts.system_dirs, name, expected, facts, Via.DEFAULT_DIRS
+                )
                 return _Miss.ABSENT if outcome is _Miss.LOOP else outcome
         return _Miss.ABSENT
 
@@ -747,8 +766,9 @@ class _LinkMapBuilder:
         main_origin = self._origin(self.main)
         if facts.libc is Libc.MUSL:
             if ld_library_path:
-                yield Via.LD_LIBRARY_PATH, split_path_list(
-                    expand_tokens(ld_library_path, main_origin, facts), ":\n"
+                yield (
+                    Via.LD_LIBRARY_PATH,
+                    split_path_list(expand_tokens(ld_library_path, main_origin, facts), ":\n"),
                 )
             for obj in self._chain(requester):
                 info = obj.info
@@ -766,14 +786,19 @@ class _LinkMapBuilder:
                 info = obj.info
                 if info is None or info.runpath or not info.rpath:
                     continue
-                yield Via.RPATH, split_path_list(expand_tokens(info.rpath, self._origin(obj), facts))
+                yield (
+                    Via.RPATH,
+                    split_path_list(expand_tokens(info.rpath, self._origin(obj), facts)),
+                )
         if ld_library_path:
-            yield Via.LD_LIBRARY_PATH, split_path_list(
-                expand_tokens(ld_library_path, main_origin, facts), ":;"
+            yield (
+                Via.LD_LIBRARY_PATH,
+                split_path_list(expand_tokens(ld_library_path, main_origin, facts), ":;"),
             )
         if requester_runpath:
-            yield Via.RUNPATH, split_path_list(
-                expand_tokens(requester_runpath, self._origin(requester), facts)
+            yield (
+                Via.RUNPATH,
+                split_path_list(expand_tokens(requester_runpath, self._origin(requester), facts)),
             )
 
     def _search_cache(self, name: str, requester: LoadedObject) -> _Found | _Fatal | _Miss:

@@ -139,7 +139,9 @@ class RootFS:
             except PermissionError:
                 raise PathError(candidate, errno.EACCES, "permission denied") from None
             except OSError as exc:
-                raise PathError(candidate, exc.errno or errno.EIO, exc.strerror or "error") from None
+                raise PathError(
+                    candidate, exc.errno or errno.EIO, exc.strerror or "error"
+                ) from None
             if stat.S_ISLNK(info.st_mode) and (pending or follow):
                 if len(hops) >= MAX_SYMLINK_HOPS:
                     raise PathError(path, errno.ELOOP, "too many levels of symbolic links")
@@ -186,7 +188,9 @@ class RootFS:
         try:
             fd = os.open(self.host_path(resolved.path), flags)
         except OSError as exc:
-            raise PathError(resolved.path, exc.errno or errno.EIO, exc.strerror or "error") from None
+            raise PathError(
+                resolved.path, exc.errno or errno.EIO, exc.strerror or "error"
+            ) from None
         return resolved, fd
 
     def read_bytes(self, path: str, *, cwd: str = "/", limit: int | None = None) -> bytes:

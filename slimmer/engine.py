@@ -1,0 +1,137 @@
+"""The one module that talks to the Docker engine (docker SDK).
+
+Every container, volume or image slim creates carries the label
+`io.slim.run=<run id>` and is removed in a finally block, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from slimmer.errors import EngineError, NotFound
+
+log = logging.getLogger(__name__)
+
+RUN_LABEL = "io.slim.run"
+ENGINE_HINT = "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or set DOCKER_HOST"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str  # container | volume | image
+    name: str
+    run_id: str
+
+
+class Engine:
+    """A connected engine client."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, timeout: int = 120) -> Engine:
+        """Connect with the environment's settings (DOCKER_HOST and friends)."""
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise EngineError(
+                f"the Docker engine is not reachable ({_short(exc)})", ENGINE_HINT
+            ) from None
+        return cls(client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def version(self) -> str:
+        return str(self.client.version().get("Version", "?"))
+
+    def image_attrs(self, image: str) -> dict[str, Any]:
+        """The inspect data of a local image."""
+        try:
+            return self.client.images.get(image).attrs
+        except docker.errors.ImageNotFound:
+            raise NotFound(
+                f"image {image!r} not found on the engine",
+                f"build it (docker build -t {image} ...) or pull it (docker pull {image})",
+            ) from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting {image!r} failed: {_short(exc)}") from None
+
+    def image_exists(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    @contextmanager
+    def container(self, image: str, run_id: str, **options: Any) -> Iterator[Container]:
+        """A created (not started) container, labelled and always removed."""
+        labels = {**options.pop("labels", {}), RUN_LABEL: run_id}
+        container = None
+        try:
+            container = self.client.containers.create(image, labels=labels, **options)
+            yield container
+        except docker.errors.ImageNotFound:
+            raise NotFound(f"image {image!r} not found on the engine") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"the engine refused: {_short(exc)}") from None
+        finally:
+            if container is not None:
+                self.remove_container(container.id)
+
+    def remove_container(self, container_id: str) -> None:
+        with suppress(docker.errors.NotFound):
+            self.client.api.remove_container(container_id, force=True, v=True)
+
+    def leftovers(self, run_id: str | None = None) -> list[Leftover]:
+        """Everything on the engine labelled by slim (for one run, or any)."""
+        label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+        found = [
+            Leftover("container", c.name, c.labels.get(RUN_LABEL, ""))
+            for c in self.client.containers.list(all=True, filters={"label": label})
+        ]
+        found += [
+            Leftover("volume", v.name, (v.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
+            for v in self.client.volumes.list(filters={"label": label})
+        ]
+        found += [
+            Leftover("image", (i.tags or [i.id])[0], i.labels.get(RUN_LABEL, ""))
+            for i in self.client.images.list(filters={"label": label})
+        ]
+        return found
+
+    def remove_leftovers(self, run_id: str | None = None) -> list[Leftover]:
+        """Remove what `leftovers` finds; returns what was removed."""
+        removed = self.leftovers(run_id)
+        for item in removed:
+            try:
+                if item.kind == "container":
+                    self.remove_container(item.name)
+                elif item.kind == "volume":
+                    self.client.volumes.get(item.name).remove(force=True)
+                else:
+                    self.client.images.remove(item.name, force=True)
+            except docker.errors.NotFound:
+                continue
+        return removed
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
