@@ -101,6 +101,11 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Add what glibc dlopens itself: NSS modules from nsswitch.conf, libgcc_s.",
 )
 @click.option("--no-ld-cache", is_flag=True, help="Ignore /etc/ld.so.cache (as if it were absent).")
+@click.option(
+    "--as-if-ldconfig",
+    is_flag=True,
+    help="Search the dirs of /etc/ld.so.conf instead of ld.so.cache, as if ldconfig had run.",
+)
 @handles_errors
 def deps(
     paths: tuple[str, ...],
@@ -110,6 +115,7 @@ def deps(
     cwd: str,
     runtime_extras: bool,
     no_ld_cache: bool,
+    as_if_ldconfig: bool,
 ) -> None:
     """Show which files the dynamic loader needs for PATHS.
 
@@ -129,7 +135,13 @@ def deps(
             raise NotFound(
                 f"{path}: not found inside {root}", "paths are inside the root, e.g. /usr/bin/env"
             )
-    loader = Loader(fs, env=_parse_env(env_pairs), cwd=cwd, use_ld_cache=not no_ld_cache)
+    loader = Loader(
+        fs,
+        env=_parse_env(env_pairs),
+        cwd=cwd,
+        use_ld_cache=not no_ld_cache,
+        as_if_ldconfig=as_if_ldconfig,
+    )
     closure = loader.closure(paths, runtime_extras=runtime_extras)
     if as_json:
         click.echo(json.dumps(closure_to_json(closure, root), indent=2))

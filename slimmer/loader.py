@@ -21,7 +21,7 @@ from enum import Enum
 
 from slimmer.elf import ElfIdent, ElfInfo, ElfProblem, Verdict, check_loadable, parse_elf
 from slimmer.errors import PathError
-from slimmer.ldcache import LdCache, abi_flags_for, load_ld_cache
+from slimmer.ldcache import LdCache, abi_flags_for, ld_so_conf_dirs, load_ld_cache
 from slimmer.rootfs import Resolved, RootFS, SymlinkHop, basename, join, parent
 
 log = logging.getLogger(__name__)
@@ -312,11 +312,14 @@ class Loader:
         env: Mapping[str, str] | None = None,
         cwd: str = "/",
         use_ld_cache: bool = True,
+        as_if_ldconfig: bool = False,
     ) -> None:
         self.fs = fs
         self.env = dict(env or {})
         self.cwd = cwd
         self.use_ld_cache = use_ld_cache
+        self.as_if_ldconfig = as_if_ldconfig
+        self._conf_dirs: tuple[str, ...] | None = None
         self._infos: dict[str, ElfInfo | ElfProblem] = {}
         self._facts: dict[tuple[str | None, int, int], LoaderFacts] = {}
         self._variant_dirs: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
@@ -349,6 +352,12 @@ class Loader:
             return ElfProblem(Verdict.SKIP, exc.message)
         with open(fd, "rb") as handle:
             return parse_elf(handle)
+
+    def conf_dirs(self) -> tuple[str, ...]:
+        """The dirs of ld.so.conf, for the "as if ldconfig ran" view."""
+        if self._conf_dirs is None:
+            self._conf_dirs = ld_so_conf_dirs(self.fs)
+        return self._conf_dirs
 
     def ld_cache(self) -> LdCache | None:
         if not self._ld_cache_loaded:
@@ -802,6 +811,14 @@ class _LinkMapBuilder:
             )
 
     def _search_cache(self, name: str, requester: LoadedObject) -> _Found | _Fatal | _Miss:
+        if self.loader.as_if_ldconfig:
+            dirs = self.loader.conf_dirs()
+            if requester_nodeflib(requester):
+                dirs = tuple(d for d in dirs if d not in self.facts.system_dirs)
+            outcome = self.loader.search_dirs(
+                dirs, name, self.main_info.ident, self.facts, Via.LD_CACHE
+            )
+            return _Miss.ABSENT if outcome is _Miss.LOOP else outcome
         cache = self.loader.ld_cache()
         if cache is None:
             return _Miss.ABSENT
