@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Any, BinaryIO
 
 from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from elftools.construct import ConstructError
+from elftools.elf.structs import ELFStructs
 
 ELF_MAGIC = b"\x7fELF"
 EI_NIDENT = 16
@@ -127,7 +130,7 @@ def check_loadable(ident: ElfIdent, expected: ElfIdent | None) -> ElfProblem | N
     return None
 
 
-def parse_elf(data: bytes | io.BufferedIOBase) -> ElfInfo | ElfProblem:
+def parse_elf(data: bytes | BinaryIO) -> ElfInfo | ElfProblem:
     """Parse the loader-relevant facts of one ELF file.
 
     `data` is the whole file or a seekable binary stream. Problems with the
@@ -142,46 +145,119 @@ def parse_elf(data: bytes | io.BufferedIOBase) -> ElfInfo | ElfProblem:
     problem = check_loadable(ident, None)
     if problem is not None:
         return problem
-    stream.seek(0)
     try:
-        return _dynamic_facts(ELFFile(stream), ident)
-    except (ELFError, struct.error, ValueError, KeyError, OSError) as exc:
+        return _dynamic_facts(stream, header, ident)
+    except (ELFError, ConstructError, struct.error, ValueError, OSError) as exc:
         return ElfProblem(Verdict.FATAL, f"malformed ELF file: {exc}")
 
 
-def _dynamic_facts(elf: ELFFile, ident: ElfIdent) -> ElfInfo:
-    interpreter: str | None = None
-    needed: list[str] = []
-    soname = rpath = runpath = None
-    flags_1 = 0
-    has_dynamic = False
-    for segment in elf.iter_segments():
-        segment_type = segment["p_type"]
-        if segment_type == "PT_INTERP":
-            interpreter = segment.get_interp_name()
-        elif segment_type == "PT_DYNAMIC":
-            has_dynamic = True
-            for tag in segment.iter_tags():
-                kind = tag.entry.d_tag
-                if kind == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif kind == "DT_SONAME":
-                    soname = tag.soname
-                elif kind == "DT_RPATH":
-                    rpath = tag.rpath
-                elif kind == "DT_RUNPATH":
-                    runpath = tag.runpath
-                elif kind == "DT_FLAGS_1":
-                    flags_1 = tag.entry.d_val
-                elif kind == "DT_NULL":
-                    break
+# pyelftools builds its construct structs per ABI; building them costs about a
+# millisecond, parsing with them microseconds, so they are made once per ABI.
+_STRUCTS: dict[tuple[Any, ...], ELFStructs] = {}
+
+
+def _structs_for(ident: ElfIdent, header: bytes) -> tuple[ELFStructs, Any]:
+    """The ABI's structs and the parsed ELF header."""
+    little_endian, elfclass = ident.data == ElfData.LSB, 32 * ident.elf_class
+    basic = _STRUCTS.get((little_endian, elfclass))
+    if basic is None:
+        basic = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+        basic.create_basic_structs()
+        _STRUCTS[(little_endian, elfclass)] = basic
+    ehdr = basic.Elf_Ehdr.parse(header)
+    key = (little_endian, elfclass, ehdr.e_type, ehdr.e_machine, ehdr.e_ident.EI_OSABI)
+    structs = _STRUCTS.get(key)
+    if structs is None:
+        structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+        structs.create_basic_structs()
+        structs.create_advanced_structs(*key[2:])
+        _STRUCTS[key] = structs
+    return structs, ehdr
+
+
+def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
+    stream.seek(offset)
+    data = stream.read(size)
+    if len(data) != size:
+        raise ValueError(f"{size} bytes at offset {offset} are past the end of the file")
+    return data
+
+
+def _dynamic_facts(stream: BinaryIO, header: bytes, ident: ElfIdent) -> ElfInfo:
+    """Read PT_INTERP and PT_DYNAMIC through the program headers only, so a
+    file without section headers reads the same as one with them."""
+    structs, ehdr = _structs_for(ident, header)
+    entry_size = structs.Elf_Phdr.sizeof()
+    if ehdr.e_phnum and ehdr.e_phentsize < entry_size:
+        raise ValueError("program header entries too small")
+    table = _read_at(stream, ehdr.e_phoff, ehdr.e_phnum * ehdr.e_phentsize)
+    segments = [
+        structs.Elf_Phdr.parse(table[i * ehdr.e_phentsize : i * ehdr.e_phentsize + entry_size])
+        for i in range(ehdr.e_phnum)
+    ]
+    interpreter = None
+    dynamic = None
+    for segment in segments:
+        if segment.p_type == "PT_INTERP":
+            raw = _read_at(stream, segment.p_offset, segment.p_filesz)
+            interpreter = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif segment.p_type == "PT_DYNAMIC":
+            dynamic = segment
+    if dynamic is None:
+        return ElfInfo(ident, interpreter, (), None, None, None, 0, has_dynamic=False)
+
+    dyn_size = structs.Elf_Dyn.sizeof()
+    table = _read_at(stream, dynamic.p_offset, dynamic.p_filesz)
+    tags: list[tuple[str, int]] = []
+    for offset in range(0, len(table) - dyn_size + 1, dyn_size):
+        entry = structs.Elf_Dyn.parse(table[offset : offset + dyn_size])
+        if entry.d_tag == "DT_NULL":
+            break
+        tags.append((entry.d_tag, entry.d_val))
+    values = dict(reversed(tags))  # the first of each tag wins
+    strings = _string_table(stream, segments, values.get("DT_STRTAB"), values.get("DT_STRSZ"))
+
+    def string(tag: str) -> str | None:
+        return strings(values[tag]) if tag in values else None
+
     return ElfInfo(
         ident=ident,
         interpreter=interpreter,
-        needed=tuple(needed),
-        soname=soname,
-        rpath=rpath,
-        runpath=runpath,
-        flags_1=flags_1,
-        has_dynamic=has_dynamic,
+        needed=tuple(strings(value) for tag, value in tags if tag == "DT_NEEDED"),
+        soname=string("DT_SONAME"),
+        rpath=string("DT_RPATH"),
+        runpath=string("DT_RUNPATH"),
+        flags_1=values.get("DT_FLAGS_1", 0),
+        has_dynamic=True,
     )
+
+
+def _string_table(
+    stream: BinaryIO, segments: list[Any], address: int | None, size: int | None
+) -> Callable[[int], str]:
+    """A lookup into the dynamic string table, found by its load address."""
+    if address is None or size is None:
+
+        def no_strings(offset: int) -> str:
+            raise ValueError("dynamic string referenced but DT_STRTAB/DT_STRSZ missing")
+
+        return no_strings
+    file_offset = None
+    for segment in segments:
+        if (
+            segment.p_type == "PT_LOAD"
+            and segment.p_vaddr <= address < segment.p_vaddr + segment.p_filesz
+        ):
+            file_offset = address - segment.p_vaddr + segment.p_offset
+            break
+    if file_offset is None:
+        raise ValueError("DT_STRTAB is outside every loaded segment")
+    table = _read_at(stream, file_offset, size)
+
+    def lookup(offset: int) -> str:
+        end = table.find(b"\0", offset)
+        if offset >= len(table) or end < 0:
+            raise ValueError(f"string offset {offset} outside the dynamic string table")
+        return table[offset:end].decode("utf-8", "surrogateescape")
+
+    return lookup
