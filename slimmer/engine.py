@@ -95,6 +95,36 @@ class Engine:
             if container is not None:
                 self.remove_container(container.id)
 
+    def run_to_exit(
+        self,
+        image: str,
+        command: list[str] | None,
+        run_id: str,
+        timeout: float = 120,
+        **options: Any,
+    ) -> tuple[int, bytes, bytes]:
+        """Run a container to its end: exit status, stdout, stderr."""
+        with self.container(image, run_id, command=command, **options) as container:
+            container.start()
+            try:
+                status = container.wait(timeout=timeout)
+            except Exception as exc:  # requests' ReadTimeout and friends
+                raise EngineError(
+                    f"{image}: did not finish within {timeout:.0f}s ({_short(exc)})"
+                ) from None
+            stdout = container.logs(stdout=True, stderr=False)
+            stderr = container.logs(stdout=False, stderr=True)
+            return int(status.get("StatusCode", -1)), stdout, stderr
+
+    @staticmethod
+    def published_port(container: Container, port: str) -> tuple[str, int]:
+        """The host address and port a container port was published on."""
+        container.reload()
+        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(port) or []
+        if not bindings:
+            raise EngineError(f"port {port} of {container.name} is not published")
+        return bindings[0]["HostIp"] or "127.0.0.1", int(bindings[0]["HostPort"])
+
     def remove_container(self, container_id: str) -> None:
         with suppress(docker.errors.NotFound):
             self.client.api.remove_container(container_id, force=True, v=True)

@@ -15,9 +15,13 @@ from tests.helpers.elfroot import ElfRoot
 
 
 def test_version_and_help_through_python_m() -> None:
-    out = subprocess.run([sys.executable, "-m", "slimmer", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "slimmer", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and __version__ in out.stdout
-    helped = subprocess.run([sys.executable, "-m", "slimmer", "--help"], capture_output=True, text=True)
+    helped = subprocess.run(
+        [sys.executable, "-m", "slimmer", "--help"], capture_output=True, text=True
+    )
     assert helped.returncode == 0 and "deps" in helped.stdout
 
 

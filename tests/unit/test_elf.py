@@ -39,7 +39,12 @@ def test_executable_facts(elfroot: ElfRoot) -> None:
 def test_library_facts(elfroot: ElfRoot) -> None:
     info = parse_elf(elfroot.lib("liby.so.2", "/l", rpath="/opt/r").read_bytes())
     assert isinstance(info, ElfInfo)
-    assert (info.soname, info.rpath, info.runpath, info.interpreter) == ("liby.so.2", "/opt/r", None, None)
+    assert (info.soname, info.rpath, info.runpath, info.interpreter) == (
+        "liby.so.2",
+        "/opt/r",
+        None,
+        None,
+    )
     assert not info.nodeflib
 
 

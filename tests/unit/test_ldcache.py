@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,12 @@ X86_64 = 0x0303
 
 
 def ldconfig_listing(cache_file: str) -> set[tuple[str, str, str | None]]:
-    out = subprocess.run(["ldconfig", "-p", "-C", cache_file], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["ldconfig", "-p", "-C", cache_file], capture_output=True, text=True, check=True
+    )
     entries = set()
     for line in out.stdout.splitlines()[1:]:
-        match = re.match(r'\s*(\S+) \(([^)]*)\) => (\S+)', line)
+        match = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
         if match:
             hwcap = re.search(r'hwcap: "([^"]+)"', match.group(2))
             entries.add((match.group(1), match.group(3), hwcap.group(1) if hwcap else None))
@@ -58,7 +61,7 @@ def test_lookup_filters_by_abi(cached_root: ElfRoot) -> None:
 
 
 def test_host_cache_parses_like_ldconfig() -> None:
-    cache = parse_ld_cache(open("/etc/ld.so.cache", "rb").read())
+    cache = parse_ld_cache(Path("/etc/ld.so.cache").read_bytes())
     ours = {(e.name, e.path, e.hwcaps) for e in cache.entries}
     assert ours == ldconfig_listing("/etc/ld.so.cache")
 

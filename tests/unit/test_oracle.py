@@ -75,4 +75,3 @@ def test_same_libraries_as_ldd(directory: str) -> None:
     for path, names in missing_by_input.items():
         for name in names:
             assert any(n == name for _, n in ours_missing), (path, name)
-

@@ -29,7 +29,9 @@ def root(tmp_path: Path) -> Path:
 
 def chroot_realpath(root: Path, path: str) -> str:
     """The kernel's answer: realpath inside a chroot of the root."""
-    script = "import os,sys; os.chroot(sys.argv[1]); os.chdir('/'); print(os.path.realpath(sys.argv[2]))"
+    script = (
+        "import os,sys; os.chroot(sys.argv[1]); os.chdir('/'); print(os.path.realpath(sys.argv[2]))"
+    )
     out = subprocess.run(
         ["python3", "-c", script, str(root), path], capture_output=True, text=True, check=True
     )
