@@ -1,0 +1,218 @@
+"""The sensor bundle: the running CPython, its shared libraries (found by
+slim's own ELF closure on the host), and only the modules the sensor
+imports, as one tar rooted at /.slim.
+
+The container starts it through the bundled loader with --library-path, so
+images without Python, a libc or a shell work. The tar is built once per
+interpreter and sensor source, and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import elftools
+import inotify_simple
+
+import slimmer
+from slimmer.errors import SlimError
+from slimmer.loader import Loader, Via
+from slimmer.rootfs import RootFS, basename
+from slimmer.sensor.protocol import (
+    RUN_DIR,
+    SENSOR_DIR,
+    SENSOR_LIBDIR,
+    SENSOR_LOADER,
+    SENSOR_PYTHON,
+    SENSOR_SCRIPT,
+)
+
+log = logging.getLogger(__name__)
+
+ENTRY_MODULE = "slimmer.sensor.main"
+SENSOR_SCRIPT_TEXT = (
+    "import sys\nfrom slimmer.sensor.main import main\n\nsys.exit(main(sys.argv[1]))\n"
+)
+PY_DIR = f"{SENSOR_LIBDIR}/python{sys.version_info.major}.{sys.version_info.minor}"
+
+_DISCOVER = (
+    "import json, sys\n"
+    "sys.path[:0] = json.loads(sys.argv[1])\n"
+    f"import {ENTRY_MODULE}\n"
+    "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items()}))\n"
+)
+
+
+class BundleError(SlimError):
+    """The sensor bundle could not be made from this interpreter."""
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One file of the bundle: where it comes from on the host, where it goes."""
+
+    source: str
+    target: str  # absolute path inside the container
+
+
+def source_roots() -> list[str]:
+    """sys.path entries that hold slimmer and the sensor's dependencies."""
+    roots = [
+        str(Path(slimmer.__file__).resolve().parent.parent),
+        str(Path(inotify_simple.__file__).resolve().parent),
+        str(Path(elftools.__file__).resolve().parent.parent),
+    ]
+    return list(dict.fromkeys(roots))
+
+
+def interpreter() -> str:
+    """The real binary of the running CPython (a venv's python is a link)."""
+    return os.path.realpath(sys.executable)
+
+
+def discover_modules(python: str, roots: list[str]) -> dict[str, str]:
+    """Module name -> file, for every module the sensor's entry imports,
+    found by importing it in a clean interpreter (-I -S)."""
+    result = subprocess.run(
+        [python, "-I", "-S", "-c", _DISCOVER, json.dumps(roots)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BundleError(f"cannot import the sensor with {python}: {result.stderr.strip()[-300:]}")
+    modules = json.loads(result.stdout)
+    return {name: path for name, path in modules.items() if path}
+
+
+def module_files(modules: dict[str, str], roots: list[str]) -> list[BundleFile]:
+    """Map module files into the bundle's stdlib dir, with their bytecode."""
+    stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
+    bases = sorted({stdlib, *(os.path.realpath(r) for r in roots)}, key=len, reverse=True)
+    files: dict[str, BundleFile] = {}
+    for path in modules.values():
+        real = os.path.realpath(path)
+        base = next((b for b in bases if real.startswith(b + "/")), None)
+        if base is None:
+            raise BundleError(f"the sensor imports {path}, which is outside the stdlib and slim")
+        relative = os.path.relpath(real, base)
+        files[relative] = BundleFile(real, f"{PY_DIR}/{relative}")
+        if real.endswith(".py"):
+            directory, name = os.path.split(real)
+            tag = sys.implementation.cache_tag
+            cached = os.path.join(directory, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+            if os.path.isfile(cached):
+                rel_cached = os.path.relpath(cached, base)
+                files[rel_cached] = BundleFile(cached, f"{PY_DIR}/{rel_cached}")
+    return sorted(files.values(), key=lambda f: f.target)
+
+
+def library_files(python: str, extensions: list[str]) -> list[BundleFile]:
+    """The interpreter's and the extension modules' shared libraries, by
+    the names they are asked for; the loader itself becomes /.slim/lib/ld.so."""
+    loader = Loader(RootFS("/"))
+    closure = loader.closure([python, *extensions])
+    if closure.missing:
+        names = ", ".join(sorted({d.name for d in closure.missing}))
+        raise BundleError(f"libraries of the sensor's interpreter are missing on this host: {names}")
+    inputs = {os.path.realpath(p) for p in [python, *extensions]}
+    files: dict[str, BundleFile] = {}
+    for obj in closure.objects():
+        if obj.canonical in inputs:
+            continue
+        if obj.via is Via.INTERPRETER:
+            files[SENSOR_LOADER] = BundleFile(obj.canonical, SENSOR_LOADER)
+    for link_map in closure.link_maps:
+        for dep in link_map.dependencies:
+            if dep.target is None or dep.target in inputs or "/" in dep.name:
+                continue
+            target = f"{SENSOR_LIBDIR}/{basename(dep.name)}"
+            files.setdefault(target, BundleFile(dep.target, target))
+    if SENSOR_LOADER not in files:
+        raise BundleError(f"{python} has no dynamic loader; a static interpreter cannot be bundled")
+    return sorted(files.values(), key=lambda f: f.target)
+
+
+def bundle_files() -> list[BundleFile]:
+    python = interpreter()
+    roots = source_roots()
+    modules = module_files(discover_modules(python, roots), roots)
+    extensions = [f.source for f in modules if f.source.endswith(".so")]
+    return [
+        BundleFile(python, SENSOR_PYTHON),
+        *library_files(python, extensions),
+        *modules,
+    ]
+
+
+def _key(files: list[BundleFile]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{slimmer.__version__}\0{sys.version}\0".encode())
+    for item in files:
+        info = os.stat(item.source)
+        digest.update(f"{item.source}\0{item.target}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _dir_member(path: str) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(path.lstrip("/"))
+    member.type = tarfile.DIRTYPE
+    member.mode = 0o755
+    return member
+
+
+def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) -> None:
+    dirs: set[str] = {RUN_DIR}
+    for item in files:
+        parent = os.path.dirname(item.target)
+        while parent not in ("/", ""):
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    with tempfile.TemporaryDirectory() as scratch, tarfile.open(destination, "w") as tar:
+        for directory in sorted(dirs):
+            tar.addfile(_dir_member(directory))
+        script = SENSOR_SCRIPT_TEXT.encode()
+        member = tarfile.TarInfo(SENSOR_SCRIPT.lstrip("/"))
+        member.size, member.mode = len(script), 0o644
+        tar.addfile(member, io.BytesIO(script))
+        for item in files:
+            source = item.source
+            if strip and item.target.startswith(SENSOR_LIBDIR + "/lib") and ".so" in item.target:
+                stripped = os.path.join(scratch, basename(item.target))
+                shutil.copy2(source, stripped)
+                if subprocess.run([strip, "--strip-debug", stripped], capture_output=True).returncode == 0:
+                    source = stripped
+            member = tar.gettarinfo(source, arcname=item.target.lstrip("/"))
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            member.mtime = int(os.stat(item.source).st_mtime)
+            with open(source, "rb") as handle:
+                tar.addfile(member, handle)
+
+
+def sensor_bundle(cache_dir: Path) -> Path:
+    """The bundle tar for the running interpreter, built on first use."""
+    files = bundle_files()
+    destination = cache_dir / f"sensor-{_key(files)}.tar"
+    if destination.exists():
+        return destination
+    log.info("building the sensor bundle (once per interpreter and slim version)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_suffix(".partial")
+    _write_tar(files, partial, shutil.which("strip"))
+    os.replace(partial, destination)
+    return destination
+
+
+__all__ = ["SENSOR_DIR", "BundleError", "BundleFile", "bundle_files", "sensor_bundle"]

@@ -1,0 +1,135 @@
+"""PID 1 duties: start the app as the image's user, forward signals, reap
+zombies, and report the app's status the way a shell would (128+N after
+signal N)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from slimmer.sensor.users import AppUser
+
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGQUIT,
+    signal.SIGWINCH,
+)
+
+
+class CommandNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AppExit:
+    status: int  # as a shell reports it: the exit code, or 128+N
+    signal: int | None
+
+
+def find_command(argv0: str, env: Mapping[str, str], workdir: str) -> str:
+    """The program to exec: a path as given (relative to the workdir), or
+    the first executable match on the image env's PATH."""
+    if "/" in argv0:
+        path = argv0 if argv0.startswith("/") else os.path.join(workdir, argv0)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise CommandNotFound(argv0)
+    search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    for directory in search.split(":"):
+        candidate = os.path.join(directory or workdir, argv0)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CommandNotFound(argv0)
+
+
+def decode_status(raw: int) -> AppExit:
+    if os.WIFSIGNALED(raw):
+        number = os.WTERMSIG(raw)
+        return AppExit(128 + number, number)
+    return AppExit(os.WEXITSTATUS(raw), None)
+
+
+class Supervisor:
+    """Runs one app as a child of PID 1 until it exits."""
+
+    def __init__(self, stop_signal: int, stop_timeout: float) -> None:
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._kill_timer: threading.Timer | None = None
+
+    def start(
+        self, program: str, argv: list[str], env: Mapping[str, str], workdir: str, user: AppUser
+    ) -> int:
+        for number in FORWARDED_SIGNALS:
+            signal.signal(number, self._forward)
+        self.process = subprocess.Popen(
+            [argv[0], *argv[1:]],
+            executable=program,
+            env=dict(env),
+            cwd=workdir if os.path.isdir(workdir) else "/",
+            user=user.uid,
+            group=user.gid,
+            extra_groups=list(user.groups),
+            close_fds=True,
+            restore_signals=True,
+        )
+        return self.process.pid
+
+    def _forward(self, number: int, _frame: object) -> None:
+        if self.process is None:
+            return
+        try:
+            os.kill(self.process.pid, number)
+        except ProcessLookupError:
+            return
+        if number in (self.stop_signal, signal.SIGTERM, signal.SIGINT) and self._kill_timer is None:
+            self._kill_timer = threading.Timer(self.stop_timeout, self._kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> AppExit:
+        """Reap every child until the app exits; orphans that PID 1 inherits
+        are reaped too, so no zombie stays."""
+        if self.process is None:
+            raise RuntimeError("wait() before start()")
+        app_pid = self.process.pid
+        while True:
+            try:
+                pid, raw = os.waitpid(-1, 0)
+            except ChildProcessError:
+                # the app was reaped elsewhere (cannot happen as PID 1); be safe
+                return AppExit(self.process.returncode or 0, None)
+            if pid == app_pid:
+                self.process.returncode = raw
+                if self._kill_timer is not None:
+                    self._kill_timer.cancel()
+                return decode_status(raw)
+
+    @staticmethod
+    def reap_orphans(seconds: float = 0.2) -> None:
+        """Reap what is left for a short while after the app ended."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.02)

@@ -1,0 +1,244 @@
+"""inotify over a whole tree: what was opened, read, listed, written, created.
+
+One watch per directory (inotify reports the children's events to the
+directory's watch). The walk that sets the watches produces events of its
+own; `drain` discards them before the app starts. A reader thread empties
+the queue continuously, adds a watch to each new directory at once, and
+marks the trace incomplete on IN_Q_OVERFLOW.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from enum import IntFlag
+
+import inotify_simple
+
+# inotify_simple looks libc up with ctypes.util.find_library, which runs the
+# image's ldconfig or gcc; the sensor's own libc is already loaded.
+inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
+
+IN_ACCESS = 0x1
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
+IN_OPEN = 0x20
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+IN_DONT_FOLLOW = 0x2000000
+IN_ISDIR = 0x40000000
+
+WATCH_MASK = (
+    IN_ACCESS
+    | IN_MODIFY
+    | IN_CLOSE_WRITE
+    | IN_OPEN
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+)
+
+WATCH_LIMIT_SYSCTL = "fs.inotify.max_user_watches"
+INSTANCE_LIMIT_SYSCTL = "fs.inotify.max_user_instances"
+
+
+class Access(IntFlag):
+    """What happened to a path while it was traced."""
+
+    OPENED = 1
+    READ = 2
+    EXECUTED = 4
+    LISTED = 8
+    WRITTEN = 16
+    CREATED = 32
+    DELETED = 64
+
+    def names(self) -> list[str]:
+        return [flag.name.lower() for flag in Access if flag in self and flag.name]
+
+
+class WatchLimitError(Exception):
+    """The kernel refused another watch or inotify instance."""
+
+    def __init__(self, sysctl: str, count: int) -> None:
+        super().__init__(
+            f"the inotify limit {sysctl} was reached after {count} watches; "
+            f"raise it on the host: sysctl -w {sysctl}=1048576"
+        )
+        self.sysctl = sysctl
+
+
+@dataclass(frozen=True)
+class WatchStats:
+    watches: int
+    events: int
+    overflow: bool
+
+
+def _is_under(path: str, trees: tuple[str, ...]) -> bool:
+    return any(path == tree or path.startswith(tree + "/") for tree in trees)
+
+
+class TreeWatcher:
+    """Watches every directory under a root except the skipped trees."""
+
+    def __init__(self, skipped: tuple[str, ...]) -> None:
+        self.skipped = skipped
+        try:
+            self.inotify = inotify_simple.INotify(nonblocking=True)
+        except OSError as exc:
+            if exc.errno == errno.EMFILE:
+                raise WatchLimitError(INSTANCE_LIMIT_SYSCTL, 0) from None
+            raise
+        self.dirs: dict[int, str] = {}
+        self.seen: dict[str, Access] = {}
+        self.overflow = False
+        self.events = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ---- set-up
+
+    def _add(self, directory: str) -> bool:
+        try:
+            wd = self.inotify.add_watch(directory, WATCH_MASK)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise WatchLimitError(WATCH_LIMIT_SYSCTL, len(self.dirs)) from None
+            return False  # vanished, not a directory, no permission
+        self.dirs[wd] = directory
+        return True
+
+    def watch_tree(self, root: str = "/") -> int:
+        """Add a watch to every directory under root; returns the count."""
+        pending = [root]
+        added = 0
+        while pending:
+            directory = pending.pop()
+            if _is_under(directory, self.skipped) or not self._add(directory):
+                continue
+            added += 1
+            if added % 1000 == 0:
+                self.drain()  # keep the queue from overflowing with our own events
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path if directory != "/" else "/" + entry.name)
+            except OSError:
+                continue
+        return added
+
+    def drain(self) -> None:
+        """Discard every queued event (the sensor's own set-up)."""
+        while self.inotify.read(timeout=0):
+            pass
+        self.seen.clear()
+        self.overflow = False
+        self.events = 0
+
+    # ---- during the run
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inotify-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            events = self.inotify.read(timeout=100)
+            if events:
+                self._record(events)
+
+    def stop(self) -> WatchStats:
+        """Stop reading, after taking what is still queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        while events := self.inotify.read(timeout=0):
+            self._record(events)
+        self.inotify.close()
+        return WatchStats(len(self.dirs), self.events, self.overflow)
+
+    def mark(self, path: str, access: Access) -> None:
+        with self._lock:
+            self.seen[path] = self.seen.get(path, Access(0)) | access
+
+    def _record(self, events: list[inotify_simple.Event]) -> None:
+        with self._lock:
+            seen = self.seen
+            for wd, mask, _, name in events:
+                self.events += 1
+                if mask & IN_Q_OVERFLOW:
+                    self.overflow = True
+                    continue
+                directory = self.dirs.get(wd)
+                if directory is None:
+                    continue
+                if mask & IN_IGNORED:
+                    del self.dirs[wd]
+                    continue
+                if name:
+                    path = directory + "/" + name if directory != "/" else "/" + name
+                else:
+                    path = directory
+                is_dir = bool(mask & IN_ISDIR)
+                access = Access(0)
+                if mask & IN_OPEN:
+                    access |= Access.OPENED
+                if mask & IN_ACCESS:
+                    access |= Access.LISTED if is_dir else Access.READ
+                if mask & (IN_MODIFY | IN_CLOSE_WRITE):
+                    access |= Access.WRITTEN
+                if mask & (IN_CREATE | IN_MOVED_TO):
+                    access |= Access.CREATED
+                if mask & (IN_DELETE | IN_MOVED_FROM):
+                    access |= Access.DELETED
+                if access:
+                    seen[path] = seen.get(path, Access(0)) | access
+                if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
+                    self._watch_new_tree(path)
+
+    def _watch_new_tree(self, top: str) -> None:
+        """A directory appeared: watch it now, and count what was made in it
+        before the watch existed as created too."""
+        pending = [top]
+        while pending:
+            directory = pending.pop()
+            if _is_under(directory, self.skipped) or not self._add(directory):
+                continue
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        self.seen[entry.path] = self.seen.get(entry.path, Access(0)) | Access.CREATED
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+            except OSError:
+                continue
+
+
+def file_kind(path: str) -> str:
+    """The kind of a path now: file, dir, symlink, other, or gone."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "gone"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
