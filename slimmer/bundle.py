@@ -125,7 +125,9 @@ def library_files(python: str, extensions: list[str]) -> list[BundleFile]:
     closure = loader.closure([python, *extensions])
     if closure.missing:
         names = ", ".join(sorted({d.name for d in closure.missing}))
-        raise BundleError(f"libraries of the sensor's interpreter are missing on this host: {names}")
+        raise BundleError(
+            f"libraries of the sensor's interpreter are missing on this host: {names}"
+        )
     inputs = {os.path.realpath(p) for p in [python, *extensions]}
     files: dict[str, BundleFile] = {}
     for obj in closure.objects():
@@ -161,7 +163,9 @@ def _key(files: list[BundleFile]) -> str:
     digest.update(f"{slimmer.__version__}\0{sys.version}\0".encode())
     for item in files:
         info = os.stat(item.source)
-        digest.update(f"{item.source}\0{item.target}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+        digest.update(
+            f"{item.source}\0{item.target}\0{info.st_size}\0{info.st_mtime_ns}\0".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -191,7 +195,12 @@ def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) ->
             if strip and item.target.startswith(SENSOR_LIBDIR + "/lib") and ".so" in item.target:
                 stripped = os.path.join(scratch, basename(item.target))
                 shutil.copy2(source, stripped)
-                if subprocess.run([strip, "--strip-debug", stripped], capture_output=True).returncode == 0:
+                if (
+                    subprocess.run(
+                        [strip, "--strip-debug", stripped], capture_output=True
+                    ).returncode
+                    == 0
+                ):
                     source = stripped
             member = tar.gettarinfo(source, arcname=item.target.lstrip("/"))
             member.uid = member.gid = 0

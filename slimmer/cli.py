@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from slimmer import __version__
 from slimmer.errors import ExitCode, NotFound, SlimError
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
+    from slimmer.trace import Trace
+    from slimmer.tracer import TraceOptions
 
 log = logging.getLogger("slimmer")
 
@@ -58,6 +65,7 @@ def cli(debug: bool, quiet: bool) -> None:
     image with only those files.
 
     \b
+      slim trace IMAGE [-- CMD...]   run the app under the sensor, record files
       slim deps --root DIR PATH...   the ELF closure of files in a root dir
     """
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -153,6 +161,192 @@ def deps(
             click.echo(f"{skipped.path}: skipped ({skipped.reason})")
     if closure.missing:
         sys.exit(int(ExitCode.FAILURE))
+
+
+def default_cache_dir() -> Path:
+    """Where the sensor bundle is cached: $SLIM_CACHE_DIR, else
+    $XDG_CACHE_HOME/slim, else ~/.cache/slim."""
+    if os.environ.get("SLIM_CACHE_DIR"):
+        return Path(os.environ["SLIM_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "slim"
+
+
+def _connect() -> Engine:
+    from slimmer.engine import Engine
+
+    return Engine.connect()
+
+
+def trace_options(function: F) -> F:
+    """The options of a traced run, shared by trace and build."""
+    options = [
+        click.option(
+            "--http-probe",
+            "http_probes",
+            multiple=True,
+            metavar="[METHOD:]PATH[:PORT]",
+            help="HTTP request to make once the app answers; repeatable. "
+            "Default: GET / on each exposed TCP port.",
+        ),
+        click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
+        click.option(
+            "--probe-exec",
+            "exec_probes",
+            multiple=True,
+            metavar="CMD",
+            help="Command to run inside the container (traced too); repeatable.",
+        ),
+        click.option(
+            "--probe-host",
+            "host_probes",
+            multiple=True,
+            metavar="CMD",
+            help="Shell command to run on the host, with SLIM_TARGET_HOST and "
+            "SLIM_TARGET_PORT set; repeatable.",
+        ),
+        click.option(
+            "--duration",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="Keep tracing S seconds after the probes.",
+        ),
+        click.option(
+            "--until-exit", is_flag=True, help="Batch job: no probes, wait for the app to exit."
+        ),
+        click.option(
+            "--exit-timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help="With --until-exit: stop the app after S seconds.",
+        ),
+        click.option(
+            "--ready-timeout",
+            type=float,
+            default=30.0,
+            show_default=True,
+            metavar="S",
+            help="How long the app may take to answer HTTP.",
+        ),
+        click.option(
+            "--stop-timeout",
+            type=float,
+            default=10.0,
+            show_default=True,
+            metavar="S",
+            help="Grace time after the stop signal before SIGKILL.",
+        ),
+        click.option(
+            "--stop-signal",
+            default=None,
+            metavar="SIG",
+            help="Signal that stops the app (default: the image's STOPSIGNAL, or SIGTERM).",
+        ),
+        click.option(
+            "--user", default=None, help="Run the app as USER[:GROUP] (default: the image's USER)."
+        ),
+        click.option(
+            "--entrypoint",
+            default=None,
+            metavar="CMD",
+            help="Replace the image's ENTRYPOINT (split like a shell would).",
+        ),
+        click.option("--quiet-app", is_flag=True, help="Do not echo the app's output."),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _make_trace_options(params: dict[str, Any]) -> TraceOptions:
+    from slimmer.probes import parse_http_probe, split_command
+    from slimmer.tracer import TraceOptions
+
+    entrypoint = params["entrypoint"]
+    return TraceOptions(
+        cmd=list(params["command"]) or None,
+        entrypoint=split_command(entrypoint) if entrypoint else ([] if entrypoint == "" else None),
+        user=params["user"],
+        http_probes=tuple(parse_http_probe(p) for p in params["http_probes"]),
+        exec_probes=tuple(params["exec_probes"]),
+        host_probes=tuple(params["host_probes"]),
+        default_probes=not params["no_default_probe"],
+        duration=params["duration"],
+        until_exit=params["until_exit"],
+        exit_timeout=params["exit_timeout"],
+        ready_timeout=params["ready_timeout"],
+        stop_timeout=params["stop_timeout"],
+        stop_signal=params["stop_signal"],
+        echo_app=not params["quiet_app"],
+        host_env=dict(os.environ),
+    )
+
+
+def _print_trace_summary(trace: Trace, path: Path) -> None:
+    created = sum(1 for f in trace.files if f.created)
+    status = trace.exit_status
+    exit_text = "?" if status is None else str(status)
+    if trace.exit_signal:
+        exit_text += f" (signal {trace.exit_signal})"
+    click.echo(f"trace: {path}", err=True)
+    click.echo(
+        f"  files seen {len(trace.files)} ({created} created by the app), "
+        f"watches {trace.watches}, events {trace.events}"
+        + ("" if trace.complete else ", INCOMPLETE (queue overflow)"),
+        err=True,
+    )
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
+    click.echo(f"  app exit {exit_text}; {times}", err=True)
+    for probe in trace.probes:
+        answer = probe.answer
+        outcome = answer.get("status", answer.get("exit_code", answer.get("error")))
+        click.echo(f"  probe {probe.kind} {probe.spec}: {outcome}", err=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the trace (default .slim/<image>.trace.json).",
+)
+@trace_options
+@handles_errors
+def trace(image: str, output: Path | None, **params: Any) -> None:
+    """Run IMAGE's app under the sensor and record every file it touches.
+
+    The app is the image's ENTRYPOINT + CMD, or ENTRYPOINT + the COMMAND
+    given after `--`. It runs as the image's USER with its ENV and WORKDIR;
+    exposed TCP ports are published on 127.0.0.1, probed once the app
+    answers, then the app is stopped with the image's STOPSIGNAL. No
+    privileges and nothing in the image are needed.
+
+    \b
+      slim trace nginx-build -- /opt/nginx/sbin/nginx -g 'daemon off;'
+      slim trace myjob:fat --until-exit -- /app/run.sh --once
+    """
+    from slimmer.trace import default_trace_path
+    from slimmer.tracer import AppFailed, trace_image
+
+    options = _make_trace_options(params)
+    path = output or default_trace_path(image)
+    engine = _connect()
+    try:
+        result = trace_image(engine, image, options, default_cache_dir())
+    except AppFailed as exc:
+        if exc.trace is not None:
+            exc.trace.save(path)
+            click.echo(f"slim: the trace was saved to {path}", err=True)
+        raise
+    finally:
+        engine.close()
+    result.save(path)
+    _print_trace_summary(result, path)
 
 
 def main() -> None:

@@ -6,12 +6,14 @@ Every container, volume or image slim creates carries the label
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -115,6 +117,86 @@ class Engine:
             stdout = container.logs(stdout=True, stderr=False)
             stderr = container.logs(stdout=False, stderr=True)
             return int(status.get("StatusCode", -1)), stdout, stderr
+
+    # ---- a running container
+
+    def put_archive(self, container: Container, data: bytes | BinaryIO) -> None:
+        """Unpack a tar at / of a created container (before it starts)."""
+        try:
+            if not container.put_archive("/", data):
+                raise EngineError("the engine refused the archive")
+        except docker.errors.APIError as exc:
+            raise EngineError(f"copying into the container failed: {_short(exc)}") from None
+
+    def get_file(self, container: Container, path: str, max_bytes: int) -> bytes | None:
+        """One regular file out of a (possibly stopped) container, or None.
+
+        The archive the engine returns is untrusted: only a single regular
+        member with the requested name is accepted, read in memory.
+        """
+        try:
+            stream, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise EngineError(
+                f"copying {path} out of the container failed: {_short(exc)}"
+            ) from None
+        buffer = io.BytesIO()
+        for chunk in stream:
+            buffer.write(chunk)
+            if buffer.tell() > max_bytes + 65536:
+                raise EngineError(f"{path} in the container is larger than {max_bytes} bytes")
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer, mode="r:") as tar:
+            members = tar.getmembers()
+            if len(members) != 1 or not members[0].isreg():
+                raise EngineError(f"unexpected archive for {path}")
+            if members[0].name != path.rsplit("/", 1)[-1] or members[0].size > max_bytes:
+                raise EngineError(f"unexpected member {members[0].name!r} for {path}")
+            handle = tar.extractfile(members[0])
+            return handle.read() if handle else None
+
+    def stream_logs(self, container: Container) -> Iterator[bytes]:
+        """stdout and stderr of the container as they come, until it ends."""
+        try:
+            yield from container.logs(stream=True, follow=True)
+        except docker.errors.APIError:
+            return
+
+    def kill(self, container: Container, signal_number: int) -> None:
+        with suppress(docker.errors.APIError):  # not running any more
+            container.kill(signal=signal_number)
+
+    def wait(self, container: Container, timeout: float) -> int | None:
+        """The container's exit status, or None if it still runs after timeout."""
+        try:
+            return int(container.wait(timeout=timeout).get("StatusCode", -1))
+        except docker.errors.APIError as exc:
+            raise EngineError(f"waiting for the container failed: {_short(exc)}") from None
+        except Exception:  # requests' ReadTimeout / ConnectionError on time-out
+            return None
+
+    def is_running(self, container: Container) -> bool:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        return container.status in ("created", "running", "restarting")
+
+    def exec_run(
+        self, container: Container, argv: list[str], user: str
+    ) -> tuple[int, bytes, bytes]:
+        try:
+            result = container.exec_run(argv, user=user, demux=True)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"exec in the container failed: {_short(exc)}") from None
+        stdout, stderr = result.output if result.output else (b"", b"")
+        return (
+            int(result.exit_code if result.exit_code is not None else -1),
+            stdout or b"",
+            stderr or b"",
+        )
 
     @staticmethod
     def published_port(container: Container, port: str) -> tuple[str, int]:

@@ -4,6 +4,7 @@ signal N)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,10 +100,8 @@ class Supervisor:
 
     def _kill(self) -> None:
         if self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def wait(self) -> AppExit:
         """Reap every child until the app exits; orphans that PID 1 inherits

@@ -40,7 +40,7 @@ def say(message: str) -> None:
 
 def write_result(result: dict[str, Any]) -> None:
     tmp = RESULT_PATH + ".tmp"
-    with open(tmp, "w", encoding="ascii") as handle:
+    with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(result, handle)  # ensure_ascii keeps surrogate escapes intact
     os.replace(tmp, RESULT_PATH)
 

@@ -208,6 +208,8 @@ class TreeWatcher:
                     access |= Access.DELETED
                 if access:
                     seen[path] = seen.get(path, Access(0)) | access
+                    if name and access & (Access.CREATED | Access.DELETED):
+                        seen[directory] = seen.get(directory, Access(0)) | Access.WRITTEN
                 if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
                     self._watch_new_tree(path)
 
@@ -222,7 +224,9 @@ class TreeWatcher:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        self.seen[entry.path] = self.seen.get(entry.path, Access(0)) | Access.CREATED
+                        self.seen[entry.path] = (
+                            self.seen.get(entry.path, Access(0)) | Access.CREATED
+                        )
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
             except OSError:
