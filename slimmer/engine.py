@@ -10,7 +10,7 @@ import io
 import logging
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -117,6 +117,45 @@ class Engine:
             stdout = container.logs(stdout=True, stderr=False)
             stderr = container.logs(stdout=False, stderr=True)
             return int(status.get("StatusCode", -1)), stdout, stderr
+
+    def build(
+        self,
+        context: BinaryIO,
+        tag: str,
+        *,
+        labels: dict[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build an image from a tar context (Dockerfile at its top); returns
+        the image id. Build output goes to `progress` line by line."""
+        image_id = None
+        try:
+            for message in self.client.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            ):
+                if "error" in message:
+                    detail = message.get("errorDetail", {}).get("message") or message["error"]
+                    raise EngineError(f"docker build failed: {detail.strip()}")
+                text = message.get("stream", "").rstrip()
+                if text and progress is not None:
+                    progress(text)
+                aux = message.get("aux") or {}
+                image_id = aux.get("ID", image_id)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"docker build failed: {_short(exc)}") from None
+        if image_id is None:
+            image_id = self.client.images.get(tag).id
+        return str(image_id)
+
+    def remove_image(self, image: str) -> None:
+        with suppress(docker.errors.NotFound):
+            self.client.images.remove(image, force=True)
 
     # ---- a running container
 

@@ -3,9 +3,11 @@ missing engine fails the run, elsewhere it skips them with the reason."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,35 @@ def no_leftovers(engine: Engine) -> Iterator[None]:
         engine.remove_leftovers(item.run_id)
     if new:
         pytest.fail(f"left behind on the engine: {new}", pytrace=False)
+
+
+FIXTURE_LABEL = "io.slim.fixture"
+
+
+def context_of(directory: Path) -> io.BytesIO:
+    """A build context tar of a fixtures/ directory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(directory.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.fixture(scope="session")
+def fixture_image(engine: Engine) -> Callable[[str], str]:
+    """Build fixtures/<name> (once per session; the layer cache makes it
+    quick afterwards) and return its tag."""
+    built: dict[str, str] = {}
+
+    def build(name: str) -> str:
+        if name not in built:
+            tag = f"slim-fixture-{name}:latest"
+            engine.build(context_of(REPO / "fixtures" / name), tag, labels={FIXTURE_LABEL: name})
+            built[name] = tag
+        return built[name]
+
+    return build
 
 
 @pytest.fixture(scope="session")

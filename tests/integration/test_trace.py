@@ -1,0 +1,159 @@
+"""slim trace on real images: the sensor as PID 1 in containers built from
+fixtures/ and Dockerfile.build."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli, default_cache_dir
+from slimmer.engine import Engine
+from slimmer.errors import ExitCode
+from slimmer.probes import parse_http_probe
+from slimmer.trace import Trace
+from slimmer.tracer import TraceOptions, trace_image
+from tests.conftest import REPO
+
+
+def traced(engine: Engine, image: str, **options) -> Trace:
+    return trace_image(engine, image, TraceOptions(**options), default_cache_dir())
+
+
+def accessed(trace: Trace) -> dict[str, set[str]]:
+    return {f.path: set(f.access) for f in trace.files}
+
+
+def test_nginx_trace_holds_what_nginx_touches(engine: Engine, fat_nginx: str) -> None:
+    trace = traced(engine, fat_nginx)
+    files = accessed(trace)
+    libdir = "/usr/lib/x86_64-linux-gnu"
+    assert {"executed", "opened"} <= files["/opt/nginx/sbin/nginx"]
+    for library in ("libc.so.6", "libcrypto.so.3", "libssl.so.3", "ld-linux-x86-64.so.2"):
+        assert "opened" in files[f"{libdir}/{library}"], library
+    for path in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/usr/share/zoneinfo/Etc/UTC"):
+        assert "read" in files[path], path
+    for path in ("conf/nginx.conf", "conf/mime.types", "html/index.html"):
+        assert "read" in files[f"/opt/nginx/{path}"], path
+    assert "written" in files["/opt/nginx/logs"]
+    assert "created" in files["/opt/nginx/logs/access.log"]
+    assert not [p for p in files if p.startswith("/.slim") or "/.slim/" in p]
+    assert trace.complete and trace.exit_status == 0
+    (probe,) = trace.probes
+    assert probe.spec == {"method": "GET", "path": "/", "port": 80}
+    expected = (REPO / "fixtures/nginx/index.html").read_bytes()
+    assert probe.answer["status"] == 200 and probe.answer["body_size"] == len(expected)
+
+
+def test_trace_json_round_trips(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(
+        cli, ["trace", fat_nginx, "-o", str(out), "--http-probe", "/missing"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["schema"] == "slim.trace/1" and data["image"] == fat_nginx
+    assert data["config"]["stop_signal"] == "SIGQUIT"
+    assert data["probes"][0]["answer"]["status"] == 404
+    assert Trace.load(out).files == tuple(sorted(Trace.load(out).files, key=lambda f: f.path))
+
+
+def test_scratch_image_with_only_a_static_binary(engine: Engine, fixture_image) -> None:
+    trace = traced(engine, fixture_image("static"), until_exit=True)
+    files = accessed(trace)
+    assert "executed" in files["/busybox"]
+    assert "read" in files["/data/hello.txt"]
+    assert trace.exit_status == 0
+
+
+def test_non_root_user_runs_with_its_ids(engine: Engine, fixture_image, caplog) -> None:
+    caplog.set_level("INFO")
+    trace = traced(engine, fixture_image("nonroot"), until_exit=True)
+    output = "\n".join(r.getMessage() for r in caplog.records)
+    assert "inside: uid=4321 gid=1234 groups=1234 2345 cwd=/srv home=/home/app" in output
+    assert "only the app user may read this" in output
+    assert "read" in accessed(trace)["/srv/data.txt"]
+    assert trace.user == "app"
+
+
+def test_orphans_are_reaped_and_term_reaches_the_app(engine: Engine, fixture_image) -> None:
+    # The exec probe lists every process state after the orphans have ended.
+    probe = "sh -c 'sleep 1.5; cat /proc/[0-9]*/stat'"
+    trace = traced(engine, fixture_image("init"), exec_probes=(probe,))
+    (answer,) = [p.answer for p in trace.probes]
+    states = [
+        line.rsplit(")", 1)[1].split()[0] for line in answer["stdout"].splitlines() if ")" in line
+    ]
+    assert states and "Z" not in states, answer["stdout"]
+    assert trace.exit_status == 7  # the app's TERM trap ran
+
+
+def test_exit_status_after_a_signal_is_128_plus_n(engine: Engine, fixture_image) -> None:
+    trace = traced(engine, fixture_image("init"), cmd=["sleep", "1000"], duration=0.5)
+    assert (trace.exit_status, trace.exit_signal) == (128 + signal.SIGTERM, signal.SIGTERM)
+
+
+def test_batch_job_until_exit(engine: Engine, fixture_image) -> None:
+    trace = traced(engine, fixture_image("batch"), until_exit=True)
+    files = accessed(trace)
+    assert "read" in files["/in/input.txt"]
+    assert "read" in files["/usr/local/bin/job.sh"]
+    assert "created" in files["/out/result"] and "written" in files["/out"]
+    assert trace.exit_status == 0
+    failing = traced(engine, fixture_image("batch"), until_exit=True, cmd=["sh", "-c", "exit 3"])
+    assert failing.exit_status == 3
+
+
+def test_app_that_exits_at_start(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(
+        cli, ["trace", fat_nginx, "-o", str(out), "--", "/opt/nginx/sbin/nginx", "-c", "/nope.conf"]
+    )
+    assert result.exit_code == ExitCode.APP, result.output
+    assert "exited at start" in result.output
+    assert '"/nope.conf" failed' in result.output  # nginx's own last words
+    assert Trace.load(out).exit_status == 1
+
+
+def test_command_not_in_the_image(engine: Engine, fixture_image) -> None:
+    result = CliRunner().invoke(cli, ["trace", fixture_image("static"), "--", "/bin/nothing"])
+    assert result.exit_code == ExitCode.NOT_FOUND, result.output
+    assert "command not found in the image: /bin/nothing" in result.output
+
+
+def test_unknown_image(engine: Engine) -> None:
+    result = CliRunner().invoke(cli, ["trace", "slim-no-such-image:latest"])
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "not found" in result.output and "hint" in result.output
+
+
+def test_probe_on_a_port_that_is_not_exposed(engine: Engine, fat_nginx: str) -> None:
+    with pytest.raises(Exception, match="not exposed"):
+        traced(engine, fat_nginx, http_probes=(parse_http_probe("/:8080"),))
+
+
+def test_ctrl_c_leaves_no_container(engine: Engine, fixture_image: Callable[[str], str]) -> None:
+    image = fixture_image("init")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slimmer", "trace", image, "--duration", "60"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in process.stderr:
+        if "watching" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == ExitCode.INTERRUPTED
+    # the no_leftovers fixture fails the test if a container is still there
