@@ -66,6 +66,8 @@ def cli(debug: bool, quiet: bool) -> None:
 
     \b
       slim trace IMAGE [-- CMD...]   run the app under the sensor, record files
+      slim build IMAGE -t TAG        build the micro image from the trace
+      slim explain REPORT PATH       why a path is (not) in the micro image
       slim deps --root DIR PATH...   the ELF closure of files in a root dir
     """
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -347,6 +349,168 @@ def trace(image: str, output: Path | None, **params: Any) -> None:
         engine.close()
     result.save(path)
     _print_trace_summary(result, path)
+
+
+def _file_safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _read_include_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise NotFound(f"cannot read --include-file {path}: {exc.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@click.option("-t", "--tag", default=None, help="Name[:tag] of the micro image.")
+@click.option(
+    "--trace",
+    "trace_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trace file(s) to build from; several are merged. Default: "
+    ".slim/<image>.trace.json if it is there, else trace first.",
+)
+@click.option("--retrace", is_flag=True, help="Trace again even if a trace of the image is there.")
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="PATH|GLOB",
+    help="Also keep this image path (a directory: all of it) or glob; repeatable.",
+)
+@click.option(
+    "--include-file",
+    "include_files",
+    multiple=True,
+    metavar="FILE",
+    help="A file of --include patterns, one a line, # comments.",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out paths matching this glob; repeatable.",
+)
+@click.option(
+    "--base",
+    default="scratch",
+    show_default=True,
+    help="What to build on: scratch, busybox, or any local image.",
+)
+@click.option(
+    "--context-only",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the build context tar here and stop (docker build - < FILE builds it).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write report.json (default .slim/<tag>.report.json).",
+)
+@click.option("--force", is_flag=True, help="Use traces of another image id, or incomplete ones.")
+@trace_options
+@handles_errors
+def build(
+    image: str,
+    tag: str | None,
+    trace_files: tuple[Path, ...],
+    retrace: bool,
+    includes: tuple[str, ...],
+    include_files: tuple[str, ...],
+    excludes: tuple[str, ...],
+    base: str,
+    context_only: Path | None,
+    report_path: Path | None,
+    force: bool,
+    **params: Any,
+) -> None:
+    """Build a micro image of IMAGE from what its app touched.
+
+    The file set is the trace ∪ the ELF closure of every traced ELF file and
+    the entrypoint ∪ --include − --exclude, plus the symlinks on the way,
+    parent directories and the directories the app wrote into (empty). Files
+    the app created while traced are never copied. The micro image keeps
+    ENTRYPOINT, CMD, ENV, WORKDIR, USER, EXPOSE, LABELs, STOPSIGNAL,
+    HEALTHCHECK and VOLUMEs, owners, modes, setuid bits and hard links.
+
+    \b
+      slim build nginx-build -t nginx:micro
+      slim build app:fat -t app:micro --trace a.json --trace b.json --include /etc/ssl/certs
+    """
+    from slimmer.builder import BuildOptions, build_micro
+    from slimmer.report import human_size
+    from slimmer.trace import Trace, default_trace_path
+    from slimmer.tracer import trace_image
+
+    if not tag and context_only is None:
+        raise click.UsageError(
+            "give the micro image a name with -t NAME[:TAG] (or use --context-only)"
+        )
+    patterns = list(includes)
+    for include_file in include_files:
+        patterns += _read_include_file(include_file)
+    options = BuildOptions(
+        tag=tag,
+        includes=tuple(patterns),
+        excludes=excludes,
+        base=base,
+        context_only=context_only,
+        report=report_path or Path(".slim") / f"{_file_safe(tag or image)}.report.json",
+        force=force,
+    )
+    engine = _connect()
+    try:
+        paths = list(trace_files)
+        default = default_trace_path(image)
+        if not paths and not retrace and default.exists():
+            log.info("using the trace %s (--retrace to trace again)", default)
+            paths = [default]
+        if paths:
+            traces = [Trace.load(path) for path in paths]
+        else:
+            traced = trace_image(engine, image, _make_trace_options(params), default_cache_dir())
+            traced.save(default)
+            _print_trace_summary(traced, default)
+            traces, paths = [traced], [default]
+        result = build_micro(
+            engine, image, traces, options, default_cache_dir(), [str(p) for p in paths]
+        )
+    finally:
+        engine.close()
+    if context_only is not None:
+        click.echo(f"context: {context_only}", err=True)
+    else:
+        ratio = result.fat_size / result.micro_size if result.micro_size else 0
+        click.echo(
+            f"{image} {human_size(result.fat_size)} -> {tag} {human_size(result.micro_size or 0)} "
+            f"({ratio:.0f}x smaller)",
+            err=True,
+        )
+    click.echo(f"report: {options.report}", err=True)
+
+
+@cli.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path")
+@handles_errors
+def explain(report: Path, path: str) -> None:
+    """Say why PATH is in the micro image of REPORT, or why it is not."""
+    from slimmer.report import explain as explain_path
+    from slimmer.report import load_report
+
+    answer = explain_path(load_report(report), path)
+    for line in answer.lines:
+        click.echo(line)
+    if not answer.kept:
+        sys.exit(int(ExitCode.FAILURE))
 
 
 def main() -> None:

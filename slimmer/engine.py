@@ -196,6 +196,28 @@ class Engine:
             handle = tar.extractfile(members[0])
             return handle.read() if handle else None
 
+    @contextmanager
+    def open_file_stream(self, container: Container, path: str) -> Iterator[BinaryIO]:
+        """Stream one regular file out of a (stopped) container, without
+        holding it in memory. The engine's archive is untrusted: it must hold
+        exactly that one regular file."""
+        try:
+            chunks, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            raise EngineError(f"{path} is not in the container") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(
+                f"copying {path} out of the container failed: {_short(exc)}"
+            ) from None
+        with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as outer:
+            member = outer.next()
+            if member is None or not member.isreg() or member.name != path.rsplit("/", 1)[-1]:
+                raise EngineError(f"unexpected archive for {path}")
+            handle = outer.extractfile(member)
+            if handle is None:
+                raise EngineError(f"unexpected archive for {path}")
+            yield handle
+
     def stream_logs(self, container: Container) -> Iterator[bytes]:
         """stdout and stderr of the container as they come, until it ends."""
         try:
@@ -281,6 +303,28 @@ class Engine:
             except docker.errors.NotFound:
                 continue
         return removed
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (a streamed response)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
 
 
 def _short(exc: BaseException) -> str:

@@ -9,8 +9,10 @@ import threading
 import time
 from typing import Any
 
+from slimmer.context import write_rootfs_tar
 from slimmer.depsreport import closure_to_json
 from slimmer.errors import SlimError
+from slimmer.fileset import SelectionRequest, select_files
 from slimmer.loader import Loader
 from slimmer.rootfs import RootFS
 from slimmer.sensor.init import CommandNotFound, Supervisor, find_command
@@ -20,6 +22,7 @@ from slimmer.sensor.protocol import (
     EXIT_SENSOR_ERROR,
     EXIT_WATCH_LIMIT,
     MESSAGE_PREFIX,
+    OUTPUT_TAR,
     READY_MESSAGE,
     RESULT_PATH,
     SENSOR_DIR,
@@ -160,6 +163,16 @@ def deps(config: RunConfig) -> int:
     return 0
 
 
+def collect(config: RunConfig) -> int:
+    """Select the micro image's files here, where they are, and tar them."""
+    fs = RootFS("/")
+    selection = select_files(fs, SelectionRequest(**config.selection))
+    with open(OUTPUT_TAR, "wb") as out:
+        write_rootfs_tar(fs, selection, out)
+    write_result({"selection": selection.to_json()})
+    return 0
+
+
 def main(config_path: str) -> int:
     try:
         with open(config_path, encoding="utf-8") as handle:
@@ -169,8 +182,7 @@ def main(config_path: str) -> int:
             return trace(config)
         if mode is Mode.DEPS:
             return deps(config)
-        say(f"error: mode {mode.value} is not implemented")
-        return EXIT_SENSOR_ERROR
+        return collect(config)
     except Exception as exc:  # the host needs a line, not a silent exit
         say(f"error: sensor failed: {type(exc).__name__}: {exc}")
         return EXIT_SENSOR_ERROR

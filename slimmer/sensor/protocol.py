@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import Any
 
 SENSOR_DIR = "/.slim"
 RUN_DIR = f"{SENSOR_DIR}/run"
@@ -50,8 +51,9 @@ class RunConfig:
     user: str = ""
     stop_signal: int = 15
     stop_timeout: float = 10.0
-    paths: list[str] = field(default_factory=list)  # deps, collect
+    paths: list[str] = field(default_factory=list)  # deps
     runtime_extras: bool = False
+    selection: dict[str, Any] = field(default_factory=dict)  # collect: a SelectionRequest
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

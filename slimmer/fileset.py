@@ -1,0 +1,388 @@
+"""Which paths of the fat image go into the micro image, and why.
+
+The selection runs where the files are (inside a container of the fat image,
+root "/"), but it is pure: give it any RootFS and a request. Every entry
+carries its reasons into the report; everything left out that someone might
+expect carries the reason it was left out.
+
+    kept = traced (not created by the app) ∪ ELF closure of the traced ELF
+           files and the entrypoint ∪ --include − --exclude
+           + symlinks on the way and symlinks to kept files
+           + parent dirs + dirs the app wrote into (empty) + WORKDIR, VOLUMEs
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from slimmer.errors import PathError, SlimError
+from slimmer.loader import Loader
+from slimmer.rootfs import RootFS, basename, join, parents
+
+SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
+WHITEOUT_PREFIX = ".wh."
+GLOB_CHARS = "*?["
+
+
+class Reason(StrEnum):
+    TRACED = "traced"
+    ELF_CLOSURE = "elf-closure"
+    ENTRYPOINT = "entrypoint"
+    HEALTHCHECK = "healthcheck"
+    INCLUDE = "include"
+    SYMLINK = "symlink"
+    PARENT = "parent"
+    WRITTEN_DIR = "written-dir"
+    LISTED_DIR = "listed-dir"
+    WORKDIR = "workdir"
+    VOLUME = "volume"
+
+
+# Directories whose contents come along, not just the directory itself.
+WHOLE_TREE_REASONS = frozenset({Reason.INCLUDE})
+
+
+class Kind(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    CHAR_DEVICE = "char-device"
+    BLOCK_DEVICE = "block-device"
+    SOCKET = "socket"
+
+
+SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
+
+
+class SelectionError(SlimError):
+    """The request cannot be turned into a file set."""
+
+
+@dataclass(frozen=True)
+class SelectionRequest:
+    """What the host asks for. `traced` rows are trace files as dicts."""
+
+    traced: list[dict[str, Any]] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)  # argv[0]s (PATH-resolved here)
+    healthcheck: list[str] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    volumes: list[str] = field(default_factory=list)
+    runtime_extras: bool = True
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    kind: Kind
+    reasons: tuple[Reason, ...]
+    size: int
+    mode: int  # permission bits incl. setuid/setgid/sticky
+    uid: int
+    gid: int
+    mtime: int
+    link: str | None = None  # symlink target, as written
+
+
+@dataclass(frozen=True)
+class Dropped:
+    path: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    entries: tuple[Entry, ...]  # sorted by path; parents before children
+    dropped: tuple[Dropped, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries": [
+                {
+                    "path": e.path,
+                    "kind": e.kind.value,
+                    "reasons": [r.value for r in e.reasons],
+                    "size": e.size,
+                    "mode": e.mode,
+                    "uid": e.uid,
+                    "gid": e.gid,
+                    "mtime": e.mtime,
+                    "link": e.link,
+                }
+                for e in self.entries
+            ],
+            "dropped": [{"path": d.path, "why": d.why} for d in self.dropped],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Selection:
+        return cls(
+            entries=tuple(
+                Entry(
+                    path=e["path"],
+                    kind=Kind(e["kind"]),
+                    reasons=tuple(Reason(r) for r in e["reasons"]),
+                    size=int(e["size"]),
+                    mode=int(e["mode"]),
+                    uid=int(e["uid"]),
+                    gid=int(e["gid"]),
+                    mtime=int(e["mtime"]),
+                    link=e.get("link"),
+                )
+                for e in data["entries"]
+            ),
+            dropped=tuple(Dropped(d["path"], d["why"]) for d in data["dropped"]),
+            warnings=tuple(data.get("warnings", ())),
+        )
+
+
+def check_pattern(pattern: str, option: str) -> None:
+    """Patterns are absolute image paths, optionally with fnmatch globs."""
+    if not pattern.startswith("/"):
+        raise SelectionError(
+            f"{option} {pattern!r} is not an absolute path",
+            f"write it as it is inside the image, e.g. {option} /etc/ssl/certs",
+        )
+    if pattern.count("[") != pattern.count("]"):
+        raise SelectionError(f"{option} {pattern!r}: unbalanced [ ] in the pattern")
+
+
+def kind_of(mode: int) -> Kind:
+    if stat.S_ISREG(mode):
+        return Kind.FILE
+    if stat.S_ISDIR(mode):
+        return Kind.DIR
+    if stat.S_ISLNK(mode):
+        return Kind.SYMLINK
+    if stat.S_ISFIFO(mode):
+        return Kind.FIFO
+    if stat.S_ISCHR(mode):
+        return Kind.CHAR_DEVICE
+    if stat.S_ISBLK(mode):
+        return Kind.BLOCK_DEVICE
+    return Kind.SOCKET
+
+
+def _under(path: str, trees: Iterable[str]) -> bool:
+    return any(path == tree or path.startswith(tree + "/") for tree in trees)
+
+
+def walk(fs: RootFS, top: str = "/") -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under a canonical dir of the root, without following links."""
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            names = fs.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = join(directory, name)
+            if _under(path, SKIPPED_TREES):
+                continue
+            try:
+                info = fs.lstat(path)
+            except OSError:
+                continue
+            yield path, info
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(path)
+
+
+def find_program(fs: RootFS, name: str, env: Mapping[str, str], workdir: str) -> str | None:
+    """argv[0] as exec would find it in the image (PATH for bare names)."""
+    if "/" in name:
+        return name if name.startswith("/") else join(workdir, name)
+    search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    for directory in search.split(":"):
+        candidate = join(directory or workdir, name)
+        try:
+            resolved = fs.resolve(candidate)
+        except PathError:
+            continue
+        if stat.S_ISREG(fs.lstat(resolved.path).st_mode):
+            return candidate
+    return None
+
+
+class _Selector:
+    def __init__(self, fs: RootFS, request: SelectionRequest) -> None:
+        self.fs = fs
+        self.request = request
+        self.reasons: dict[str, set[Reason]] = {}
+        self.dropped: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def add(self, path: str, reason: Reason) -> None:
+        self.reasons.setdefault(path, set()).add(reason)
+
+    def drop(self, path: str, why: str) -> None:
+        self.dropped.setdefault(path, why)
+
+    def add_resolved(self, path: str, reason: Reason) -> str | None:
+        """Add a path and every link passed on the way; returns the canonical path."""
+        try:
+            resolved = self.fs.resolve(path, cwd=self.request.workdir)
+        except PathError as exc:
+            self.drop(path, f"not in the image ({exc.message})")
+            return None
+        for hop in resolved.hops:
+            self.add(hop.path, Reason.SYMLINK)
+        self.add(resolved.path, reason)
+        return resolved.path
+
+    def traced(self) -> list[str]:
+        """Traced paths kept; returns the files to take the closure of."""
+        closure_inputs = []
+        for row in self.request.traced:
+            path, access = row["path"], set(row.get("access", ()))
+            if "created" in access:
+                self.drop(path, "created by the app during the trace")
+                continue
+            try:
+                info = self.fs.lstat(self.fs.resolve(path, follow=False).path)
+            except (PathError, OSError):
+                self.drop(path, "not in the image")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                written = access & {"written"}
+                self.add(path, Reason.WRITTEN_DIR if written else Reason.LISTED_DIR)
+            elif access & {"opened", "read", "executed"}:
+                canonical = self.add_resolved(path, Reason.TRACED)
+                if canonical is not None and stat.S_ISREG(info.st_mode):
+                    closure_inputs.append(canonical)
+        return closure_inputs
+
+    def programs(self, names: list[str], reason: Reason) -> list[str]:
+        found = []
+        for name in names:
+            program = find_program(self.fs, name, self.request.env, self.request.workdir)
+            if program is None:
+                self.warnings.append(f"{reason.value} command {name!r} is not in the image")
+                continue
+            canonical = self.add_resolved(program, reason)
+            if canonical is not None:
+                found.append(canonical)
+        return found
+
+    def closure(self, inputs: list[str]) -> None:
+        loader = Loader(self.fs, env=self.request.env, cwd=self.request.workdir)
+        closure = loader.closure(sorted(set(inputs)), runtime_extras=self.request.runtime_extras)
+        for path in closure.files:
+            self.add(path, Reason.ELF_CLOSURE)
+        for hop in closure.symlinks:
+            self.add(hop.path, Reason.SYMLINK)
+        for dep in closure.missing:
+            self.warnings.append(f"{dep.requester} needs {dep.name}: {dep.problem}")
+
+    def includes(self) -> None:
+        patterns = self.request.includes
+        globs = [p for p in patterns if any(ch in p for ch in GLOB_CHARS)]
+        for pattern in patterns:
+            if pattern in globs:
+                continue
+            canonical = self.add_resolved(pattern, Reason.INCLUDE)
+            if canonical is not None and stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
+                for path, _ in walk(self.fs, canonical):
+                    self.add(path, Reason.INCLUDE)
+        if globs:
+            for path, _ in walk(self.fs):
+                if any(fnmatch.fnmatchcase(path, pattern) for pattern in globs):
+                    self.add(path, Reason.INCLUDE)
+
+    def contract_dirs(self) -> None:
+        for directory, reason in [(self.request.workdir, Reason.WORKDIR)] + [
+            (volume, Reason.VOLUME) for volume in self.request.volumes
+        ]:
+            if directory and directory != "/" and self.fs.exists(directory):
+                self.add_resolved(directory, reason)
+
+    def links_to_kept(self) -> None:
+        """Every symlink of the image whose target is kept comes too (the app
+        went through /etc/localtime; inotify only named the zoneinfo file)."""
+        kept = set(self.reasons)
+        for path, info in walk(self.fs):
+            if not stat.S_ISLNK(info.st_mode) or path in kept:
+                continue
+            try:
+                resolved = self.fs.resolve(path)
+            except PathError:
+                continue
+            if resolved.path in kept and not stat.S_ISDIR(self.fs.lstat(resolved.path).st_mode):
+                self.add(path, Reason.SYMLINK)
+                for hop in resolved.hops:
+                    self.add(hop.path, Reason.SYMLINK)
+
+    def excludes(self) -> None:
+        for path in list(self.reasons):
+            pattern = next((p for p in self.request.excludes if fnmatch.fnmatchcase(path, p)), None)
+            if pattern is not None:
+                del self.reasons[path]
+                self.drop(path, f"excluded by --exclude {pattern}")
+
+    def parents(self) -> None:
+        for path in list(self.reasons):
+            for ancestor in parents(path):
+                self.add(ancestor, Reason.PARENT)
+
+    def entries(self) -> list[Entry]:
+        entries = []
+        for path in sorted(self.reasons):
+            if basename(path).startswith(WHITEOUT_PREFIX):
+                self.drop(path, "a .wh. name would delete files in the image layers; refused")
+                continue
+            try:
+                info = self.fs.lstat(path)
+            except OSError:
+                self.drop(path, "vanished from the image")
+                continue
+            kind = kind_of(info.st_mode)
+            if kind in SKIPPED_KINDS:
+                self.drop(path, f"skipped: {kind.value}")
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            if kind is Kind.FILE and mode & (stat.S_ISUID | stat.S_ISGID):
+                bits = "setuid" if mode & stat.S_ISUID else "setgid"
+                self.warnings.append(f"{path} is {bits} (kept, owner {info.st_uid}:{info.st_gid})")
+            entries.append(
+                Entry(
+                    path=path,
+                    kind=kind,
+                    reasons=tuple(sorted(self.reasons[path], key=lambda r: r.value)),
+                    size=info.st_size if kind is Kind.FILE else 0,
+                    mode=mode,
+                    uid=info.st_uid,
+                    gid=info.st_gid,
+                    mtime=int(info.st_mtime),
+                    link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
+                )
+            )
+        return entries
+
+
+def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
+    """The file set of a micro image, with provenance."""
+    selector = _Selector(fs, request)
+    closure_inputs = selector.traced()
+    closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
+    closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
+    selector.closure(closure_inputs)
+    selector.includes()
+    selector.contract_dirs()
+    selector.links_to_kept()
+    selector.excludes()
+    selector.parents()
+    entries = selector.entries()
+    dropped = tuple(Dropped(p, w) for p, w in sorted(selector.dropped.items()))
+    return Selection(tuple(entries), dropped, tuple(dict.fromkeys(selector.warnings)))

@@ -1,0 +1,148 @@
+"""The build report (slim.report/1): every file of the micro image, its
+size, mode, kind and why it is there; what was left out and why; sizes.
+And the answers of `slim explain`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimmer.errors import SlimError
+from slimmer.fileset import Reason, Selection
+
+REPORT_SCHEMA = "slim.report/1"
+
+REASON_TEXT = {
+    Reason.TRACED.value: "the app opened it during the trace",
+    Reason.ELF_CLOSURE.value: "the dynamic loader needs it (ELF closure)",
+    Reason.ENTRYPOINT.value: "it is the image's entrypoint command",
+    Reason.HEALTHCHECK.value: "the HEALTHCHECK runs it",
+    Reason.INCLUDE.value: "--include names it",
+    Reason.SYMLINK.value: "a symlink on the way to a kept file, or one pointing to it",
+    Reason.PARENT.value: "a parent directory of a kept path",
+    Reason.WRITTEN_DIR.value: "the app wrote into it (created empty, original metadata)",
+    Reason.LISTED_DIR.value: "the app listed or opened this directory",
+    Reason.WORKDIR.value: "it is the image's WORKDIR",
+    Reason.VOLUME.value: "it is one of the image's VOLUMEs",
+}
+
+
+class ReportError(SlimError):
+    pass
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _text(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def build_report(
+    *,
+    image: str,
+    image_id: str,
+    tag: str | None,
+    micro_id: str | None,
+    fat_size: int,
+    micro_size: int | None,
+    selection: Selection,
+    dockerfile_warnings: list[str],
+    traces: list[str],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    files = [
+        {
+            "path": _text(e.path),
+            "kind": e.kind.value,
+            "size": e.size,
+            "mode": f"{e.mode:04o}",
+            "uid": e.uid,
+            "gid": e.gid,
+            "why": [r.value for r in e.reasons],
+            **({"link": _text(e.link)} if e.link is not None else {}),
+        }
+        for e in selection.entries
+    ]
+    file_bytes = sum(e.size for e in selection.entries)
+    return {
+        "schema": REPORT_SCHEMA,
+        "image": image,
+        "image_id": image_id,
+        "tag": tag,
+        "micro_id": micro_id,
+        "sizes": {
+            "fat": fat_size,
+            "micro": micro_size,
+            "files": file_bytes,
+            "ratio": round(fat_size / micro_size, 1) if micro_size else None,
+        },
+        "files": files,
+        "dropped": [{"path": _text(d.path), "why": d.why} for d in selection.dropped],
+        "warnings": [*selection.warnings, *dockerfile_warnings],
+        "traces": traces,
+        "seconds": seconds,
+    }
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"cannot read report {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+        raise ReportError(f"{path} is not a {REPORT_SCHEMA} report", "slim build writes one")
+    return data
+
+
+@dataclass(frozen=True)
+class Explanation:
+    kept: bool
+    lines: tuple[str, ...]
+
+
+def explain(report: dict[str, Any], path: str) -> Explanation:
+    """Why a path is in the micro image, or why it is not."""
+    path = "/" + path.strip("/") if path != "/" else "/"
+    by_path = {f["path"]: f for f in report["files"]}
+    if path in by_path:
+        entry = by_path[path]
+        lines = [
+            f"{path}: kept ({entry['kind']}, {human_size(entry['size'])}, mode {entry['mode']})"
+        ]
+        lines += [f"  because {REASON_TEXT.get(why, why)}" for why in entry["why"]]
+        if "link" in entry:
+            lines.append(f"  it points to {entry['link']}")
+        return Explanation(True, tuple(lines))
+    for dropped in report["dropped"]:
+        if dropped["path"] == path:
+            return Explanation(False, (f"{path}: left out: {dropped['why']}",))
+    links = [f for f in report["files"] if f.get("link") and path.startswith(f["path"] + "/")]
+    if links:
+        link = links[0]
+        return Explanation(
+            False,
+            (
+                f"{path}: not kept under this name; {link['path']} is a symlink to {link['link']}",
+                "  ask for the path behind the link",
+            ),
+        )
+    below = [f["path"] for f in report["files"] if f["path"].startswith(path + "/")]
+    hint = f" ({len(below)} paths below it are kept)" if below else ""
+    return Explanation(
+        False,
+        (
+            f"{path}: not in the micro image{hint}",
+            "  the app did not open it during the trace, no kept ELF file needs it, "
+            "and no --include names it",
+            f"  to keep it: slim build ... --include {path}",
+        ),
+    )
