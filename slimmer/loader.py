@@ -134,6 +134,7 @@ class Dependency:
     name: str
     target: str | None  # canonical path, or None when unresolved
     problem: str | None = None  # why it is unresolved
+    optional: bool = False  # libc dlopens it and copes without it (NSS, libgcc_s)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ class LinkMap:
 
     @property
     def missing(self) -> tuple[Dependency, ...]:
-        return tuple(dep for dep in self.dependencies if dep.target is None)
+        """Libraries the process needs and the loader would not find."""
+        return tuple(d for d in self.dependencies if d.target is None and not d.optional)
 
 
 @dataclass(frozen=True)
@@ -718,10 +720,11 @@ class _LinkMapBuilder:
             return existing
         outcome = self._search(name, requester)
         if not isinstance(outcome, _Found):
-            problem = outcome.reason if isinstance(outcome, _Fatal) else "not found"
-            if isinstance(outcome, _Fatal):
-                problem = f"{outcome.path}: {outcome.reason}"
-            self.dependencies.append(Dependency(requester.canonical, name, None, problem))
+            problem = (
+                f"{outcome.path}: {outcome.reason}" if isinstance(outcome, _Fatal) else "not found"
+            )
+            optional = via is Via.RUNTIME
+            self.dependencies.append(Dependency(requester.canonical, name, None, problem, optional))
             return None
         same_file = self.by_canonical.get(outcome.resolved.path)
         if same_file is not None:  # found under another name: one object

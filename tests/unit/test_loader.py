@@ -330,7 +330,8 @@ def test_shebang_script_pulls_in_its_interpreter(glibc_root: ElfRoot) -> None:
 
 def test_runtime_extras_add_nss_modules_and_libgcc(glibc_root: ElfRoot) -> None:
     glibc_root.write(
-        "/etc/nsswitch.conf", "passwd: files ldap\nhosts: files [NOTFOUND=return] mdns4 dns\n"
+        "/etc/nsswitch.conf",
+        "passwd: files ldap\nhosts: files [NOTFOUND=return] mdns4 dns\nnetgroup: nis\n",
     )
     glibc_root.lib("libnss_ldap.so.2", "/usr/lib/x86_64-linux-gnu")
     glibc_root.lib("libnss_mdns4.so.2", "/usr/lib/x86_64-linux-gnu")
@@ -347,3 +348,7 @@ def test_runtime_extras_add_nss_modules_and_libgcc(glibc_root: ElfRoot) -> None:
     }
     nss = next(o for m in extras.link_maps for o in m.objects if o.requested == "libnss_ldap.so.2")
     assert nss.via is Via.RUNTIME and nss.loaded_by == LIBC
+    # libnss_nis.so.2 is not in the image: glibc copes, so it is not "missing"
+    assert extras.missing == ()
+    (absent,) = [d for m in extras.link_maps for d in m.dependencies if d.target is None]
+    assert (absent.name, absent.optional) == ("libnss_nis.so.2", True)

@@ -1,0 +1,139 @@
+"""The file set on plain directories: provenance, links, parents, drops."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from slimmer.fileset import (
+    Kind,
+    Reason,
+    SelectionError,
+    SelectionRequest,
+    check_pattern,
+    select_files,
+)
+from slimmer.rootfs import RootFS
+from tests.helpers.elfroot import ElfRoot
+
+
+def traced(*rows: tuple[str, str]) -> list[dict]:
+    return [{"path": path, "access": access.split(","), "kind": "file"} for path, access in rows]
+
+
+@pytest.fixture
+def image(elfroot: ElfRoot) -> ElfRoot:
+    elfroot.glibc_base()
+    elfroot.lib("libapp.so.1", "/usr/lib/x86_64-linux-gnu")
+    elfroot.exe("/opt/app/bin/app", needed=("libapp.so.1",))
+    elfroot.write("/opt/app/conf/app.conf", "x=1\n")
+    elfroot.write("/opt/app/conf/unused.conf", "never read\n")
+    elfroot.write("/usr/share/zoneinfo/Etc/UTC", "TZif")
+    elfroot.symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC")
+    elfroot.mkdir("/opt/app/logs")
+    elfroot.write("/opt/app/logs/old.log", "from the build")
+    os.chmod(elfroot.host("/opt/app/logs"), 0o1733)
+    return elfroot
+
+
+def select(root: ElfRoot, **request):
+    selection = select_files(RootFS(root.path), SelectionRequest(**request))
+    return (
+        selection,
+        {e.path: e for e in selection.entries},
+        {d.path: d.why for d in selection.dropped},
+    )
+
+
+def test_traced_closure_links_and_parents(image: ElfRoot) -> None:
+    rows = traced(
+        ("/opt/app/bin/app", "opened,executed"),
+        ("/opt/app/conf/app.conf", "opened,read"),
+        ("/usr/share/zoneinfo/Etc/UTC", "opened,read"),
+    )
+    selection, kept, _ = select(image, traced=rows)
+    assert Reason.TRACED in kept["/opt/app/conf/app.conf"].reasons
+    assert "/opt/app/conf/unused.conf" not in kept
+    lib = "/usr/lib/x86_64-linux-gnu/libapp.so.1"
+    assert kept[lib].reasons == (Reason.ELF_CLOSURE,)
+    assert Reason.ELF_CLOSURE in kept["/usr/lib/x86_64-linux-gnu/libc.so.6"].reasons
+    assert kept["/lib64"].kind is Kind.SYMLINK and kept["/lib64"].link == "usr/lib64"
+    assert kept["/etc/localtime"].link == "/usr/share/zoneinfo/Etc/UTC"
+    for parent in ("/opt", "/opt/app", "/opt/app/conf", "/usr/share/zoneinfo/Etc"):
+        assert kept[parent].kind is Kind.DIR and Reason.PARENT in kept[parent].reasons
+    paths = [e.path for e in selection.entries]
+    assert paths == sorted(paths)
+
+
+def test_created_files_are_not_copied_and_written_dirs_come_empty(image: ElfRoot) -> None:
+    rows = [
+        {"path": "/opt/app/logs", "access": ["written"], "kind": "dir"},
+        {"path": "/opt/app/logs/app.log", "access": ["created", "written"], "kind": "file"},
+        {"path": "/opt/app/logs/old.log", "access": ["deleted"], "kind": "gone"},
+    ]
+    _, kept, dropped = select(image, traced=rows)
+    logs = kept["/opt/app/logs"]
+    assert logs.reasons == (Reason.WRITTEN_DIR,) and logs.mode == 0o1733
+    assert "/opt/app/logs/old.log" not in kept and "/opt/app/logs/app.log" not in kept
+    assert dropped["/opt/app/logs/app.log"] == "created by the app during the trace"
+
+
+def test_entrypoint_is_found_on_path(image: ElfRoot) -> None:
+    image.symlink("/usr/bin/app", "/opt/app/bin/app")
+    _, kept, _ = select(image, entrypoint=["app"], env={"PATH": "/usr/local/bin:/usr/bin"})
+    assert Reason.ENTRYPOINT in kept["/opt/app/bin/app"].reasons
+    assert kept["/usr/bin/app"].kind is Kind.SYMLINK
+    assert "/usr/lib/x86_64-linux-gnu/libapp.so.1" in kept
+
+
+def test_includes_excludes_and_their_patterns(image: ElfRoot) -> None:
+    _, kept, dropped = select(
+        image,
+        includes=["/opt/app/conf", "/usr/share/zoneinfo/*/UTC"],
+        excludes=["/opt/app/conf/unused*"],
+    )
+    assert Reason.INCLUDE in kept["/opt/app/conf/app.conf"].reasons
+    assert Reason.INCLUDE in kept["/usr/share/zoneinfo/Etc/UTC"].reasons
+    assert "/opt/app/conf/unused.conf" not in kept
+    assert dropped["/opt/app/conf/unused.conf"] == "excluded by --exclude /opt/app/conf/unused*"
+    for bad in ("relative/path", "/a[b"):
+        with pytest.raises(SelectionError):
+            check_pattern(bad, "--include")
+
+
+def test_fifos_devices_and_whiteouts_are_listed_not_kept(image: ElfRoot) -> None:
+    os.mkfifo(image.host("/opt/app/conf/pipe"))
+    image.write("/opt/app/conf/.wh.secret", "")
+    _, kept, dropped = select(image, includes=["/opt/app/conf"])
+    assert "/opt/app/conf/pipe" not in kept and dropped["/opt/app/conf/pipe"] == "skipped: fifo"
+    assert (
+        "/opt/app/conf/.wh.secret" not in kept and "refused" in dropped["/opt/app/conf/.wh.secret"]
+    )
+
+
+def test_setuid_is_kept_with_a_warning(image: ElfRoot) -> None:
+    path = image.host("/opt/app/bin/app")
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o4755)
+    selection, kept, _ = select(image, traced=traced(("/opt/app/bin/app", "executed")))
+    assert kept["/opt/app/bin/app"].mode == 0o4755
+    assert any("setuid" in w for w in selection.warnings)
+
+
+def test_links_into_the_host_are_data(image: ElfRoot, tmp_path: Path) -> None:
+    image.symlink("/opt/app/conf/shadow", "/etc/shadow")  # absent in the image
+    (tmp_path / "outside").write_text("host secret")
+    image.symlink("/opt/app/conf/escape", "../../../../../../" + str(tmp_path / "outside"))
+    _, kept, dropped = select(image, includes=["/opt/app/conf/shadow", "/opt/app/conf/escape"])
+    assert "/opt/app/conf/shadow" in dropped and "/opt/app/conf/escape" in dropped
+    assert not any("outside" in p for p in kept)
+
+
+def test_non_utf8_and_newline_names_survive(image: ElfRoot) -> None:
+    odd = os.fsdecode(b"/opt/app/conf/caf\xe9 \n x")
+    Path(image.host(odd)).write_text("odd")
+    _, kept, _ = select(image, traced=traced((odd, "opened,read")))
+    assert kept[odd].kind is Kind.FILE and stat.S_IMODE(kept[odd].mode) == 0o644
