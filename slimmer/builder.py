@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +107,20 @@ def healthcheck_programs(config: ImageConfig) -> list[str]:
     return test[1:2]
 
 
+def created_epoch(created: str | None) -> int | None:
+    """The image's creation time (RFC 3339, nanoseconds) as epoch seconds."""
+    if not created:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", created)
+    if not match:
+        return None
+    zone = match.group(3) or "Z"
+    moment = datetime.fromisoformat(match.group(1) + ("+00:00" if zone == "Z" else zone))
+    return int(moment.timestamp())
+
+
 def selection_request(
-    traces: list[Trace], config: ImageConfig, options: BuildOptions
+    traces: list[Trace], config: ImageConfig, options: BuildOptions, created: str | None = None
 ) -> SelectionRequest:
     for pattern in options.includes:
         check_pattern(pattern, "--include")
@@ -126,6 +140,7 @@ def selection_request(
         workdir=config.workdir or "/",
         volumes=list(config.volumes),
         runtime_extras=options.runtime_extras,
+        mtime_clamp=created_epoch(created),
     )
 
 
@@ -143,7 +158,7 @@ def build_micro(
     image_id = str(attrs.get("Id", ""))
     check_traces(traces, image, image_id, options.force)
     config = ImageConfig.from_inspect(attrs)
-    request = selection_request(traces, config, options)
+    request = selection_request(traces, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
     if base != "scratch" and not engine.image_exists(base):
         raise SlimError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from slimmer.rootfs import RootFS, basename, join, parents
 SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
 WHITEOUT_PREFIX = ".wh."
 GLOB_CHARS = "*?["
+USER_DB_FILES = ("/etc/passwd", "/etc/group")
 
 
 class Reason(StrEnum):
@@ -42,6 +44,8 @@ class Reason(StrEnum):
     LISTED_DIR = "listed-dir"
     WORKDIR = "workdir"
     VOLUME = "volume"
+    USER_DB = "user-db"
+    BYTECODE_SOURCE = "bytecode-source"
 
 
 # Directories whose contents come along, not just the directory itself.
@@ -78,6 +82,12 @@ class SelectionRequest:
     workdir: str = "/"
     volumes: list[str] = field(default_factory=list)
     runtime_extras: bool = True
+    # Mount points of the collecting container (/etc/hosts, volumes...): the
+    # engine provides them at run time; their content here is not the image's.
+    mount_points: list[str] = field(default_factory=list)
+    # Newer mtimes than the image's creation come from the container runtime
+    # (its init layer touches /etc); they are clamped to this, deterministically.
+    mtime_clamp: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,18 @@ def walk(fs: RootFS, top: str = "/") -> Iterator[tuple[str, os.stat_result]]:
                 pending.append(path)
 
 
+def mount_points(mountinfo: str) -> list[str]:
+    """Mount points from /proc/self/mountinfo (octal escapes decoded)."""
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            raw = os.fsencode(fields[4])
+            raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
+            points.append(os.fsdecode(raw))
+    return points
+
+
 def find_program(fs: RootFS, name: str, env: Mapping[str, str], workdir: str) -> str | None:
     """argv[0] as exec would find it in the image (PATH for bare names)."""
     if "/" in name:
@@ -264,6 +286,18 @@ class _Selector:
                     closure_inputs.append(canonical)
         return closure_inputs
 
+    def bytecode_sources(self) -> None:
+        """CPython reads __pycache__/m.cpython-311.pyc but only stats m.py,
+        and ignores the bytecode when the source is gone: keep the source of
+        every kept bytecode file (stat leaves no inotify event)."""
+        for path in list(self.reasons):
+            directory, _, name = path.rpartition("/")
+            if not name.endswith(".pyc") or not directory.endswith("/__pycache__"):
+                continue
+            source = f"{directory.removesuffix('/__pycache__')}/{name.split('.', 1)[0]}.py"
+            if self.fs.exists(source, follow=False):
+                self.add_resolved(source, Reason.BYTECODE_SOURCE)
+
     def programs(self, names: list[str], reason: Reason) -> list[str]:
         found = []
         for name in names:
@@ -308,6 +342,13 @@ class _Selector:
             if directory and directory != "/" and self.fs.exists(directory):
                 self.add_resolved(directory, reason)
 
+    def user_db(self) -> None:
+        """The engine reads /etc/passwd and /etc/group of the image when a
+        container starts: to find USER by name, its groups, and HOME."""
+        for path in USER_DB_FILES:
+            if self.fs.exists(path):
+                self.add_resolved(path, Reason.USER_DB)
+
     def links_to_kept(self) -> None:
         """Every symlink of the image whose target is kept comes too (the app
         went through /etc/localtime; inotify only named the zoneinfo file)."""
@@ -331,10 +372,25 @@ class _Selector:
                 del self.reasons[path]
                 self.drop(path, f"excluded by --exclude {pattern}")
 
+    def mounts(self) -> None:
+        mounts = [m for m in self.request.mount_points if m != "/"]
+        for path in list(self.reasons):
+            mount = next((m for m in mounts if _under(path, [m])), None)
+            if mount is None:
+                continue
+            if path == mount and path in self.request.volumes:
+                continue  # the VOLUME's directory itself stays
+            del self.reasons[path]
+            self.drop(path, "provided by the container engine at run time (a mount point)")
+
     def parents(self) -> None:
         for path in list(self.reasons):
             for ancestor in parents(path):
                 self.add(ancestor, Reason.PARENT)
+
+    def clamp(self, mtime: int) -> int:
+        limit = self.request.mtime_clamp
+        return mtime if limit is None else min(mtime, limit)
 
     def entries(self) -> list[Entry]:
         entries = []
@@ -364,7 +420,7 @@ class _Selector:
                     mode=mode,
                     uid=info.st_uid,
                     gid=info.st_gid,
-                    mtime=int(info.st_mtime),
+                    mtime=self.clamp(int(info.st_mtime)),
                     link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
                 )
             )
@@ -375,13 +431,16 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     """The file set of a micro image, with provenance."""
     selector = _Selector(fs, request)
     closure_inputs = selector.traced()
+    selector.bytecode_sources()
     closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
     closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
     selector.closure(closure_inputs)
     selector.includes()
     selector.contract_dirs()
+    selector.user_db()
     selector.links_to_kept()
     selector.excludes()
+    selector.mounts()
     selector.parents()
     entries = selector.entries()
     dropped = tuple(Dropped(p, w) for p, w in sorted(selector.dropped.items()))

@@ -27,6 +27,8 @@ REASON_TEXT = {
     Reason.LISTED_DIR.value: "the app listed or opened this directory",
     Reason.WORKDIR.value: "it is the image's WORKDIR",
     Reason.VOLUME.value: "it is one of the image's VOLUMEs",
+    Reason.BYTECODE_SOURCE.value: "CPython uses the kept bytecode only when this source exists",
+    Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
 }
 
 

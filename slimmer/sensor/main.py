@@ -12,7 +12,7 @@ from typing import Any
 from slimmer.context import write_rootfs_tar
 from slimmer.depsreport import closure_to_json
 from slimmer.errors import SlimError
-from slimmer.fileset import SelectionRequest, select_files
+from slimmer.fileset import SelectionRequest, mount_points, select_files
 from slimmer.loader import Loader
 from slimmer.rootfs import RootFS
 from slimmer.sensor.init import CommandNotFound, Supervisor, find_command
@@ -166,7 +166,10 @@ def deps(config: RunConfig) -> int:
 def collect(config: RunConfig) -> int:
     """Select the micro image's files here, where they are, and tar them."""
     fs = RootFS("/")
-    selection = select_files(fs, SelectionRequest(**config.selection))
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+        mounts = mount_points(handle.read())
+    request = SelectionRequest(**{**config.selection, "mount_points": mounts})
+    selection = select_files(fs, request)
     with open(OUTPUT_TAR, "wb") as out:
         write_rootfs_tar(fs, selection, out)
     write_result({"selection": selection.to_json()})

@@ -137,3 +137,31 @@ def test_non_utf8_and_newline_names_survive(image: ElfRoot) -> None:
     Path(image.host(odd)).write_text("odd")
     _, kept, _ = select(image, traced=traced((odd, "opened,read")))
     assert kept[odd].kind is Kind.FILE and stat.S_IMODE(kept[odd].mode) == 0o644
+
+
+def test_mount_points_are_dropped_and_mtimes_clamped(image: ElfRoot) -> None:
+    image.write("/etc/hosts", "127.0.0.1 collect-container\n")
+    os.utime(image.host("/opt/app/conf/app.conf"), (2_000_000_000, 2_000_000_000))
+    rows = traced(("/etc/hosts", "opened,read"), ("/opt/app/conf/app.conf", "opened,read"))
+    _, kept, dropped = select(
+        image, traced=rows, mount_points=["/", "/etc/hosts"], mtime_clamp=1_900_000_000
+    )
+    assert "/etc/hosts" not in kept and "mount point" in dropped["/etc/hosts"]
+    assert kept["/opt/app/conf/app.conf"].mtime == 1_900_000_000
+
+
+def test_bytecode_keeps_its_source(image: ElfRoot) -> None:
+    image.write("/usr/lib/python3.11/os.py", "# source")
+    image.write("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", b"\x00")
+    _, kept, _ = select(
+        image, traced=traced(("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "opened,read"))
+    )
+    assert kept["/usr/lib/python3.11/os.py"].reasons == (Reason.BYTECODE_SOURCE,)
+
+
+def test_user_database_is_kept_for_the_engine(image: ElfRoot) -> None:
+    image.write("/etc/passwd", "root:x:0:0::/root:/bin/sh\n")
+    image.write("/etc/group", "root:x:0:\n")
+    _, kept, _ = select(image)
+    assert kept["/etc/passwd"].reasons == (Reason.USER_DB,)
+    assert kept["/etc/group"].reasons == (Reason.USER_DB,)

@@ -1,0 +1,226 @@
+"""slim build on real images: the micro image answers like the fat one and
+keeps its contract, its owners, modes, setuid bits and hard links."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli
+from slimmer.engine import Engine
+from slimmer.errors import ExitCode
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def micro(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., tuple[str, dict]]]:
+    """Trace and build a micro image through the CLI; removed afterwards."""
+    tags: list[str] = []
+
+    def make(image: str, *trace_args: str, build_args: tuple[str, ...] = ()) -> tuple[str, dict]:
+        name = image.split(":")[0].replace("/", "-")
+        tag = f"slim-test-{name}:micro"
+        trace_file, report = tmp_path / f"{name}.trace.json", tmp_path / f"{name}.report.json"
+        runner = CliRunner()
+        traced = runner.invoke(
+            cli, ["trace", image, "-o", str(trace_file), "--quiet-app", *trace_args]
+        )
+        assert traced.exit_code == 0, traced.output
+        built = runner.invoke(
+            cli,
+            [
+                "build",
+                image,
+                "-t",
+                tag,
+                "--trace",
+                str(trace_file),
+                "--report",
+                str(report),
+                *build_args,
+            ],
+        )
+        assert built.exit_code == 0, built.output
+        tags.append(tag)
+        return tag, json.loads(report.read_text())
+
+    yield make
+    for tag in tags:
+        engine.remove_image(tag)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def serve_and_get(
+    engine: Engine, image: str, port: int, paths: list[str], run_id: str
+) -> list[tuple[int, bytes]]:
+    with engine.container(image, run_id, ports={f"{port}/tcp": ("127.0.0.1", None)}) as container:
+        container.start()
+        _, host_port = engine.published_port(container, f"{port}/tcp")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http_get(host_port, "/")
+                break
+            except OSError:
+                assert engine.is_running(container), container.logs().decode()
+                assert time.monotonic() < deadline, "no answer"
+                time.sleep(0.1)
+        return [http_get(host_port, path) for path in paths]
+
+
+def image_members(engine: Engine, image: str, path: str, run_id: str) -> dict[str, tarfile.TarInfo]:
+    """The files of an image under path, as the engine archives them."""
+    with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
+        stream, _ = container.get_archive(path)
+        data = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_nginx_micro_answers_like_the_fat_image(
+    engine: Engine, fat_nginx: str, micro, run_id: str
+) -> None:
+    tag, report = micro(fat_nginx, "--http-probe", "/missing")
+    assert report["sizes"]["micro"] <= 13.5 * MIB
+    paths = ["/", "/missing"]
+    fat = serve_and_get(engine, fat_nginx, 80, paths, run_id)
+    slim = serve_and_get(engine, tag, 80, paths, run_id)
+    assert fat == slim and fat[0][0] == 200 and fat[1][0] == 404
+    logs = image_members(engine, tag, "/opt/nginx/logs", run_id)
+    assert list(logs) == ["logs"] and logs["logs"].isdir()  # there, and empty
+    everything = image_members(engine, tag, "/opt/nginx", run_id)
+    assert not [n for n in everything if n.endswith((".log", ".pid")) or "_temp" in n]
+    config = engine.image_attrs(tag)["Config"]
+    assert config["StopSignal"] == "SIGQUIT" and "80/tcp" in config["ExposedPorts"]
+    assert config["Cmd"] == ["/opt/nginx/sbin/nginx", "-g", "daemon off;"]
+    assert config["Labels"]["io.slim.source.image"] == fat_nginx
+
+
+def test_python_app_as_non_root(engine: Engine, fixture_image, micro, run_id: str) -> None:
+    image = fixture_image("pyapp")
+    tag, _ = micro(image)
+    fat = serve_and_get(engine, image, 8000, ["/", "/nope"], run_id)
+    slim = serve_and_get(engine, tag, 8000, ["/", "/nope"], run_id)
+    assert [status for status, _ in slim] == [200, 404]
+    assert slim[0] == fat[0]
+    answer = json.loads(slim[0][1])
+    assert (
+        answer["uid"] == 1500 and answer["ssl_ca_certs"] and answer["local_time"].endswith("+02:00")
+    )
+    assert engine.image_attrs(tag)["Config"]["User"] == "web"
+
+
+@pytest.mark.parametrize("name", ["shelljob", "cplugin"])
+def test_batch_jobs_print_the_same(
+    engine: Engine, fixture_image, micro, run_id: str, name: str
+) -> None:
+    image = fixture_image(name)
+    tag, report = micro(image, "--until-exit")
+    fat = engine.run_to_exit(image, None, run_id)
+    slim = engine.run_to_exit(tag, None, run_id)
+    assert fat[0] == 0 and fat[1], fat
+    assert slim == fat, (slim, fat)
+    if name == "cplugin":
+        kept = {f["path"]: f["why"] for f in report["files"]}
+        assert "traced" in kept["/opt/calc/plugins/libtriple.so"]
+        assert "elf-closure" in kept["/opt/calc/lib/libcalc.so.1"]
+
+
+def test_owners_modes_setuid_and_hard_links_survive(
+    engine: Engine, fixture_image, micro, run_id: str
+) -> None:
+    image = fixture_image("perms")
+    tag, report = micro(image, "--until-exit")
+    fat = image_members(engine, image, "/srv", run_id)
+    slim = image_members(engine, tag, "/srv", run_id)
+    for name in ("srv/a", "srv/suidbox", "srv/spool"):
+        assert (slim[name].mode, slim[name].uid, slim[name].gid) == (
+            fat[name].mode,
+            fat[name].uid,
+            fat[name].gid,
+        ), name
+    assert stat.S_IMODE(slim["srv/suidbox"].mode) == 0o4755
+    assert stat.S_IMODE(slim["srv/spool"].mode) == 0o1770
+    assert slim["srv/b"].islnk() and slim["srv/b"].linkname == "srv/a"
+    assert "srv/spool/job" not in slim  # made by the traced run
+    assert any("setuid" in warning for warning in report["warnings"])
+
+
+def test_context_is_deterministic_and_builds_with_the_docker_cli(
+    engine: Engine, fixture_image, tmp_path: Path
+) -> None:
+    image = fixture_image("perms")
+    trace = tmp_path / "t.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code == 0
+    first, second = tmp_path / "one.tar", tmp_path / "two.tar"
+    for out in (first, second):
+        result = runner.invoke(
+            cli, ["build", image, "--trace", str(trace), "--context-only", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+    assert first.read_bytes() == second.read_bytes()
+    tag = "slim-test-cli-context:latest"
+    try:
+        with first.open("rb") as context:
+            built = subprocess.run(
+                ["docker", "build", "-q", "-t", tag, "-"], stdin=context, capture_output=True
+            )
+        assert built.returncode == 0, built.stderr
+        assert engine.image_exists(tag)
+    finally:
+        engine.remove_image(tag)
+
+
+def test_explain_says_why(engine: Engine, fixture_image, micro, tmp_path: Path) -> None:
+    image = fixture_image("perms")
+    _, report = micro(image, "--until-exit")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    runner = CliRunner()
+    kept = runner.invoke(cli, ["explain", str(path), "/srv/a"])
+    assert kept.exit_code == 0 and "the app opened it" in kept.output
+    created = runner.invoke(cli, ["explain", str(path), "/srv/spool/job"])
+    assert created.exit_code == ExitCode.FAILURE and "created by the app" in created.output
+    absent = runner.invoke(cli, ["explain", str(path), "/etc/motd"])
+    assert "not in the micro image" in absent.output and "--include /etc/motd" in absent.output
+
+
+def test_trace_of_another_image_is_refused(engine: Engine, fixture_image, tmp_path: Path) -> None:
+    trace = tmp_path / "t.json"
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            cli, ["trace", fixture_image("batch"), "-o", str(trace), "--until-exit"]
+        ).exit_code
+        == 0
+    )
+    other = fixture_image("perms")
+    refused = runner.invoke(
+        cli, ["build", other, "--trace", str(trace), "--context-only", str(tmp_path / "c")]
+    )
+    assert refused.exit_code != 0 and "--force" in refused.output
+    forced = runner.invoke(
+        cli,
+        ["build", other, "--trace", str(trace), "--context-only", str(tmp_path / "c"), "--force"],
+    )
+    assert forced.exit_code == 0, forced.output
