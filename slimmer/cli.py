@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from slimmer.engine import Engine
     from slimmer.trace import Trace
     from slimmer.tracer import TraceOptions
+    from slimmer.verify import VerifyPlan
 
 log = logging.getLogger("slimmer")
 
@@ -67,6 +68,8 @@ def cli(debug: bool, quiet: bool) -> None:
     \b
       slim trace IMAGE [-- CMD...]   run the app under the sensor, record files
       slim build IMAGE -t TAG        build the micro image from the trace
+      slim verify FAT MICRO          replay the probes on both, compare answers
+      slim compare IMAGE...          sizes, layers, files; gates for CI
       slim explain REPORT PATH       why a path is (not) in the micro image
       slim deps --root DIR PATH...   the ELF closure of files in a root dir
     """
@@ -416,6 +419,12 @@ def _read_include_file(path: str) -> list[str]:
     help="Where to write report.json (default .slim/<tag>.report.json).",
 )
 @click.option("--force", is_flag=True, help="Use traces of another image id, or incomplete ones.")
+@click.option(
+    "--verify",
+    "run_verify",
+    is_flag=True,
+    help="Run slim verify on the fat and the micro image right after building.",
+)
 @trace_options
 @handles_errors
 def build(
@@ -430,6 +439,7 @@ def build(
     context_only: Path | None,
     report_path: Path | None,
     force: bool,
+    run_verify: bool,
     **params: Any,
 ) -> None:
     """Build a micro image of IMAGE from what its app touched.
@@ -483,18 +493,184 @@ def build(
         result = build_micro(
             engine, image, traces, options, default_cache_dir(), [str(p) for p in paths]
         )
+        if context_only is not None:
+            click.echo(f"context: {context_only}", err=True)
+        else:
+            ratio = result.fat_size / result.micro_size if result.micro_size else 0
+            click.echo(
+                f"{image} {human_size(result.fat_size)} -> {tag} "
+                f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller)",
+                err=True,
+            )
+        click.echo(f"report: {options.report}", err=True)
+        if run_verify and tag and context_only is None:
+            _run_verify(engine, image, tag, _verify_plan({}, traces[0]), show_all=False)
     finally:
         engine.close()
-    if context_only is not None:
-        click.echo(f"context: {context_only}", err=True)
-    else:
-        ratio = result.fat_size / result.micro_size if result.micro_size else 0
-        click.echo(
-            f"{image} {human_size(result.fat_size)} -> {tag} {human_size(result.micro_size or 0)} "
-            f"({ratio:.0f}x smaller)",
-            err=True,
+
+
+def _verify_options(function: F) -> F:
+    options = [
+        click.option(
+            "--http-probe",
+            "http_probes",
+            multiple=True,
+            metavar="[METHOD:]PATH[:PORT]",
+            help="HTTP request to compare; repeatable (default: the trace's).",
+        ),
+        click.option(
+            "--probe-exec",
+            "exec_probes",
+            multiple=True,
+            metavar="CMD",
+            help="Command to run in both containers and compare; repeatable.",
+        ),
+        click.option(
+            "--probe-host",
+            "host_probes",
+            multiple=True,
+            metavar="CMD",
+            help="Host command pointed at each container; repeatable.",
+        ),
+        click.option(
+            "--until-exit",
+            is_flag=True,
+            help="Batch job: compare exit code, stdout and stderr of a whole run.",
+        ),
+        click.option(
+            "--header",
+            "headers",
+            multiple=True,
+            metavar="NAME",
+            help="Response header to compare; repeatable (default: content-type, "
+            "content-length, location, content-encoding).",
+        ),
+        click.option("--ready-timeout", type=float, default=30.0, show_default=True, metavar="S"),
+        click.option("--exit-timeout", type=float, default=300.0, show_default=True, metavar="S"),
+        click.option("--all", "show_all", is_flag=True, help="Show matching checks too."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _verify_plan(params: dict[str, Any], trace: Trace | None) -> VerifyPlan:
+    from slimmer.probes import parse_http_probe
+    from slimmer.verify import DEFAULT_HEADERS, VerifyPlan, plan_from_trace
+
+    plan = VerifyPlan(
+        http=tuple(parse_http_probe(p) for p in params.get("http_probes", ())),
+        exec_commands=tuple(params.get("exec_probes", ())),
+        host_commands=tuple(params.get("host_probes", ())),
+        until_exit=bool(params.get("until_exit")),
+        headers=tuple(h.lower() for h in params.get("headers", ())) or DEFAULT_HEADERS,
+        ready_timeout=params.get("ready_timeout", 30.0),
+        exit_timeout=params.get("exit_timeout") or 300.0,
+        host_env=dict(os.environ),
+    )
+    return plan_from_trace(trace, plan) if trace is not None else plan
+
+
+def _run_verify(engine: Engine, fat: str, micro: str, plan: VerifyPlan, show_all: bool) -> None:
+    from slimmer.verify import VerifyFailed, render_checks, verify_images
+
+    checks, seconds = verify_images(engine, fat, micro, plan, lambda m: log.info("%s", m))
+    for line in render_checks(checks, fat, micro, show_all):
+        click.echo(line)
+    differ = [c for c in checks if not c.same]
+    took = seconds["fat"] + seconds["micro"]
+    if differ:
+        raise VerifyFailed(
+            f"verify: {len(differ)} of {len(checks)} checks differ between {fat} and {micro}",
+            "slim explain REPORT PATH tells why a file is missing; --include keeps it",
         )
-    click.echo(f"report: {options.report}", err=True)
+    click.echo(f"verify: {len(checks)} checks, {micro} answers like {fat} ({took:.1f}s)", err=True)
+
+
+@cli.command()
+@click.argument("fat")
+@click.argument("micro")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Replay this trace's probes and command (default .slim/<fat>.trace.json if there).",
+)
+@_verify_options
+@handles_errors
+def verify(fat: str, micro: str, trace_file: Path | None, show_all: bool, **params: Any) -> None:
+    """Run FAT and MICRO the same way and compare their answers.
+
+    HTTP: status, the chosen headers and a hash of the body; batch jobs
+    (--until-exit): exit code, stdout and stderr. Prints the differences
+    side by side; exit status 0 only when everything matches.
+    """
+    from slimmer.trace import Trace, default_trace_path
+
+    path = trace_file or default_trace_path(fat)
+    given = any(params.get(k) for k in ("http_probes", "exec_probes", "host_probes", "until_exit"))
+    trace = Trace.load(path) if trace_file is not None or (path.exists() and not given) else None
+    engine = _connect()
+    try:
+        _run_verify(engine, fat, micro, _verify_plan(params, trace), show_all)
+    finally:
+        engine.close()
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown suits a CI job summary.",
+)
+@click.option(
+    "--max-size",
+    default=None,
+    metavar="SIZE",
+    help="Fail when an image after the first is larger (20MB, 13.5MiB, bytes).",
+)
+@click.option(
+    "--min-ratio",
+    type=float,
+    default=None,
+    metavar="N",
+    help="Fail when an image after the first is not N times smaller than the first.",
+)
+@click.option(
+    "--no-files", is_flag=True, help="Do not count files (saves a container run per image)."
+)
+@handles_errors
+def compare(
+    images: tuple[str, ...],
+    output: str,
+    max_size: str | None,
+    min_ratio: float | None,
+    no_files: bool,
+) -> None:
+    """Sizes, layers and files of IMAGES, and the ratio against the first.
+
+    With gates, exit status 1 when one fails, and why; the gates apply to
+    every image after the first (to the only one when there is one).
+    """
+    from slimmer.compare import check_gates, figures, parse_size, render
+
+    limit = parse_size(max_size) if max_size else None
+    engine = _connect()
+    try:
+        rows = figures(engine, list(images), default_cache_dir(), count_files=not no_files)
+    finally:
+        engine.close()
+    failures = check_gates(rows, limit, min_ratio)
+    click.echo(render(rows, output, failures))
+    if failures:
+        for failure in failures:
+            click.echo(f"slim: gate failed: {failure}", err=True)
+        sys.exit(int(ExitCode.FAILURE))
 
 
 @cli.command()

@@ -126,6 +126,7 @@ class Trace:
     exit_status: int | None = None
     exit_signal: int | None = None
     complete: bool = True
+    until_exit: bool = False  # a batch job: verify compares its output
     watches: int = 0
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)

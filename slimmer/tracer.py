@@ -225,6 +225,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         exit_status=result.get("exit", {}).get("status"),
         exit_signal=result.get("exit", {}).get("signal"),
         complete=not result.get("overflow", False),
+        until_exit=options.until_exit,
         watches=int(result.get("watches", 0)),
         events=int(result.get("events", 0)),
         seconds={**seconds, "total": round(time.monotonic() - started, 3)},

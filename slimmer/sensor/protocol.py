@@ -38,6 +38,7 @@ class Mode(Enum):
     TRACE = "trace"  # watch the whole tree, run the app
     DEPS = "deps"  # print the ELF closure of some paths
     COLLECT = "collect"  # tar selected files for a build
+    INVENTORY = "inventory"  # count the image's files and bytes
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,131 @@
+"""slim verify and slim compare: proof of behaviour and size gates as exit
+codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli
+from slimmer.engine import Engine
+from slimmer.errors import ExitCode
+
+GOOD, BROKEN = "slim-test-verify:good", "slim-test-verify:broken"
+
+
+@pytest.fixture(scope="module")
+def nginx_pair(engine: Engine, fat_nginx: str, tmp_path_factory) -> Iterator[tuple[Path, str, str]]:
+    """A correct micro nginx, and one built without its index page."""
+    work = tmp_path_factory.mktemp("verify")
+    trace = work / "nginx.trace.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "trace",
+            fat_nginx,
+            "-o",
+            str(trace),
+            "--http-probe",
+            "/",
+            "--http-probe",
+            "/missing",
+            "--quiet-app",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for tag, extra in ((GOOD, []), (BROKEN, ["--exclude", "/opt/nginx/html/index.html"])):
+        built = runner.invoke(
+            cli,
+            [
+                "build",
+                fat_nginx,
+                "-t",
+                tag,
+                "--trace",
+                str(trace),
+                "--report",
+                str(work / "r.json"),
+                *extra,
+            ],
+        )
+        assert built.exit_code == 0, built.output
+    yield trace, GOOD, BROKEN
+    for tag in (GOOD, BROKEN):
+        engine.remove_image(tag)
+
+
+def test_verify_passes_on_a_correct_pair(fat_nginx: str, nginx_pair) -> None:
+    trace, good, _ = nginx_pair
+    result = CliRunner().invoke(cli, ["verify", fat_nginx, good, "--trace", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert "answers like" in result.output
+
+
+def test_verify_fails_with_a_readable_diff(fat_nginx: str, nginx_pair) -> None:
+    trace, _, broken = nginx_pair
+    result = CliRunner().invoke(cli, ["verify", fat_nginx, broken, "--trace", str(trace)])
+    assert result.exit_code == ExitCode.FAILURE
+    lines = result.output.splitlines()
+    status = next(line for line in lines if line.startswith("GET / :80") and " status " in line)
+    assert "200" in status and "404" in status and status.endswith("DIFFERS")
+    assert any(line.startswith("GET / :80") and " body " in line for line in lines)
+    assert not any(line.startswith("GET /missing") for line in lines)  # only differences shown
+    assert "checks differ" in result.output
+
+
+def test_verify_of_a_batch_job(engine: Engine, fixture_image, tmp_path: Path) -> None:
+    image = fixture_image("shelljob")
+    trace, report = tmp_path / "t.json", tmp_path / "r.json"
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            cli, ["trace", image, "-o", str(trace), "--until-exit", "--quiet-app"]
+        ).exit_code
+        == 0
+    )
+    tag = "slim-test-verify-job:micro"
+    try:
+        built = runner.invoke(
+            cli,
+            ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report), "--verify"],
+        )
+        assert built.exit_code == 0, built.output
+        assert "answers like" in built.output
+        assert json.loads(Path(trace).read_text())["until_exit"] is True
+    finally:
+        engine.remove_image(tag)
+
+
+def test_compare_gates(fat_nginx: str, nginx_pair) -> None:
+    _, good, _ = nginx_pair
+    runner = CliRunner()
+    passing = runner.invoke(
+        cli, ["compare", fat_nginx, good, "--max-size", "20MB", "--min-ratio", "10"]
+    )
+    assert passing.exit_code == 0, passing.output
+    assert fat_nginx in passing.output and good in passing.output
+    too_big = runner.invoke(cli, ["compare", fat_nginx, good, "--max-size", "5MB", "--no-files"])
+    assert too_big.exit_code == ExitCode.FAILURE and "over --max-size" in too_big.output
+    ratio = runner.invoke(cli, ["compare", fat_nginx, good, "--min-ratio", "1000", "--no-files"])
+    assert ratio.exit_code == ExitCode.FAILURE and "--min-ratio 1000" in ratio.output
+    bad_size = runner.invoke(cli, ["compare", good, "--max-size", "lots"])
+    assert bad_size.exit_code != 0 and "cannot read size" in bad_size.output
+
+
+def test_compare_formats(fat_nginx: str, nginx_pair) -> None:
+    _, good, _ = nginx_pair
+    runner = CliRunner()
+    as_json = runner.invoke(cli, ["compare", fat_nginx, good, "--format", "json"])
+    data = json.loads(as_json.output)
+    fat, micro = data["images"]
+    assert micro["size"] < fat["size"] and micro["ratio"] > 10
+    assert micro["files"] < 40 < fat["files"] and micro["layers"] == 1
+    markdown = runner.invoke(
+        cli, ["compare", fat_nginx, good, "--format", "markdown", "--no-files"]
+    )
+    assert markdown.output.startswith("| image | size |") and "gates passed" in markdown.output
