@@ -39,8 +39,11 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check slimmer tests benchmarks
 
-bench: $(STAMP)
+## Figures, not tests: closure speed, watch set-up and event rate, build and verify time.
+bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/closure.py
+	$(BIN)/python benchmarks/watch.py
+	$(BIN)/python benchmarks/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .slim
