@@ -93,8 +93,14 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     "--root",
     "root",
     type=click.Path(exists=True, file_okay=False),
-    required=True,
+    default=None,
     help="Directory that holds the image's file system (its /).",
+)
+@click.option(
+    "--image",
+    default=None,
+    help="Look inside this image instead (the sensor runs in a container of it; "
+    "its ENV and WORKDIR are used).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the closure as JSON (schema slim.deps/1)."
@@ -107,7 +113,11 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     help="The image's environment (LD_LIBRARY_PATH, LD_PRELOAD); repeatable. "
     "The host's is never used.",
 )
-@click.option("--cwd", default="/", show_default=True, help="Working directory for relative paths.")
+@click.option(
+    "--cwd",
+    default=None,
+    help="Working directory for relative paths (default: / or the image's WORKDIR).",
+)
 @click.option(
     "--runtime-extras",
     is_flag=True,
@@ -122,10 +132,11 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @handles_errors
 def deps(
     paths: tuple[str, ...],
-    root: str,
+    root: str | None,
+    image: str | None,
     as_json: bool,
     env_pairs: tuple[str, ...],
-    cwd: str,
+    cwd: str | None,
     runtime_extras: bool,
     no_ld_cache: bool,
     as_if_ldconfig: bool,
@@ -142,30 +153,83 @@ def deps(
     from slimmer.loader import Loader
     from slimmer.rootfs import RootFS
 
-    fs = RootFS(root)
-    for path in paths:
-        if not fs.exists(path, cwd=cwd):
-            raise NotFound(
-                f"{path}: not found inside {root}", "paths are inside the root, e.g. /usr/bin/env"
-            )
-    loader = Loader(
-        fs,
-        env=_parse_env(env_pairs),
-        cwd=cwd,
-        use_ld_cache=not no_ld_cache,
-        as_if_ldconfig=as_if_ldconfig,
-    )
-    closure = loader.closure(paths, runtime_extras=runtime_extras)
-    if as_json:
-        click.echo(json.dumps(closure_to_json(closure, root), indent=2))
+    if (root is None) == (image is None):
+        raise click.UsageError("give exactly one of --root DIR and --image IMAGE")
+    if image is not None:
+        report = _deps_in_image(
+            image, paths, _parse_env(env_pairs), cwd, runtime_extras, no_ld_cache, as_if_ldconfig
+        )
+        lines = report.pop("tree")
     else:
-        for link_map in closure.link_maps:
-            for line in render_tree(link_map):
-                click.echo(line)
-        for skipped in closure.skipped:
-            click.echo(f"{skipped.path}: skipped ({skipped.reason})")
-    if closure.missing:
+        fs = RootFS(root)
+        for path in paths:
+            if not fs.exists(path, cwd=cwd or "/"):
+                raise NotFound(
+                    f"{path}: not found inside {root}",
+                    "paths are inside the root, e.g. /usr/bin/env",
+                )
+        loader = Loader(
+            fs,
+            env=_parse_env(env_pairs),
+            cwd=cwd or "/",
+            use_ld_cache=not no_ld_cache,
+            as_if_ldconfig=as_if_ldconfig,
+        )
+        closure = loader.closure(paths, runtime_extras=runtime_extras)
+        report = closure_to_json(closure, root)
+        lines = [line for link_map in closure.link_maps for line in render_tree(link_map)]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
+        for skipped in report["skipped"]:
+            click.echo(f"{skipped['path']}: skipped ({skipped['reason']})")
+    if report["missing"]:
         sys.exit(int(ExitCode.FAILURE))
+
+
+def _deps_in_image(
+    image: str,
+    paths: tuple[str, ...],
+    env: dict[str, str],
+    cwd: str | None,
+    runtime_extras: bool,
+    no_ld_cache: bool,
+    as_if_ldconfig: bool,
+) -> dict[str, Any]:
+    from slimmer.bundle import sensor_bundle
+    from slimmer.engine import new_run_id
+    from slimmer.runner import SensorError, sensor_container
+    from slimmer.sensor.protocol import Mode, RunConfig
+    from slimmer.trace import ImageConfig
+
+    engine = _connect()
+    try:
+        config = ImageConfig.from_inspect(engine.image_attrs(image))
+        run_config = RunConfig(
+            mode=Mode.DEPS.value,
+            env={**config.env_dict(), **env},
+            workdir=cwd or config.workdir or "/",
+            paths=list(paths),
+            runtime_extras=runtime_extras,
+            use_ld_cache=not no_ld_cache,
+            as_if_ldconfig=as_if_ldconfig,
+        )
+        bundle = sensor_bundle(default_cache_dir())
+        with sensor_container(engine, image, bundle, run_config, new_run_id()) as sensor:
+            if sensor.wait_exit(300) != 0:
+                raise SensorError(f"the sensor failed in {image}: {sensor.last_error()}")
+            report = sensor.result()
+    finally:
+        engine.close()
+    not_found = report.pop("not_found")
+    if not_found:
+        raise NotFound(
+            f"not found in {image}: {', '.join(not_found)}",
+            "paths are the image's own, e.g. /usr/bin/env",
+        )
+    return report
 
 
 def default_cache_dir() -> Path:

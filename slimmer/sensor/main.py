@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from slimmer.context import write_rootfs_tar
-from slimmer.depsreport import closure_to_json
+from slimmer.depsreport import closure_to_json, render_tree
 from slimmer.errors import SlimError
 from slimmer.fileset import SelectionRequest, mount_points, select_files, walk
 from slimmer.loader import Loader
@@ -158,9 +158,19 @@ def trace(config: RunConfig) -> int:
 
 
 def deps(config: RunConfig) -> int:
-    loader = Loader(RootFS("/"), env=config.env, cwd=config.workdir)
+    fs = RootFS("/")
+    loader = Loader(
+        fs,
+        env=config.env,
+        cwd=config.workdir,
+        use_ld_cache=config.use_ld_cache,
+        as_if_ldconfig=config.as_if_ldconfig,
+    )
     closure = loader.closure(config.paths, runtime_extras=config.runtime_extras)
-    write_result(closure_to_json(closure, "/"))
+    result = closure_to_json(closure, "/")
+    result["not_found"] = [p for p in config.paths if not fs.exists(p, cwd=config.workdir)]
+    result["tree"] = [line for link_map in closure.link_maps for line in render_tree(link_map)]
+    write_result(result)
     return 0
 
 

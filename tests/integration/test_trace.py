@@ -157,3 +157,17 @@ def test_ctrl_c_leaves_no_container(engine: Engine, fixture_image: Callable[[str
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == ExitCode.INTERRUPTED
     # the no_leftovers fixture fails the test if a container is still there
+
+
+def test_deps_inside_an_image_without_python_or_ldd(
+    engine: Engine, fat_nginx: str, fixture_image
+) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["deps", "--image", fat_nginx, "--json", "/opt/nginx/sbin/nginx"])
+    assert result.exit_code == 0, result.output
+    files = set(json.loads(result.output)["files"])
+    assert {"/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/x86_64-linux-gnu/libc.so.6"} <= files
+    static = runner.invoke(cli, ["deps", "--image", fixture_image("static"), "/busybox"])
+    assert static.exit_code == 0 and static.output.startswith("/busybox (/busybox)")
+    missing = runner.invoke(cli, ["deps", "--image", fat_nginx, "/no/such/file"])
+    assert missing.exit_code == ExitCode.NOT_FOUND and "/no/such/file" in missing.output
