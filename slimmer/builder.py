@@ -21,7 +21,7 @@ from typing import Any
 
 from slimmer import __version__
 from slimmer.bundle import sensor_bundle
-from slimmer.context import copy_validated, render_dockerfile, write_context
+from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
 from slimmer.engine import Engine, new_run_id
 from slimmer.errors import SlimError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
@@ -185,19 +185,34 @@ def build_micro(
                     "run with --debug for the container's output",
                 )
             selection = Selection.from_json(sensor.result()["selection"])
-            with (
-                engine.open_file_stream(sensor.container, OUTPUT_TAR) as stream,
-                rootfs_path.open("wb") as out,
-            ):
-                stats = copy_validated(stream, selection, out)
+            try:
+                with (
+                    engine.open_file_stream(sensor.container, OUTPUT_TAR) as stream,
+                    rootfs_path.open("wb") as out,
+                ):
+                    stats = copy_validated(stream, selection, out)
+            except OSError as exc:
+                raise ContextError(
+                    f"cannot write {rootfs_path}: {exc.strerror}",
+                    "free some space in TMPDIR, or point TMPDIR elsewhere",
+                ) from None
         seconds["collect"] = round(time.monotonic() - started, 3)
         log.info("selected %d paths, %s in files", stats.members, human_size(stats.file_bytes))
         for warning in selection.warnings:
             log.warning("%s", warning)
 
         context_path = options.context_only or Path(scratch) / "context.tar"
-        with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
-            write_context(dockerfile, rootfs, rootfs_path.stat().st_size, out)
+        try:
+            with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
+                write_context(dockerfile, rootfs, rootfs_path.stat().st_size, out)
+        except BaseException as exc:
+            context_path.unlink(missing_ok=True)  # no half-written context is left
+            if isinstance(exc, OSError):
+                raise ContextError(
+                    f"cannot write the build context {context_path}: {exc.strerror}",
+                    "free some space, or point TMPDIR / --context-only elsewhere",
+                ) from None
+            raise
         micro_id = micro_size = None
         if options.context_only is None:
             if not options.tag:

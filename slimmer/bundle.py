@@ -218,9 +218,15 @@ def sensor_bundle(cache_dir: Path) -> Path:
         return destination
     log.info("building the sensor bundle (once per interpreter and slim version)")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_suffix(".partial")
-    _write_tar(files, partial, shutil.which("strip"))
-    os.replace(partial, destination)
+    # A private partial file: two slim runs may build the bundle at once.
+    handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=destination.name, suffix=".partial")
+    os.close(handle)
+    try:
+        _write_tar(files, Path(partial), shutil.which("strip"))
+        os.replace(partial, destination)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return destination
 
 

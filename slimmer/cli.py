@@ -50,6 +50,13 @@ def handles_errors(command: F) -> F:
         except KeyboardInterrupt:
             click.echo("slim: interrupted", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
+        except OSError as exc:
+            if debug:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(
+                f"{exc.strerror or exc}{where}", "run with --debug for details", int(ExitCode.ERROR)
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -520,6 +527,7 @@ def build(
       slim build app:fat -t app:micro --trace a.json --trace b.json --include /etc/ssl/certs
     """
     from slimmer.builder import BuildOptions, build_micro
+    from slimmer.fileset import check_pattern
     from slimmer.report import human_size
     from slimmer.trace import Trace, default_trace_path
     from slimmer.tracer import trace_image
@@ -531,6 +539,10 @@ def build(
     patterns = list(includes)
     for include_file in include_files:
         patterns += _read_include_file(include_file)
+    for pattern in patterns:
+        check_pattern(pattern, "--include")
+    for pattern in excludes:
+        check_pattern(pattern, "--exclude")
     options = BuildOptions(
         tag=tag,
         includes=tuple(patterns),

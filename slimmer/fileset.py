@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from slimmer.errors import PathError, SlimError
+from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.loader import Loader
 from slimmer.rootfs import RootFS, basename, join, parents
 
@@ -66,7 +66,9 @@ SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.
 
 
 class SelectionError(SlimError):
-    """The request cannot be turned into a file set."""
+    """The request cannot be turned into a file set (bad patterns)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -103,11 +103,16 @@ def http_answer(
 
 
 def wait_http_ready(
-    host: str, port: int, timeout: float, still_running: Callable[[], bool]
+    host: str,
+    port: int,
+    timeout: float,
+    still_running: Callable[[], bool],
+    app_port: int | None = None,
 ) -> float:
     """Wait until the port answers HTTP (any status). Returns the seconds
     waited; raises NotReady on time-out, ProbeError when the app is gone."""
     start = time.monotonic()
+    shown = app_port or port  # the container's port, not the published one
     while True:
         try:
             with socket.create_connection((host, port), timeout=1):
@@ -118,10 +123,10 @@ def wait_http_ready(
         except OSError:
             pass
         if not still_running():
-            raise ProbeError(f"the app exited before it answered on port {port}")
+            raise ProbeError(f"the app exited before it answered on port {shown}")
         if time.monotonic() - start > timeout:
             raise NotReady(
-                f"nothing answered HTTP on port {port} within {timeout:.0f}s",
+                f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
                 "raise --ready-timeout, or use --until-exit for a batch job",
             )
         time.sleep(0.1)

@@ -153,7 +153,9 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
             try:
                 for probe, port in http_plan:
                     _, host_port = engine.published_port(sensor.container, f"{port}/tcp")
-                    waited = wait_http_ready(host, host_port, options.ready_timeout, sensor.running)
+                    waited = wait_http_ready(
+                        host, host_port, options.ready_timeout, sensor.running, port
+                    )
                     seconds.setdefault("ready", round(waited, 3))
                     answer = http_answer(host, host_port, probe.method, probe.path)
                     probes.append(ProbeResult("http", probe.spec(port), answer, "status" in answer))

@@ -119,7 +119,7 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[s
         host_ports = {port: engine.published_port(container, f"{port}/tcp")[1] for port in ports}
         for probe, port in http:
             try:
-                wait_http_ready("127.0.0.1", host_ports[port], plan.ready_timeout, running)
+                wait_http_ready("127.0.0.1", host_ports[port], plan.ready_timeout, running, port)
             except SlimError as exc:
                 answers[_probe_name(probe, port)] = {"error": exc.message}
                 continue

@@ -1,0 +1,181 @@
+"""Faults and odd input on a real engine: one-line errors, nothing left
+behind, odd names intact, builds that do not disturb each other."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli
+from slimmer.engine import Engine
+from slimmer.errors import ExitCode
+from slimmer.trace import Trace
+
+
+def test_app_that_never_becomes_ready(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "trace",
+            fat_nginx,
+            "-o",
+            str(out),
+            "--ready-timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo still warming up; sleep 600",
+        ],
+    )
+    assert result.exit_code == ExitCode.APP, result.output
+    assert "nothing answered HTTP on port 80 within 2s" in result.output
+    assert "still warming up" in result.output  # the app's own output
+    assert out.exists()
+
+
+def test_odd_names_survive_trace_report_context_and_image(
+    engine: Engine, fixture_image, tmp_path: Path
+) -> None:
+    image = fixture_image("oddnames")
+    trace, report = tmp_path / "t.json", tmp_path / "r.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code == 0
+    names = {os.fsencode(f.path) for f in Trace.load(trace).files}
+    odd = {b"/data/with space", b"/data/new\nline", b"/data/caf\xe9"}
+    assert odd <= names
+    tag = "slim-test-oddnames:micro"
+    try:
+        built = runner.invoke(
+            cli, ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
+        )
+        assert built.exit_code == 0, built.output
+        reported = {f["path"] for f in json.loads(report.read_text())["files"]}
+        assert {"/data/caf\\xe9", "/data/new\nline", "/data/with space"} <= reported
+        with engine.container(tag, "odd-names-check", command=["x"]) as container:
+            stream, _ = container.get_archive("/data")
+            data = b"".join(stream)
+        with tarfile.open(
+            fileobj=io.BytesIO(data), encoding="utf-8", errors="surrogateescape"
+        ) as tar:
+            in_image = {os.fsencode("/" + m.name) for m in tar.getmembers()}
+        assert odd <= in_image
+        assert (
+            engine.run_to_exit(tag, None, "odd-names-run")[1]
+            == engine.run_to_exit(image, None, "odd-names-run")[1]
+        )
+    finally:
+        engine.remove_image(tag)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_while_writing_the_context(
+    engine: Engine, fixture_image, tmp_path: Path, tiny_disk: Path
+) -> None:
+    image = fixture_image("perms")  # its context holds a 2 MB busybox
+    trace = tmp_path / "t.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code == 0
+    target = tiny_disk / "context.tar"
+    result = runner.invoke(
+        cli, ["build", image, "--trace", str(trace), "--context-only", str(target)]
+    )
+    assert result.exit_code == ExitCode.ERROR
+    assert "No space left on device" in result.output and "slim: hint:" in result.output
+    assert not target.exists()  # nothing half-written is left
+
+
+def test_two_builds_at_once_do_not_interfere(engine: Engine, fixture_image, tmp_path: Path) -> None:
+    jobs = []
+    for name in ("batch", "perms"):
+        image = fixture_image(name)
+        trace = tmp_path / f"{name}.json"
+        assert (
+            CliRunner().invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code
+            == 0
+        )
+        tag = f"slim-test-concurrent-{name}:micro"
+        command = [
+            sys.executable,
+            "-m",
+            "slimmer",
+            "build",
+            image,
+            "-t",
+            tag,
+            "--trace",
+            str(trace),
+            "--report",
+            str(tmp_path / f"{name}.report.json"),
+        ]
+        jobs.append((image, tag, subprocess.Popen(command, stderr=subprocess.PIPE, text=True)))
+    try:
+        for _, _, process in jobs:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+        for image, tag, _ in jobs:
+            assert engine.run_to_exit(tag, None, "concurrent") == engine.run_to_exit(
+                image, None, "concurrent"
+            )
+    finally:
+        for _, tag, _ in jobs:
+            engine.remove_image(tag)
+
+
+@pytest.mark.parametrize(
+    ("command", "phase"), [("build", "collecting files"), ("verify", "running")]
+)
+def test_ctrl_c_in_build_and_verify_leaves_nothing(
+    engine: Engine, fat_nginx: str, tmp_path: Path, command: str, phase: str
+) -> None:
+    trace = tmp_path / "t.json"
+    assert (
+        CliRunner().invoke(cli, ["trace", fat_nginx, "-o", str(trace), "--quiet-app"]).exit_code
+        == 0
+    )
+    argv = {
+        "build": [
+            "build",
+            fat_nginx,
+            "--trace",
+            str(trace),
+            "--context-only",
+            str(tmp_path / "c.tar"),
+        ],
+        "verify": ["verify", fat_nginx, fat_nginx, "--trace", str(trace)],
+    }[command]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slimmer", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if phase in line:
+            break
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) in (ExitCode.INTERRUPTED, 0)
+    # the no_leftovers fixture fails the test if a container is still there
