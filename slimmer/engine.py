@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -25,6 +27,21 @@ log = logging.getLogger(__name__)
 
 RUN_LABEL = "io.slim.run"
 ENGINE_HINT = "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or set DOCKER_HOST"
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while cleaning up, so a second Ctrl-C cannot
+    leave a container behind; they are delivered right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def new_run_id() -> str:
@@ -94,8 +111,13 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"the engine refused: {_short(exc)}") from None
         finally:
-            if container is not None:
-                self.remove_container(container.id)
+            with signals_held():
+                if container is not None:
+                    self.remove_container(container.id)
+                else:  # interrupted while the engine was creating it
+                    for leftover in self.leftovers(run_id):
+                        if leftover.kind == "container":
+                            self.remove_container(leftover.name)
 
     def run_to_exit(
         self,
