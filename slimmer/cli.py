@@ -130,6 +130,11 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Add what glibc dlopens itself: NSS modules from nsswitch.conf, libgcc_s.",
 )
+@click.option(
+    "--gconv",
+    is_flag=True,
+    help="Add glibc's iconv modules ($libdir/gconv/*.so) and what they load.",
+)
 @click.option("--no-ld-cache", is_flag=True, help="Ignore /etc/ld.so.cache (as if it were absent).")
 @click.option(
     "--as-if-ldconfig",
@@ -145,6 +150,7 @@ def deps(
     env_pairs: tuple[str, ...],
     cwd: str | None,
     runtime_extras: bool,
+    gconv: bool,
     no_ld_cache: bool,
     as_if_ldconfig: bool,
 ) -> None:
@@ -164,7 +170,13 @@ def deps(
         raise click.UsageError("give exactly one of --root DIR and --image IMAGE")
     if image is not None:
         report = _deps_in_image(
-            image, paths, _parse_env(env_pairs), cwd, runtime_extras, no_ld_cache, as_if_ldconfig
+            image,
+            paths,
+            _parse_env(env_pairs),
+            cwd,
+            (runtime_extras, gconv),
+            no_ld_cache,
+            as_if_ldconfig,
         )
         lines = report.pop("tree")
     else:
@@ -182,7 +194,7 @@ def deps(
             use_ld_cache=not no_ld_cache,
             as_if_ldconfig=as_if_ldconfig,
         )
-        closure = loader.closure(paths, runtime_extras=runtime_extras)
+        closure = loader.closure(paths, runtime_extras=runtime_extras, gconv=gconv)
         report = closure_to_json(closure, root)
         lines = [line for link_map in closure.link_maps for line in render_tree(link_map)]
     if as_json:
@@ -201,7 +213,7 @@ def _deps_in_image(
     paths: tuple[str, ...],
     env: dict[str, str],
     cwd: str | None,
-    runtime_extras: bool,
+    extras: tuple[bool, bool],
     no_ld_cache: bool,
     as_if_ldconfig: bool,
 ) -> dict[str, Any]:
@@ -219,7 +231,8 @@ def _deps_in_image(
             env={**config.env_dict(), **env},
             workdir=cwd or config.workdir or "/",
             paths=list(paths),
-            runtime_extras=runtime_extras,
+            runtime_extras=extras[0],
+            gconv=extras[1],
             use_ld_cache=not no_ld_cache,
             as_if_ldconfig=as_if_ldconfig,
         )
@@ -557,8 +570,12 @@ def build(
         paths = list(trace_files)
         default = default_trace_path(image)
         if not paths and not retrace and default.exists():
-            log.info("using the trace %s (--retrace to trace again)", default)
-            paths = [default]
+            image_id = engine.image_attrs(image).get("Id")
+            if Trace.load(default).image_id == image_id:
+                log.info("using the trace %s (--retrace to trace again)", default)
+                paths = [default]
+            else:
+                log.info("%s is a trace of an older %s; tracing again", default, image)
         if paths:
             traces = [Trace.load(path) for path in paths]
         else:

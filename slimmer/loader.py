@@ -15,6 +15,7 @@ import errno
 import logging
 import re
 import stat
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -494,19 +495,23 @@ class Loader:
         builder = _LinkMapBuilder(self, path, resolved, info)
         return builder.build(runtime_extras=runtime_extras)
 
-    def closure(self, paths: Iterable[str], *, runtime_extras: bool = False) -> Closure:
+    def closure(
+        self, paths: Iterable[str], *, runtime_extras: bool = False, gconv: bool = False
+    ) -> Closure:
         """Link maps of all inputs, plus those of every CPU variant they found.
 
         Scripts (`#!`) add their interpreter as an input. Files that are not
-        loadable ELF objects are listed as skipped, never raised.
+        loadable ELF objects are listed as skipped, never raised. With gconv,
+        every iconv module next to a loaded glibc comes too, with its deps.
         """
-        pending = list(dict.fromkeys(paths))
+        pending = deque(dict.fromkeys(paths))
         done: set[str] = set()
+        gconv_dirs: set[str] = set()
         link_maps: list[LinkMap] = []
         skipped: list[SkippedInput] = []
         input_hops: set[SymlinkHop] = set()
         while pending:
-            path = pending.pop(0)
+            path = pending.popleft()
             if path in done:
                 continue
             done.add(path)
@@ -527,9 +532,27 @@ class Loader:
             link_maps.append(outcome)
             for obj in outcome.objects:
                 pending.extend(v.path for v in obj.variants if v.path not in done)
+                if (
+                    gconv
+                    and obj.info is not None
+                    and (obj.info.soname or "").startswith("libc.so.")
+                ):
+                    pending.extend(self.gconv_modules(parent(obj.canonical), gconv_dirs))
         return Closure(
             tuple(link_maps), tuple(skipped), tuple(sorted(input_hops, key=lambda h: h.path))
         )
+
+    def gconv_modules(self, libdir: str, seen: set[str]) -> list[str]:
+        """The iconv modules of a glibc ($libdir/gconv/*.so), once per dir."""
+        directory = join(libdir, "gconv")
+        if directory in seen:
+            return []
+        seen.add(directory)
+        try:
+            names = self.fs.listdir(self.fs.resolve(directory).path)
+        except (PathError, OSError):
+            return []
+        return [join(directory, name) for name in names if name.endswith(".so")]
 
     def shebang(self, canonical: str) -> str | None:
         """The interpreter of a `#!` script, or None."""

@@ -166,7 +166,7 @@ def deps(config: RunConfig) -> int:
         use_ld_cache=config.use_ld_cache,
         as_if_ldconfig=config.as_if_ldconfig,
     )
-    closure = loader.closure(config.paths, runtime_extras=config.runtime_extras)
+    closure = loader.closure(config.paths, runtime_extras=config.runtime_extras, gconv=config.gconv)
     result = closure_to_json(closure, "/")
     result["not_found"] = [p for p in config.paths if not fs.exists(p, cwd=config.workdir)]
     result["tree"] = [line for link_map in closure.link_maps for line in render_tree(link_map)]

@@ -54,6 +54,7 @@ class RunConfig:
     stop_timeout: float = 10.0
     paths: list[str] = field(default_factory=list)  # deps
     runtime_extras: bool = False
+    gconv: bool = False
     use_ld_cache: bool = True
     as_if_ldconfig: bool = False
     selection: dict[str, Any] = field(default_factory=dict)  # collect: a SelectionRequest

@@ -352,3 +352,16 @@ def test_runtime_extras_add_nss_modules_and_libgcc(glibc_root: ElfRoot) -> None:
     assert extras.missing == ()
     (absent,) = [d for m in extras.link_maps for d in m.dependencies if d.target is None]
     assert (absent.name, absent.optional) == ("libnss_nis.so.2", True)
+
+
+def test_gconv_modules_come_with_their_own_deps(glibc_root: ElfRoot) -> None:
+    gconv = "/usr/lib/x86_64-linux-gnu/gconv"
+    glibc_root.lib("libJISX.so", gconv)
+    glibc_root.lib("EUC-XX.so", gconv, needed=("libJISX.so",), runpath="$ORIGIN")
+    glibc_root.exe("/usr/bin/prog")
+    loader = Loader(RootFS(glibc_root.path))
+    assert not any("gconv" in f for f in loader.closure(["/usr/bin/prog"]).files)
+    closure = loader.closure(["/usr/bin/prog"], gconv=True)
+    assert {f"{gconv}/EUC-XX.so", f"{gconv}/libJISX.so"} <= set(closure.files)
+    jis = next(o for m in closure.link_maps for o in m.objects if o.requested == "libJISX.so")
+    assert jis.via is Via.RUNPATH
