@@ -267,87 +267,54 @@ def _connect() -> Engine:
     return Engine.connect()
 
 
-def trace_options(function: F) -> F:
-    """The options of a traced run, shared by trace and build."""
-    options = [
-        click.option(
-            "--http-probe",
-            "http_probes",
-            multiple=True,
-            metavar="[METHOD:]PATH[:PORT]",
-            help="HTTP request to make once the app answers; repeatable. "
-            "Default: GET / on each exposed TCP port.",
-        ),
-        click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
-        click.option(
-            "--probe-exec",
-            "exec_probes",
-            multiple=True,
-            metavar="CMD",
-            help="Command to run inside the container (traced too); repeatable.",
-        ),
-        click.option(
-            "--probe-host",
-            "host_probes",
-            multiple=True,
-            metavar="CMD",
-            help="Shell command to run on the host, with SLIM_TARGET_HOST and "
-            "SLIM_TARGET_PORT set; repeatable.",
-        ),
-        click.option(
-            "--duration",
-            type=float,
-            default=0.0,
-            metavar="S",
-            help="Keep tracing S seconds after the probes.",
-        ),
-        click.option(
-            "--until-exit", is_flag=True, help="Batch job: no probes, wait for the app to exit."
-        ),
-        click.option(
-            "--exit-timeout",
-            type=float,
-            default=None,
-            metavar="S",
-            help="With --until-exit: stop the app after S seconds.",
-        ),
-        click.option(
-            "--ready-timeout",
-            type=float,
-            default=30.0,
-            show_default=True,
-            metavar="S",
-            help="How long the app may take to answer HTTP.",
-        ),
-        click.option(
-            "--stop-timeout",
-            type=float,
-            default=10.0,
-            show_default=True,
-            metavar="S",
-            help="Grace time after the stop signal before SIGKILL.",
-        ),
-        click.option(
-            "--stop-signal",
-            default=None,
-            metavar="SIG",
-            help="Signal that stops the app (default: the image's STOPSIGNAL, or SIGTERM).",
-        ),
-        click.option(
-            "--user", default=None, help="Run the app as USER[:GROUP] (default: the image's USER)."
-        ),
-        click.option(
-            "--entrypoint",
-            default=None,
-            metavar="CMD",
-            help="Replace the image's ENTRYPOINT (split like a shell would).",
-        ),
-        click.option("--quiet-app", is_flag=True, help="Do not echo the app's output."),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
-    ]
+def _apply(function: F, options: list[Callable[[F], F]]) -> F:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> list[Callable[[F], F]]:
+    """The probe options of trace, build and verify."""
+    return [
+        click.option("--http-probe", "http_probes", multiple=True, metavar="[METHOD:]PATH[:PORT]",
+                     help=http_help),
+        click.option("--probe-exec", "exec_probes", multiple=True, metavar="CMD",
+                     help=f"Command run inside the container ({note}); repeatable."),
+        click.option("--probe-host", "host_probes", multiple=True, metavar="CMD",
+                     help=f"Shell command run on the host with SLIM_TARGET_HOST and "
+                     f"SLIM_TARGET_PORT set ({note}); repeatable."),
+        click.option("--until-exit", is_flag=True,
+                     help="Batch job: no HTTP probes; wait until the app exits."),
+        click.option("--exit-timeout", type=float, default=exit_timeout, metavar="S",
+                     help="With --until-exit: give up on the app after S seconds."),
+        click.option("--ready-timeout", type=float, default=30.0, show_default=True, metavar="S",
+                     help="How long the app may take to answer HTTP."),
+    ]  # fmt: skip
+
+
+def trace_options(function: F) -> F:
+    """The options of a traced run, shared by trace and build."""
+    return _apply(
+        function,
+        [
+            *_probe_options("HTTP request to make once the app answers; repeatable "
+                            "(default: GET / on each exposed TCP port).", "traced too", None),
+            click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
+            click.option("--duration", type=float, default=0.0, metavar="S",
+                         help="Keep tracing S seconds after the probes."),
+            click.option("--stop-timeout", type=float, default=10.0, show_default=True,
+                         metavar="S", help="Grace time after the stop signal before SIGKILL."),
+            click.option("--stop-signal", default=None, metavar="SIG",
+                         help="Signal that stops the app (default: the image's STOPSIGNAL, "
+                         "or SIGTERM)."),
+            click.option("--user", default=None,
+                         help="Run the app as USER[:GROUP] (default: the image's USER)."),
+            click.option("--entrypoint", default=None, metavar="CMD",
+                         help="Replace the image's ENTRYPOINT (split like a shell would)."),
+            click.option("--quiet-app", is_flag=True, help="Do not echo the app's output."),
+            click.argument("command", nargs=-1, type=click.UNPROCESSED),
+        ],
+    )  # fmt: skip
 
 
 def _make_trace_options(params: dict[str, Any]) -> TraceOptions:
@@ -603,48 +570,17 @@ def build(
 
 
 def _verify_options(function: F) -> F:
-    options = [
-        click.option(
-            "--http-probe",
-            "http_probes",
-            multiple=True,
-            metavar="[METHOD:]PATH[:PORT]",
-            help="HTTP request to compare; repeatable (default: the trace's).",
-        ),
-        click.option(
-            "--probe-exec",
-            "exec_probes",
-            multiple=True,
-            metavar="CMD",
-            help="Command to run in both containers and compare; repeatable.",
-        ),
-        click.option(
-            "--probe-host",
-            "host_probes",
-            multiple=True,
-            metavar="CMD",
-            help="Host command pointed at each container; repeatable.",
-        ),
-        click.option(
-            "--until-exit",
-            is_flag=True,
-            help="Batch job: compare exit code, stdout and stderr of a whole run.",
-        ),
-        click.option(
-            "--header",
-            "headers",
-            multiple=True,
-            metavar="NAME",
-            help="Response header to compare; repeatable (default: content-type, "
-            "content-length, location, content-encoding).",
-        ),
-        click.option("--ready-timeout", type=float, default=30.0, show_default=True, metavar="S"),
-        click.option("--exit-timeout", type=float, default=300.0, show_default=True, metavar="S"),
-        click.option("--all", "show_all", is_flag=True, help="Show matching checks too."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _apply(
+        function,
+        [
+            *_probe_options("HTTP request to compare; repeatable (default: the trace's).",
+                            "its answers compared", 300.0),
+            click.option("--header", "headers", multiple=True, metavar="NAME",
+                         help="Response header to compare; repeatable (default: content-type, "
+                         "content-length, location, content-encoding)."),
+            click.option("--all", "show_all", is_flag=True, help="Show matching checks too."),
+        ],
+    )  # fmt: skip
 
 
 def _verify_plan(params: dict[str, Any], trace: Trace | None) -> VerifyPlan:

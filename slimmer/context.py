@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from slimmer.errors import SlimError
-from slimmer.fileset import Entry, Kind, Selection
-from slimmer.rootfs import RootFS
+from slimmer.fileset import Entry, Selection
+from slimmer.rootfs import Kind, RootFS
 from slimmer.trace import ImageConfig
 
 TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times

@@ -24,7 +24,7 @@ from typing import Any
 
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.loader import Loader
-from slimmer.rootfs import RootFS, basename, join, parents
+from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parents
 
 SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
 WHITEOUT_PREFIX = ".wh."
@@ -50,16 +50,6 @@ class Reason(StrEnum):
 
 # Directories whose contents come along, not just the directory itself.
 WHOLE_TREE_REASONS = frozenset({Reason.INCLUDE})
-
-
-class Kind(StrEnum):
-    FILE = "file"
-    DIR = "dir"
-    SYMLINK = "symlink"
-    FIFO = "fifo"
-    CHAR_DEVICE = "char-device"
-    BLOCK_DEVICE = "block-device"
-    SOCKET = "socket"
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -168,22 +158,6 @@ def check_pattern(pattern: str, option: str) -> None:
         )
     if pattern.count("[") != pattern.count("]"):
         raise SelectionError(f"{option} {pattern!r}: unbalanced [ ] in the pattern")
-
-
-def kind_of(mode: int) -> Kind:
-    if stat.S_ISREG(mode):
-        return Kind.FILE
-    if stat.S_ISDIR(mode):
-        return Kind.DIR
-    if stat.S_ISLNK(mode):
-        return Kind.SYMLINK
-    if stat.S_ISFIFO(mode):
-        return Kind.FIFO
-    if stat.S_ISCHR(mode):
-        return Kind.CHAR_DEVICE
-    if stat.S_ISBLK(mode):
-        return Kind.BLOCK_DEVICE
-    return Kind.SOCKET
 
 
 def _under(path: str, trees: Iterable[str]) -> bool:

@@ -20,10 +20,37 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 from slimmer.errors import PathError
 
 MAX_SYMLINK_HOPS = 40
+
+
+class Kind(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    CHAR_DEVICE = "char-device"
+    BLOCK_DEVICE = "block-device"
+    SOCKET = "socket"
+
+
+def kind_of(mode: int) -> Kind:
+    if stat.S_ISREG(mode):
+        return Kind.FILE
+    if stat.S_ISDIR(mode):
+        return Kind.DIR
+    if stat.S_ISLNK(mode):
+        return Kind.SYMLINK
+    if stat.S_ISFIFO(mode):
+        return Kind.FIFO
+    if stat.S_ISCHR(mode):
+        return Kind.CHAR_DEVICE
+    if stat.S_ISBLK(mode):
+        return Kind.BLOCK_DEVICE
+    return Kind.SOCKET
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from enum import IntFlag
 
 import inotify_simple
+
+from slimmer.rootfs import kind_of
 
 # inotify_simple looks libc up with ctypes.util.find_library, which runs the
 # image's ldconfig or gcc; the sensor's own libc is already loaded.
@@ -234,15 +235,8 @@ class TreeWatcher:
 
 
 def file_kind(path: str) -> str:
-    """The kind of a path now: file, dir, symlink, other, or gone."""
+    """The kind of a path now (see rootfs.Kind), or "gone"."""
     try:
-        mode = os.lstat(path).st_mode
+        return kind_of(os.lstat(path).st_mode).value
     except OSError:
         return "gone"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from slimmer.fileset import (
-    Kind,
     Reason,
     SelectionError,
     SelectionRequest,
     check_pattern,
     select_files,
 )
-from slimmer.rootfs import RootFS
+from slimmer.rootfs import Kind, RootFS
 from tests.helpers.elfroot import ElfRoot
 
 
