@@ -98,15 +98,6 @@ def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) ->
             log.warning("%s; used anyway (--force)", message)
 
 
-def healthcheck_programs(config: ImageConfig) -> list[str]:
-    test = list((config.healthcheck or {}).get("Test") or [])
-    if not test or test[0] == "NONE":
-        return []
-    if test[0] == "CMD-SHELL":
-        return [(config.shell or ["/bin/sh"])[0]]
-    return test[1:2]
-
-
 def created_epoch(created: str | None) -> int | None:
     """The image's creation time (RFC 3339, nanoseconds) as epoch seconds."""
     if not created:
@@ -133,7 +124,7 @@ def selection_request(
     return SelectionRequest(
         traced=merge_traced(traces),
         entrypoint=list(dict.fromkeys(entrypoints)),
-        healthcheck=healthcheck_programs(config),
+        healthcheck=(config.healthcheck_argv() or [])[:1],
         includes=list(options.includes),
         excludes=list(options.excludes),
         env=config.env_dict(),

@@ -30,6 +30,7 @@ SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
 WHITEOUT_PREFIX = ".wh."
 GLOB_CHARS = "*?["
 USER_DB_FILES = ("/etc/passwd", "/etc/group")
+PYTHON_STDLIB = re.compile(r".*/lib(?:64)?/python3\.\d+(?=/)")
 
 
 class Reason(StrEnum):
@@ -46,6 +47,7 @@ class Reason(StrEnum):
     VOLUME = "volume"
     USER_DB = "user-db"
     BYTECODE_SOURCE = "bytecode-source"
+    INTERPRETER_LANDMARK = "interpreter-landmark"
 
 
 # Directories whose contents come along, not just the directory itself.
@@ -274,6 +276,20 @@ class _Selector:
             if self.fs.exists(source, follow=False):
                 self.add_resolved(source, Reason.BYTECODE_SOURCE)
 
+    def python_landmarks(self) -> None:
+        """CPython finds its stdlib by stat'ing lib/pythonX.Y/os.py and
+        lib-dynload; since 3.11 os itself is frozen, so no event names them."""
+        stdlib_dirs = {
+            match.group(0)
+            for path in self.reasons
+            if (match := PYTHON_STDLIB.match(path)) is not None
+        }
+        for directory in sorted(stdlib_dirs):
+            for landmark in ("os.py", "lib-dynload"):
+                candidate = join(directory, landmark)
+                if self.fs.exists(candidate, follow=False):
+                    self.add_resolved(candidate, Reason.INTERPRETER_LANDMARK)
+
     def programs(self, names: list[str], reason: Reason) -> list[str]:
         found = []
         for name in names:
@@ -408,6 +424,7 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     selector = _Selector(fs, request)
     closure_inputs = selector.traced()
     selector.bytecode_sources()
+    selector.python_landmarks()
     closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
     closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
     selector.closure(closure_inputs)

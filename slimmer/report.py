@@ -28,6 +28,7 @@ REASON_TEXT = {
     Reason.WORKDIR.value: "it is the image's WORKDIR",
     Reason.VOLUME.value: "it is one of the image's VOLUMEs",
     Reason.BYTECODE_SOURCE.value: "CPython uses the kept bytecode only when this source exists",
+    Reason.INTERPRETER_LANDMARK.value: "CPython looks for it to find its standard library",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
 }
 

@@ -70,6 +70,16 @@ class ImageConfig:
     def stop_signal_number(self) -> int:
         return parse_signal(self.stop_signal or "SIGTERM")
 
+    def healthcheck_argv(self) -> list[str] | None:
+        """What the engine runs for HEALTHCHECK: CMD as is, CMD-SHELL through
+        the image's SHELL (default /bin/sh -c); None without a check."""
+        test = list((self.healthcheck or {}).get("Test") or [])
+        if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
+            return None
+        if test[0] == "CMD-SHELL":
+            return [*(self.shell or ["/bin/sh", "-c"]), " ".join(test[1:])]
+        return test[1:]
+
 
 def parse_signal(spec: str) -> int:
     """'SIGQUIT', 'QUIT' or '3' -> 3."""

@@ -166,6 +166,14 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                         port,
                         answer.get("status", answer.get("error")),
                     )
+                health = config.healthcheck_argv()
+                if health is not None:
+                    # The engine runs it on a timer, too seldom to be traced
+                    # by chance: run it once now so its files are kept.
+                    code, out, err = engine.exec_run(sensor.container, health, user or "0")
+                    answer = command_answer(code, out, err)
+                    probes.append(ProbeResult("healthcheck", {"argv": health}, answer, code == 0))
+                    log.info("probe HEALTHCHECK: exit %d", code)
                 for command in options.exec_probes:
                     code, out, err = engine.exec_run(
                         sensor.container, split_command(command), user or "0"

@@ -37,6 +37,7 @@ class VerifyPlan:
     exec_commands: tuple[str, ...] = ()
     host_commands: tuple[str, ...] = ()
     until_exit: bool = False
+    healthcheck: bool = False  # run each image's HEALTHCHECK command and compare
     command: list[str] | None = None  # None: the image's own ENTRYPOINT + CMD
     headers: tuple[str, ...] = DEFAULT_HEADERS
     ready_timeout: float = 30.0
@@ -76,6 +77,7 @@ def plan_from_trace(trace: Trace, plan: VerifyPlan) -> VerifyPlan:
         exec_commands=exec_commands,
         host_commands=host_commands,
         until_exit=plan.until_exit or trace.until_exit,
+        healthcheck=plan.healthcheck or any(p.kind == "healthcheck" for p in trace.probes),
         command=command,
         headers=plan.headers,
         ready_timeout=plan.ready_timeout,
@@ -126,6 +128,10 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[s
             answers[_probe_name(probe, port)] = http_answer(
                 "127.0.0.1", host_ports[port], probe.method, probe.path
             )
+        health = config.healthcheck_argv()
+        if plan.healthcheck and health is not None:
+            code, out, err = engine.exec_run(container, health, config.user or "0")
+            answers["HEALTHCHECK"] = command_answer(code, out, err)
         for command in plan.exec_commands:
             code, out, err = engine.exec_run(container, split_command(command), config.user or "0")
             answers[f"exec {command}"] = command_answer(code, out, err)
@@ -192,7 +198,9 @@ def compare_answers(
 def verify_images(
     engine: Engine, fat: str, micro: str, plan: VerifyPlan, progress: Callable[[str], None]
 ) -> tuple[list[Check], dict[str, float]]:
-    if not (plan.until_exit or plan.http or plan.exec_commands or plan.host_commands):
+    if not (
+        plan.until_exit or plan.http or plan.exec_commands or plan.host_commands or plan.healthcheck
+    ):
         raise SlimError(
             "nothing to verify: no probes",
             "give --trace FILE (its probes are replayed), --http-probe, --probe-exec "

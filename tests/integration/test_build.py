@@ -115,7 +115,9 @@ def test_nginx_micro_answers_like_the_fat_image(
     assert config["Labels"]["io.slim.source.image"] == fat_nginx
 
 
-def test_python_app_as_non_root(engine: Engine, fixture_image, micro, run_id: str) -> None:
+def test_python_app_as_non_root(
+    engine: Engine, fixture_image, micro, run_id: str, tmp_path: Path
+) -> None:
     image = fixture_image("pyapp")
     tag, _ = micro(image)
     fat = serve_and_get(engine, image, 8000, ["/", "/nope"], run_id)
@@ -123,10 +125,21 @@ def test_python_app_as_non_root(engine: Engine, fixture_image, micro, run_id: st
     assert [status for status, _ in slim] == [200, 404]
     assert slim[0] == fat[0]
     answer = json.loads(slim[0][1])
-    assert (
-        answer["uid"] == 1500 and answer["ssl_ca_certs"] and answer["local_time"].endswith("+02:00")
+    assert answer["uid"] == 1500 and answer["ssl_ca_certs"]
+    assert answer["local_time"].endswith("+02:00")
+    fat_config, micro_config = (
+        engine.image_attrs(image)["Config"],
+        engine.image_attrs(tag)["Config"],
     )
-    assert engine.image_attrs(tag)["Config"]["User"] == "web"
+    assert micro_config["User"] == "web"
+    assert micro_config["Healthcheck"] == fat_config["Healthcheck"]
+    # The HEALTHCHECK ran during the trace, so what it imports is there too.
+    trace = tmp_path / "slim-fixture-pyapp.trace.json"
+    verified = CliRunner().invoke(cli, ["verify", image, tag, "--trace", str(trace), "--all"])
+    assert verified.exit_code == 0, verified.output
+    health = [line for line in verified.output.splitlines() if line.startswith("HEALTHCHECK")]
+    assert health and all(line.endswith("same") for line in health)
+    assert any(" exit code " in line and " 0 " in line for line in health)
 
 
 @pytest.mark.parametrize("name", ["shelljob", "cplugin"])

@@ -155,7 +155,7 @@ def test_bytecode_keeps_its_source(image: ElfRoot) -> None:
     _, kept, _ = select(
         image, traced=traced(("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "opened,read"))
     )
-    assert kept["/usr/lib/python3.11/os.py"].reasons == (Reason.BYTECODE_SOURCE,)
+    assert Reason.BYTECODE_SOURCE in kept["/usr/lib/python3.11/os.py"].reasons
 
 
 def test_user_database_is_kept_for_the_engine(image: ElfRoot) -> None:
@@ -164,3 +164,13 @@ def test_user_database_is_kept_for_the_engine(image: ElfRoot) -> None:
     _, kept, _ = select(image)
     assert kept["/etc/passwd"].reasons == (Reason.USER_DB,)
     assert kept["/etc/group"].reasons == (Reason.USER_DB,)
+
+
+def test_cpython_landmarks_are_kept(image: ElfRoot) -> None:
+    image.write("/usr/lib/python3.11/os.py", "# landmark, frozen since 3.11")
+    image.mkdir("/usr/lib/python3.11/lib-dynload")
+    image.write("/usr/lib/python3.11/json/__init__.py", "")
+    rows = traced(("/usr/lib/python3.11/json/__init__.py", "opened,read"))
+    _, kept, _ = select(image, traced=rows)
+    assert kept["/usr/lib/python3.11/os.py"].reasons == (Reason.INTERPRETER_LANDMARK,)
+    assert Reason.INTERPRETER_LANDMARK in kept["/usr/lib/python3.11/lib-dynload"].reasons
