@@ -27,7 +27,6 @@ TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times
 TAR_ENCODING = "utf-8"
 TAR_ERRORS = "surrogateescape"
 ROOTFS_MEMBER = "rootfs.tar"
-COPY_BUFFER = 1024 * 1024
 
 
 class ContextError(SlimError):

@@ -48,7 +48,6 @@ ACCEPTED_OSABI = frozenset({0, 3})
 class Verdict(Enum):
     """What the loader does with a candidate file."""
 
-    OK = "ok"
     SKIP = "skip"  # wrong class or machine: try the next candidate
     FATAL = "fatal"  # the process would not start
 

@@ -50,10 +50,6 @@ class Reason(StrEnum):
     INTERPRETER_LANDMARK = "interpreter-landmark"
 
 
-# Directories whose contents come along, not just the directory itself.
-WHOLE_TREE_REASONS = frozenset({Reason.INCLUDE})
-
-
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
 
 

@@ -27,8 +27,6 @@ from slimmer.rootfs import Resolved, RootFS, SymlinkHop, basename, join, parent
 
 log = logging.getLogger(__name__)
 
-MAX_SHEBANG_DEPTH = 4
-
 # e_machine numbers
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 
@@ -99,7 +97,6 @@ class Via(Enum):
     LD_CACHE = "ld.so.cache"
     DEFAULT_DIRS = "default_dirs"
     MUSL_PATH = "musl_path"
-    LOADER = "loader"  # musl: libc.so, libm.so... are the loader itself
     RUNTIME = "runtime"  # dlopen'ed by libc itself: NSS modules, libgcc_s
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from slimmer.engine import Container, Engine
 from slimmer.errors import SlimError
 from slimmer.sensor.protocol import (
-    APP_EXITED,
     CONFIG_PATH,
     MESSAGE_PREFIX,
     READY_MESSAGE,
@@ -62,7 +61,6 @@ class SensorContainer:
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.sensor_lines: list[str] = []
         self.watching = threading.Event()
-        self.app_exited = threading.Event()
         self.ended = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
@@ -90,8 +88,6 @@ class SensorContainer:
             if message.startswith(READY_MESSAGE):
                 self.watching.set()
                 log.info("%s", message)
-            elif message.startswith(APP_EXITED):
-                self.app_exited.set()
             elif message.startswith("error:"):
                 log.debug("sensor: %s", message)
             return
