@@ -218,8 +218,7 @@ def _deps_in_image(
     as_if_ldconfig: bool,
 ) -> dict[str, Any]:
     from slimmer.bundle import sensor_bundle
-    from slimmer.engine import new_run_id
-    from slimmer.runner import SensorError, sensor_container
+    from slimmer.runner import run_sensor_once
     from slimmer.sensor.protocol import Mode, RunConfig
     from slimmer.trace import ImageConfig
 
@@ -236,11 +235,7 @@ def _deps_in_image(
             use_ld_cache=not no_ld_cache,
             as_if_ldconfig=as_if_ldconfig,
         )
-        bundle = sensor_bundle(default_cache_dir())
-        with sensor_container(engine, image, bundle, run_config, new_run_id()) as sensor:
-            if sensor.wait_exit(300) != 0:
-                raise SensorError(f"the sensor failed in {image}: {sensor.last_error()}")
-            report = sensor.result()
+        report = run_sensor_once(engine, image, sensor_bundle(default_cache_dir()), run_config)
     finally:
         engine.close()
     not_found = report.pop("not_found")

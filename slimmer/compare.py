@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from slimmer.bundle import sensor_bundle
-from slimmer.engine import Engine, new_run_id
+from slimmer.engine import Engine
 from slimmer.errors import SlimError
 from slimmer.report import human_size
-from slimmer.runner import sensor_container
+from slimmer.runner import run_sensor_once
 from slimmer.sensor.protocol import Mode, RunConfig
 
 _UNITS = {
@@ -64,9 +64,7 @@ def figures(
 def count_image_files(engine: Engine, image: str, cache_dir: Path) -> int:
     """Regular files in the image, counted inside a container of it."""
     config = RunConfig(mode=Mode.INVENTORY.value)
-    with sensor_container(engine, image, sensor_bundle(cache_dir), config, new_run_id()) as sensor:
-        sensor.wait_exit(300)
-        return int(sensor.result()["files"])
+    return int(run_sensor_once(engine, image, sensor_bundle(cache_dir), config)["files"])
 
 
 def check_gates(

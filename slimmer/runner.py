@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from slimmer.engine import Container, Engine
+from slimmer.engine import Container, Engine, new_run_id
 from slimmer.errors import SlimError
 from slimmer.sensor.protocol import (
     CONFIG_PATH,
@@ -169,3 +169,18 @@ def sensor_container(
         sensor = SensorContainer(engine, container, echo_app)
         sensor.start()
         yield sensor
+
+
+def run_sensor_once(
+    engine: Engine, image: str, bundle: Path, config: RunConfig, timeout: float = 300
+) -> dict[str, Any]:
+    """Run the sensor in a mode that ends by itself (deps, inventory) in a
+    container of the image, and return its result."""
+    with sensor_container(engine, image, bundle, config, new_run_id()) as sensor:
+        status = sensor.wait_exit(timeout)
+        if status != 0:
+            raise SensorError(
+                f"the sensor failed in {image} ({sensor.last_error() or f'exit {status}'})",
+                "run with --debug for the container's output",
+            )
+        return sensor.result()
