@@ -152,9 +152,8 @@ def build_micro(
     request = selection_request(traces, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
     if base != "scratch" and not engine.image_exists(base):
-        raise SlimError(
-            f"base image {base!r} not found", "build or pull it first (make base-images)"
-        )
+        log.info("pulling the base image %s", base)
+        engine.pull(base)
     run_config = RunConfig(
         mode=Mode.COLLECT.value,
         env=config.env_dict(),

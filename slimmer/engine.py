@@ -91,6 +91,16 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"inspecting {image!r} failed: {_short(exc)}") from None
 
+    def pull(self, image: str) -> None:
+        """Pull an image from its registry (the fast path where one answers)."""
+        try:
+            self.client.images.pull(image)
+        except docker.errors.DockerException as exc:
+            raise NotFound(
+                f"image {image!r} is not local and could not be pulled ({_short(exc)})",
+                "build it, or make the base images with `make base-images`",
+            ) from None
+
     def image_exists(self, image: str) -> bool:
         try:
             self.client.images.get(image)

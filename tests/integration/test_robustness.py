@@ -179,3 +179,15 @@ def test_ctrl_c_in_build_and_verify_leaves_nothing(
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) in (ExitCode.INTERRUPTED, 0)
     # the no_leftovers fixture fails the test if a container is still there
+
+
+def test_unknown_base_image_is_not_found(engine: Engine, fixture_image, tmp_path: Path) -> None:
+    image = fixture_image("batch")
+    trace = tmp_path / "t.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code == 0
+    result = runner.invoke(
+        cli, ["build", image, "--trace", str(trace), "--base", "slim-no-such-base:1", "-t", "x:y"]
+    )
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "slim-no-such-base:1" in result.output and "slim: hint:" in result.output
