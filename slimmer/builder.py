@@ -14,7 +14,7 @@ import logging
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from slimmer.engine import Engine, new_run_id
 from slimmer.errors import SlimError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
 from slimmer.report import build_report, human_size
-from slimmer.runner import SensorError, sensor_container
+from slimmer.runner import SensorError, run_sensor_once, sensor_container
 from slimmer.sensor.protocol import OUTPUT_TAR, Mode, RunConfig
 from slimmer.trace import ImageConfig, Trace
 
@@ -151,16 +151,21 @@ def build_micro(
     config = ImageConfig.from_inspect(attrs)
     request = selection_request(traces, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
-    if base != "scratch" and not engine.image_exists(base):
-        log.info("pulling the base image %s", base)
-        engine.pull(base)
+    bundle = sensor_bundle(cache_dir)
+    if base != "scratch":
+        if not engine.image_exists(base):
+            log.info("pulling the base image %s", base)
+            engine.pull(base)
+        inventory = RunConfig(mode=Mode.INVENTORY.value)
+        request = replace(
+            request, base_dirs=run_sensor_once(engine, base, bundle, inventory)["dir_paths"]
+        )
     run_config = RunConfig(
         mode=Mode.COLLECT.value,
         env=config.env_dict(),
         workdir=config.workdir or "/",
         selection=asdict(request),
     )
-    bundle = sensor_bundle(cache_dir)
     labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
     dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.loader import Loader
-from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parents
+from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
 
 SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
 WHITEOUT_PREFIX = ".wh."
@@ -48,6 +48,7 @@ class Reason(StrEnum):
     USER_DB = "user-db"
     BYTECODE_SOURCE = "bytecode-source"
     INTERPRETER_LANDMARK = "interpreter-landmark"
+    BASE_MERGE = "base-merge"
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -78,6 +79,9 @@ class SelectionRequest:
     # Newer mtimes than the image's creation come from the container runtime
     # (its init layer touches /etc); they are clamped to this, deterministically.
     mtime_clamp: int | None = None
+    # Directories of the image built upon (--base); a kept symlink there would
+    # replace the base's directory, so its kept children are linked instead.
+    base_dirs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,38 @@ class _Selector:
             del self.reasons[path]
             self.drop(path, "provided by the container engine at run time (a mount point)")
 
+    def merge_into_base(self) -> dict[str, str]:
+        """Kept directory symlinks (/bin -> usr/bin) where the base image has a
+        real directory: drop the link, and link each kept child into the
+        base's directory instead (/bin/bash -> /usr/bin/bash). Returns the
+        new links, path -> target."""
+        base = set(self.request.base_dirs)
+        links: dict[str, str] = {}
+        for path in sorted(p for p in self.reasons if p in base):
+            if not stat.S_ISLNK(self.fs.lstat(path).st_mode):
+                continue
+            try:
+                target = self.fs.resolve(path).path
+            except PathError:
+                continue
+            del self.reasons[path]
+            self.drop(path, "the base image has a directory here; kept entries are linked into it")
+            self._link_children(path, target, base, links)
+        return links
+
+    def _link_children(
+        self, alias_dir: str, target_dir: str, base: set[str], links: dict[str, str]
+    ) -> None:
+        pending = [(alias_dir, target_dir)]
+        while pending:
+            alias_dir, target_dir = pending.pop()
+            for kept in sorted(p for p in self.reasons if p != "/" and parent(p) == target_dir):
+                alias = join(alias_dir, basename(kept))
+                if alias in base and stat.S_ISDIR(self.fs.lstat(kept).st_mode):
+                    pending.append((alias, kept))
+                else:
+                    links[alias] = kept
+
     def parents(self) -> None:
         for path in list(self.reasons):
             for ancestor in parents(path):
@@ -380,8 +416,12 @@ class _Selector:
         limit = self.request.mtime_clamp
         return mtime if limit is None else min(mtime, limit)
 
-    def entries(self) -> list[Entry]:
-        entries = []
+    def entries(self, base_links: dict[str, str]) -> list[Entry]:
+        made = self.request.mtime_clamp or 0  # links slim makes: the image's time
+        entries = [
+            Entry(alias, Kind.SYMLINK, (Reason.BASE_MERGE,), 0, 0o777, 0, 0, made, target)
+            for alias, target in base_links.items()
+        ]
         for path in sorted(self.reasons):
             if basename(path).startswith(WHITEOUT_PREFIX):
                 self.drop(path, "a .wh. name would delete files in the image layers; refused")
@@ -431,6 +471,7 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     selector.excludes()
     selector.mounts()
     selector.parents()
-    entries = selector.entries()
+    base_links = selector.merge_into_base()
+    entries = sorted(selector.entries(base_links), key=lambda e: e.path)
     dropped = tuple(Dropped(p, w) for p, w in sorted(selector.dropped.items()))
     return Selection(tuple(entries), dropped, tuple(dict.fromkeys(selector.warnings)))

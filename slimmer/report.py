@@ -29,6 +29,8 @@ REASON_TEXT = {
     Reason.VOLUME.value: "it is one of the image's VOLUMEs",
     Reason.BYTECODE_SOURCE.value: "CPython uses the kept bytecode only when this source exists",
     Reason.INTERPRETER_LANDMARK.value: "CPython looks for it to find its standard library",
+    Reason.BASE_MERGE.value: "a link into the base image's directory, standing in for a "
+    "directory symlink of the fat image that would have replaced it",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
 }
 

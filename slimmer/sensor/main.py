@@ -190,17 +190,19 @@ def collect(config: RunConfig) -> int:
 def inventory(config: RunConfig) -> int:
     """How many entries and bytes the image holds (without the sensor)."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "other": 0, "bytes": 0}
-    for _, info in walk(RootFS("/")):
+    dirs = []
+    for path, info in walk(RootFS("/")):
         if stat.S_ISREG(info.st_mode):
             counts["files"] += 1
             counts["bytes"] += info.st_size
         elif stat.S_ISDIR(info.st_mode):
             counts["dirs"] += 1
+            dirs.append(path)
         elif stat.S_ISLNK(info.st_mode):
             counts["symlinks"] += 1
         else:
             counts["other"] += 1
-    write_result(counts)
+    write_result({**counts, "dir_paths": sorted(dirs)})
     return 0
 
 

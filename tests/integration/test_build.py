@@ -237,3 +237,19 @@ def test_trace_of_another_image_is_refused(engine: Engine, fixture_image, tmp_pa
         ["build", other, "--trace", str(trace), "--context-only", str(tmp_path / "c"), "--force"],
     )
     assert forced.exit_code == 0, forced.output
+
+
+def test_busybox_base_keeps_its_shell_beside_merged_usr_links(
+    engine: Engine, fixture_image, micro, run_id: str
+) -> None:
+    image = fixture_image("shelljob")  # Debian: /bin -> usr/bin
+    tag, report = micro(image, "--until-exit", build_args=("--base", "busybox"))
+    assert engine.run_to_exit(tag, None, run_id) == engine.run_to_exit(image, None, run_id)
+    status, out, _ = engine.run_to_exit(
+        tag, ["-c", "busybox true && readlink /bin/bash"], run_id, entrypoint=["/bin/sh"]
+    )
+    assert (status, out) == (0, b"/usr/bin/bash\n")
+    assert {
+        "path": "/bin",
+        "why": "the base image has a directory here; kept entries are linked into it",
+    } in report["dropped"]

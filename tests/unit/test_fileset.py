@@ -174,3 +174,19 @@ def test_cpython_landmarks_are_kept(image: ElfRoot) -> None:
     _, kept, _ = select(image, traced=rows)
     assert kept["/usr/lib/python3.11/os.py"].reasons == (Reason.INTERPRETER_LANDMARK,)
     assert Reason.INTERPRETER_LANDMARK in kept["/usr/lib/python3.11/lib-dynload"].reasons
+
+
+def test_directory_links_merge_into_a_base_directory(image: ElfRoot) -> None:
+    image.mkdir("/usr/bin")
+    image.write("/usr/bin/tool", "#!")
+    rows = traced(("/usr/bin/tool", "opened,read"), ("/opt/app/bin/app", "executed"))
+    # the root has /bin -> usr/bin and /lib -> usr/lib; the base has real /bin and /lib
+    _, kept, dropped = select(
+        image, traced=rows, includes=["/bin/tool"], base_dirs=["/bin", "/lib"]
+    )
+    assert "/bin" not in kept and "base image has a directory" in dropped["/bin"]
+    assert kept["/bin/tool"].link == "/usr/bin/tool"
+    assert kept["/bin/tool"].reasons == (Reason.BASE_MERGE,)
+    libc = "/usr/lib/x86_64-linux-gnu"
+    assert kept["/lib/x86_64-linux-gnu"].link == libc  # a child dir the base lacks: one link
+    assert kept["/usr/bin/tool"].kind is Kind.FILE
