@@ -23,7 +23,7 @@ from slimmer import __version__
 from slimmer.bundle import sensor_bundle
 from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
 from slimmer.engine import Engine, new_run_id
-from slimmer.errors import SlimError
+from slimmer.errors import ExitCode, SlimError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
 from slimmer.report import build_report, human_size
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
@@ -40,6 +40,8 @@ VERSION_LABEL = "io.slim.version"
 
 class StaleTrace(SlimError):
     """A trace that does not fit the image being built."""
+
+    exit_code = ExitCode.STALE_TRACE
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,12 @@ def build_micro(
                 ):
                     stats = copy_validated(stream, selection, out)
             except OSError as exc:
-                raise ContextError(
+                error = ContextError(
                     f"cannot write {rootfs_path}: {exc.strerror}",
                     "free some space in TMPDIR, or point TMPDIR elsewhere",
-                ) from None
+                )
+                error.exit_code = ExitCode.RESOURCE
+                raise error from None
         seconds["collect"] = round(time.monotonic() - started, 3)
         log.info("selected %d paths, %s in files", stats.members, human_size(stats.file_bytes))
         for warning in selection.warnings:
@@ -203,10 +207,12 @@ def build_micro(
         except BaseException as exc:
             context_path.unlink(missing_ok=True)  # no half-written context is left
             if isinstance(exc, OSError):
-                raise ContextError(
+                error = ContextError(
                     f"cannot write the build context {context_path}: {exc.strerror}",
                     "free some space, or point TMPDIR / --context-only elsewhere",
-                ) from None
+                )
+                error.exit_code = ExitCode.RESOURCE
+                raise error from None
             raise
         micro_id = micro_size = None
         if options.context_only is None:

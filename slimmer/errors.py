@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     ENGINE = 4  # the Docker engine is not reachable
     NOT_FOUND = 5  # an image, a command or a file is not there
     APP = 6  # the traced app failed
+    RESOURCE = 7  # a limit of this host: inotify watches, disk space
+    STALE_TRACE = 8  # a trace of another image, or an incomplete one
     INTERRUPTED = 130
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from slimmer.errors import SlimError
+from slimmer.errors import ExitCode, SlimError
 
 # Headers whose value is part of the answer; Date and Server never are.
 COMPARED_HEADERS = (
@@ -33,6 +33,8 @@ _METHOD = re.compile(r"^[A-Z]+$")
 
 class ProbeError(SlimError):
     """A probe that cannot be parsed or run."""
+
+    exit_code = ExitCode.USAGE
 
 
 class NotReady(SlimError):

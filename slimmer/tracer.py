@@ -92,7 +92,12 @@ def _sensor_failure(sensor: SensorContainer, status: int | None) -> SlimError | 
             message, "give the command's path in the image after --, or fix ENTRYPOINT/CMD"
         )
     if status == EXIT_WATCH_LIMIT:
-        return SensorError(message or "inotify watch limit reached")
+        error = SensorError(
+            message or "the inotify watch limit was reached",
+            "raise it on the host: sysctl -w fs.inotify.max_user_watches=1048576",
+        )
+        error.exit_code = ExitCode.RESOURCE
+        return error
     if status == EXIT_SENSOR_ERROR:
         return SensorError(message or "the sensor failed", "run with --debug for details")
     return None

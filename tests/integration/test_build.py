@@ -231,7 +231,7 @@ def test_trace_of_another_image_is_refused(engine: Engine, fixture_image, tmp_pa
     refused = runner.invoke(
         cli, ["build", other, "--trace", str(trace), "--context-only", str(tmp_path / "c")]
     )
-    assert refused.exit_code != 0 and "--force" in refused.output
+    assert refused.exit_code == ExitCode.STALE_TRACE and "--force" in refused.output
     forced = runner.invoke(
         cli,
         ["build", other, "--trace", str(trace), "--context-only", str(tmp_path / "c"), "--force"],

@@ -101,7 +101,7 @@ def test_full_disk_while_writing_the_context(
     result = runner.invoke(
         cli, ["build", image, "--trace", str(trace), "--context-only", str(target)]
     )
-    assert result.exit_code == ExitCode.ERROR
+    assert result.exit_code == ExitCode.RESOURCE
     assert "No space left on device" in result.output and "slim: hint:" in result.output
     assert not target.exists()  # nothing half-written is left
 

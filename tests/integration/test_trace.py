@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
-from slimmer.probes import parse_http_probe
 from slimmer.trace import Trace
 from slimmer.tracer import TraceOptions, trace_image
 from tests.conftest import REPO
@@ -136,8 +134,9 @@ def test_unknown_image(engine: Engine) -> None:
 
 
 def test_probe_on_a_port_that_is_not_exposed(engine: Engine, fat_nginx: str) -> None:
-    with pytest.raises(Exception, match="not exposed"):
-        traced(engine, fat_nginx, http_probes=(parse_http_probe("/:8080"),))
+    result = CliRunner().invoke(cli, ["trace", fat_nginx, "--http-probe", "/:8080"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "port 8080 is not exposed by the image (exposed: 80)" in result.output
 
 
 def test_ctrl_c_leaves_no_container(engine: Engine, fixture_image: Callable[[str], str]) -> None:
