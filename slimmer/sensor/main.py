@@ -129,7 +129,7 @@ def trace(config: RunConfig) -> int:
     supervisor = Supervisor(config.stop_signal, config.stop_timeout)
     app_started = time.monotonic()
     supervisor.start(program, config.argv, env, config.workdir, user)
-    watcher.mark(os.path.realpath(program), Access.EXECUTED | Access.OPENED)
+    watcher.mark(fs.resolve(program).path, Access.EXECUTED | Access.OPENED)
     app_exit = supervisor.wait()
     say(f"{APP_EXITED} {app_exit.status}")
     supervisor.reap_orphans()
