@@ -56,9 +56,10 @@ def main() -> None:
     opened = sum(1 for f in trace.files if f.path.startswith("/data/files/"))
     app_seconds = trace.seconds.get("total", 0) - trace.seconds.get("setup", 0)
     print(f"directories watched  {trace.watches}")
-    setup = trace.seconds["setup"]
+    setup, watch = trace.seconds["setup"], trace.seconds["watch"]
     rate = trace.events / max(app_seconds, 0.001)
-    print(f"watch set-up         {setup:.2f} s (with container start; target < 3 s)")
+    print(f"watch set-up         {watch:.2f} s in the sensor (target < 3 s)")
+    print(f"container to ready   {setup:.2f} s (create, copy the sensor in, start, watch)")
     print(f"events               {trace.events} in ~{app_seconds:.1f} s ({rate:.0f}/s)")
     print(
         f"opens asked          {args.rate}/s for {args.seconds:.0f} s; distinct files seen {opened}"

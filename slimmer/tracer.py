@@ -243,7 +243,11 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         until_exit=options.until_exit,
         watches=int(result.get("watches", 0)),
         events=int(result.get("events", 0)),
-        seconds={**seconds, "total": round(time.monotonic() - started, 3)},
+        seconds={
+            **seconds,
+            "watch": float(result.get("setup_seconds", 0.0)),
+            "total": round(time.monotonic() - started, 3),
+        },
     )
     if failure is not None:
         failure.trace = trace

@@ -144,9 +144,13 @@ class TreeWatcher:
         return added
 
     def drain(self) -> None:
-        """Discard every queued event (the sensor's own set-up)."""
-        while self.inotify.read(timeout=0):
-            pass
+        """Discard every queued event (the sensor's own set-up), unparsed."""
+        while True:
+            try:
+                if not os.read(self.inotify.fileno(), 1 << 20):
+                    break
+            except BlockingIOError:
+                break
         self.seen.clear()
         self.overflow = False
         self.events = 0
