@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -42,6 +43,15 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def published_host_for(base_url: str) -> str:
+    """The host that publishes a container's ports, from the SDK's base URL:
+    127.0.0.1 for a local socket, the engine's host for tcp:// engines."""
+    url = urlsplit(base_url)
+    if url.scheme in ("http", "https", "tcp") and url.hostname not in (None, "localhost"):
+        return url.hostname
+    return "127.0.0.1"
 
 
 def new_run_id() -> str:
@@ -72,6 +82,22 @@ class Engine:
                 f"the Docker engine is not reachable ({_short(exc)})", ENGINE_HINT
             ) from None
         return cls(client)
+
+    @property
+    def published_host(self) -> str:
+        """Where published ports are reached: loopback for a local engine
+        (ports are bound to 127.0.0.1 only), the engine's host otherwise."""
+        return published_host_for(str(self.client.api.base_url))
+
+    @property
+    def publish_address(self) -> str:
+        """The address ports are published on: loopback unless the engine is
+        remote, where loopback would be the remote host's."""
+        return "127.0.0.1" if self.published_host == "127.0.0.1" else "0.0.0.0"
+
+    def publish(self, ports: list[int]) -> dict[str, tuple[str, None]]:
+        """A `ports=` option publishing TCP ports on a free host port each."""
+        return {f"{port}/tcp": (self.publish_address, None) for port in ports}
 
     def close(self) -> None:
         self.client.close()

@@ -152,12 +152,11 @@ def sensor_container(
     echo_app: bool = False,
 ) -> Iterator[SensorContainer]:
     """A started sensor container; removed on exit, also on Ctrl-C."""
-    published = {f"{port}/tcp": ("127.0.0.1", None) for port in ports}
     options: dict[str, Any] = {
         "entrypoint": sensor_command(),
         "command": [],
         "user": "0",
-        "ports": published,
+        "ports": engine.publish(list(ports)),
         "detach": True,
     }
     if config.workdir:

@@ -154,7 +154,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
                 status = sensor.stop(stop_signal, options.stop_timeout)
         else:
-            host = "127.0.0.1"
+            host = engine.published_host
             try:
                 for probe, port in http_plan:
                     _, host_port = engine.published_port(sensor.container, f"{port}/tcp")

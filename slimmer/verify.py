@@ -111,8 +111,10 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[s
         for port in ([probe.port] if probe.port is not None else config.tcp_ports())
     ]
     ports = sorted({port for _, port in http} | set(config.tcp_ports()))
-    published = {f"{port}/tcp": ("127.0.0.1", None) for port in ports}
-    with engine.container(image, run_id, ports=published, **_run_options(plan)) as container:
+    host = engine.published_host
+    with engine.container(
+        image, run_id, ports=engine.publish(ports), **_run_options(plan)
+    ) as container:
         container.start()
 
         def running() -> bool:
@@ -121,12 +123,12 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[s
         host_ports = {port: engine.published_port(container, f"{port}/tcp")[1] for port in ports}
         for probe, port in http:
             try:
-                wait_http_ready("127.0.0.1", host_ports[port], plan.ready_timeout, running, port)
+                wait_http_ready(host, host_ports[port], plan.ready_timeout, running, port)
             except SlimError as exc:
                 answers[_probe_name(probe, port)] = {"error": exc.message}
                 continue
             answers[_probe_name(probe, port)] = http_answer(
-                "127.0.0.1", host_ports[port], probe.method, probe.path
+                host, host_ports[port], probe.method, probe.path
             )
         health = config.healthcheck_argv()
         if plan.healthcheck and health is not None:
@@ -137,7 +139,7 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[s
             answers[f"exec {command}"] = command_answer(code, out, err)
         first = host_ports[ports[0]] if ports else None
         for command in plan.host_commands:
-            answers[f"host {command}"] = run_host_probe(command, "127.0.0.1", first, plan.host_env)
+            answers[f"host {command}"] = run_host_probe(command, host, first, plan.host_env)
     return answers
 
 
