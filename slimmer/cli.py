@@ -322,7 +322,7 @@ def _make_trace_options(params: dict[str, Any]) -> TraceOptions:
         entrypoint=split_command(entrypoint) if entrypoint else ([] if entrypoint == "" else None),
         user=params["user"],
         http_probes=tuple(parse_http_probe(p) for p in params["http_probes"]),
-        exec_probes=tuple(params["exec_probes"]),
+        exec_probes=tuple(p for p in params["exec_probes"] if split_command(p)),
         host_probes=tuple(params["host_probes"]),
         default_probes=not params["no_default_probe"],
         duration=params["duration"],

@@ -40,6 +40,14 @@ class ProbeError(SlimError):
 class NotReady(SlimError):
     """The app did not answer in time."""
 
+    exit_code = ExitCode.APP
+
+
+class AppGone(SlimError):
+    """The app exited while it was waited for."""
+
+    exit_code = ExitCode.APP
+
 
 @dataclass(frozen=True)
 class HttpProbe:
@@ -112,7 +120,7 @@ def wait_http_ready(
     app_port: int | None = None,
 ) -> float:
     """Wait until the port answers HTTP (any status). Returns the seconds
-    waited; raises NotReady on time-out, ProbeError when the app is gone."""
+    waited; raises NotReady on time-out, AppGone when the app is gone."""
     start = time.monotonic()
     shown = app_port or port  # the container's port, not the published one
     while True:
@@ -125,7 +133,7 @@ def wait_http_ready(
         except OSError:
             pass
         if not still_running():
-            raise ProbeError(f"the app exited before it answered on port {shown}")
+            raise AppGone(f"the app exited before it answered on port {shown}")
         if time.monotonic() - start > timeout:
             raise NotReady(
                 f"nothing answered HTTP on port {shown} within {timeout:.0f}s",

@@ -13,7 +13,9 @@ from slimmer.bundle import sensor_bundle
 from slimmer.engine import Engine, new_run_id
 from slimmer.errors import ExitCode, NotFound, SlimError
 from slimmer.probes import (
+    AppGone,
     HttpProbe,
+    NotReady,
     ProbeError,
     command_answer,
     http_answer,
@@ -103,6 +105,56 @@ def _sensor_failure(sensor: SensorContainer, status: int | None) -> SlimError | 
     return None
 
 
+def _run_probes(
+    engine: Engine,
+    sensor: SensorContainer,
+    config: ImageConfig,
+    options: TraceOptions,
+    http_plan: list[tuple[HttpProbe, int]],
+    user: str,
+    seconds: dict[str, float],
+) -> list[ProbeResult]:
+    """Exercise the running app: HTTP once it answers, the HEALTHCHECK, exec
+    and host probes, then --duration (or a short idle run without probes)."""
+    host = engine.published_host
+    probes: list[ProbeResult] = []
+    for probe, port in http_plan:
+        _, host_port = engine.published_port(sensor.container, f"{port}/tcp")
+        waited = wait_http_ready(host, host_port, options.ready_timeout, sensor.running, port)
+        seconds.setdefault("ready", round(waited, 3))
+        answer = http_answer(host, host_port, probe.method, probe.path)
+        probes.append(ProbeResult("http", probe.spec(port), answer, "status" in answer))
+        outcome = answer.get("status", answer.get("error"))
+        log.info("probe %s %s on %d: %s", probe.method, probe.path, port, outcome)
+    health = config.healthcheck_argv()
+    if health is not None:
+        # The engine runs it on a timer, too seldom to fire in a short trace:
+        # run it once now, traced, so what it needs is kept.
+        code, out, err = engine.exec_run(sensor.container, health, user or "0")
+        probes.append(
+            ProbeResult("healthcheck", {"argv": health}, command_answer(code, out, err), code == 0)
+        )
+        log.info("probe HEALTHCHECK: exit %d", code)
+    for command in options.exec_probes:
+        code, out, err = engine.exec_run(sensor.container, split_command(command), user or "0")
+        probes.append(
+            ProbeResult("exec", {"command": command}, command_answer(code, out, err), True)
+        )
+        log.info("probe exec %r: exit %d", command, code)
+    ports = config.tcp_ports()
+    host_port = engine.published_port(sensor.container, f"{ports[0]}/tcp")[1] if ports else None
+    for command in options.host_probes:
+        answer = run_host_probe(command, host, host_port, options.host_env)
+        probes.append(ProbeResult("host", {"command": command}, answer, "exit_code" in answer))
+        log.info("probe host %r: exit %s", command, answer.get("exit_code"))
+    if options.duration:
+        time.sleep(options.duration)
+    elif not (http_plan or options.exec_probes or options.host_probes):
+        log.info("no probes: tracing %.0fs of the app's run", IDLE_TRACE_SECONDS)
+        time.sleep(IDLE_TRACE_SECONDS)
+    return probes
+
+
 def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Path) -> Trace:
     """Trace one run of the image. Raises AppFailed (with the trace, when
     one was written) if the app did not behave."""
@@ -154,65 +206,15 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
                 status = sensor.stop(stop_signal, options.stop_timeout)
         else:
-            host = engine.published_host
             try:
-                for probe, port in http_plan:
-                    _, host_port = engine.published_port(sensor.container, f"{port}/tcp")
-                    waited = wait_http_ready(
-                        host, host_port, options.ready_timeout, sensor.running, port
-                    )
-                    seconds.setdefault("ready", round(waited, 3))
-                    answer = http_answer(host, host_port, probe.method, probe.path)
-                    probes.append(ProbeResult("http", probe.spec(port), answer, "status" in answer))
-                    log.info(
-                        "probe %s %s on %d: %s",
-                        probe.method,
-                        probe.path,
-                        port,
-                        answer.get("status", answer.get("error")),
-                    )
-                health = config.healthcheck_argv()
-                if health is not None:
-                    # The engine runs it on a timer, too seldom to be traced
-                    # by chance: run it once now so its files are kept.
-                    code, out, err = engine.exec_run(sensor.container, health, user or "0")
-                    answer = command_answer(code, out, err)
-                    probes.append(ProbeResult("healthcheck", {"argv": health}, answer, code == 0))
-                    log.info("probe HEALTHCHECK: exit %d", code)
-                for command in options.exec_probes:
-                    code, out, err = engine.exec_run(
-                        sensor.container, split_command(command), user or "0"
-                    )
-                    probes.append(
-                        ProbeResult(
-                            "exec", {"command": command}, command_answer(code, out, err), True
-                        )
-                    )
-                    log.info("probe exec %r: exit %d", command, code)
-                first_port = ports[0] if ports else None
-                host_port = (
-                    engine.published_port(sensor.container, f"{first_port}/tcp")[1]
-                    if first_port
-                    else None
-                )
-                for command in options.host_probes:
-                    answer = run_host_probe(command, host, host_port, options.host_env)
-                    probes.append(
-                        ProbeResult("host", {"command": command}, answer, "exit_code" in answer)
-                    )
-                    log.info("probe host %r: exit %s", command, answer.get("exit_code"))
-                if options.duration:
-                    time.sleep(options.duration)
-                elif not (http_plan or options.exec_probes or options.host_probes):
-                    log.info("no probes: tracing %.0fs of the app's run", IDLE_TRACE_SECONDS)
-                    time.sleep(IDLE_TRACE_SECONDS)
-            except ProbeError as exc:
+                probes = _run_probes(engine, sensor, config, options, http_plan, user, seconds)
+            except AppGone as exc:
                 failure = AppFailed(
                     f"{argv[0]} exited at start: {exc.message}",
                     "its last output is above; the trace was saved",
                     None,
                 )
-            except SlimError as exc:
+            except NotReady as exc:
                 failure = AppFailed(exc.message, exc.hint, None)
             seconds["probes"] = round(time.monotonic() - started - seconds["setup"], 3)
             status = (
