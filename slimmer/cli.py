@@ -27,6 +27,21 @@ log = logging.getLogger("slimmer")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Logs to whatever sys.stderr is at the time (click's runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return
+
+
 def _fail(message: str, hint: str | None, code: int) -> None:
     click.echo(f"slim: error: {message}", err=True)
     if hint:
@@ -81,7 +96,12 @@ def cli(debug: bool, quiet: bool) -> None:
       slim deps --root DIR PATH...   the ELF closure of files in a root dir
     """
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="slim: %(message)s", stream=sys.stderr)
+    logger = logging.getLogger("slimmer")
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("slim: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -253,3 +253,25 @@ def test_busybox_base_keeps_its_shell_beside_merged_usr_links(
         "path": "/bin",
         "why": "the base image has a directory here; kept entries are linked into it",
     } in report["dropped"]
+
+
+def test_build_without_a_trace_traces_first_then_reuses_it(
+    engine: Engine, fixture_image, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # .slim/ goes here
+    image, tag = fixture_image("batch"), "slim-test-autotrace:micro"
+    runner = CliRunner()
+    try:
+        first = runner.invoke(cli, ["build", image, "-t", tag, "--until-exit", "--quiet-app"])
+        assert first.exit_code == 0, first.output
+        trace = tmp_path / ".slim" / "slim-fixture-batch_latest.trace.json"
+        assert trace.exists() and "files seen" in first.output
+        assert (
+            "smaller" in first.output
+            and (tmp_path / ".slim/slim-test-autotrace_micro.report.json").exists()
+        )
+        second = runner.invoke(cli, ["build", image, "-t", tag])
+        assert second.exit_code == 0, second.output
+        assert f"using the trace {Path('.slim') / trace.name}" in second.output
+    finally:
+        engine.remove_image(tag)
