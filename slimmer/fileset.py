@@ -30,6 +30,7 @@ SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
 WHITEOUT_PREFIX = ".wh."
 GLOB_CHARS = "*?["
 USER_DB_FILES = ("/etc/passwd", "/etc/group")
+SCRATCH_DIRS = ("/tmp", "/var/tmp")
 PYTHON_STDLIB = re.compile(r".*/lib(?:64)?/python3\.\d+(?=/)")
 
 
@@ -49,6 +50,7 @@ class Reason(StrEnum):
     BYTECODE_SOURCE = "bytecode-source"
     INTERPRETER_LANDMARK = "interpreter-landmark"
     BASE_MERGE = "base-merge"
+    SCRATCH_DIR = "scratch-dir"
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -328,9 +330,13 @@ class _Selector:
                     self.add(path, Reason.INCLUDE)
 
     def contract_dirs(self) -> None:
-        for directory, reason in [(self.request.workdir, Reason.WORKDIR)] + [
-            (volume, Reason.VOLUME) for volume in self.request.volumes
-        ]:
+        """WORKDIR and VOLUMEs, and the scratch dirs programs expect to find
+        (tempfile, mktemp) even when the trace did not happen to use them;
+        all come empty, with their own mode (1777 for /tmp)."""
+        dirs = [(self.request.workdir, Reason.WORKDIR)]
+        dirs += [(volume, Reason.VOLUME) for volume in self.request.volumes]
+        dirs += [(scratch, Reason.SCRATCH_DIR) for scratch in SCRATCH_DIRS]
+        for directory, reason in dirs:
             if directory and directory != "/" and self.fs.exists(directory):
                 self.add_resolved(directory, reason)
 

@@ -31,6 +31,7 @@ REASON_TEXT = {
     Reason.INTERPRETER_LANDMARK.value: "CPython looks for it to find its standard library",
     Reason.BASE_MERGE.value: "a link into the base image's directory, standing in for a "
     "directory symlink of the fat image that would have replaced it",
+    Reason.SCRATCH_DIR.value: "a scratch directory programs expect (kept empty)",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
 }
 

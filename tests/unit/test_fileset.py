@@ -190,3 +190,13 @@ def test_directory_links_merge_into_a_base_directory(image: ElfRoot) -> None:
     libc = "/usr/lib/x86_64-linux-gnu"
     assert kept["/lib/x86_64-linux-gnu"].link == libc  # a child dir the base lacks: one link
     assert kept["/usr/bin/tool"].kind is Kind.FILE
+
+
+def test_scratch_dirs_come_empty_with_their_mode(image: ElfRoot) -> None:
+    image.mkdir("/tmp")
+    os.chmod(image.host("/tmp"), 0o1777)
+    image.write("/tmp/leftover-from-the-build", "x")
+    _, kept, _ = select(image)
+    assert kept["/tmp"].reasons == (Reason.SCRATCH_DIR,) and kept["/tmp"].mode == 0o1777
+    assert "/tmp/leftover-from-the-build" not in kept
+    assert "/var/tmp" not in kept  # not in this image: not made up
