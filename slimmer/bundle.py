@@ -32,7 +32,6 @@ from slimmer.loader import Loader, Via
 from slimmer.rootfs import RootFS, basename
 from slimmer.sensor.protocol import (
     RUN_DIR,
-    SENSOR_DIR,
     SENSOR_LIBDIR,
     SENSOR_LOADER,
     SENSOR_PYTHON,
@@ -210,10 +209,18 @@ def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) ->
                 tar.addfile(member, handle)
 
 
+# The bundle's files cannot change while one slim runs: look them up once.
+_BUNDLES: dict[Path, Path] = {}
+
+
 def sensor_bundle(cache_dir: Path) -> Path:
     """The bundle tar for the running interpreter, built on first use."""
+    known = _BUNDLES.get(cache_dir)
+    if known is not None and known.exists():
+        return known
     files = bundle_files()
     destination = cache_dir / f"sensor-{_key(files)}.tar"
+    _BUNDLES[cache_dir] = destination
     if destination.exists():
         return destination
     log.info("building the sensor bundle (once per interpreter and slim version)")
@@ -228,6 +235,3 @@ def sensor_bundle(cache_dir: Path) -> Path:
         Path(partial).unlink(missing_ok=True)
         raise
     return destination
-
-
-__all__ = ["SENSOR_DIR", "BundleError", "BundleFile", "bundle_files", "sensor_bundle"]
