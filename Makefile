@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint engine base-images fat-image bench clean
+.PHONY: demo test unit lint engine base-images fat-image bench schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/closure.py
 	$(BIN)/python benchmarks/watch.py
 	$(BIN)/python benchmarks/build.py
+
+## Regenerate slimmer/schemas/*.json after changing a format's dataclasses.
+schemas: $(STAMP)
+	$(BIN)/python -m slimmer.schema
 
 clean:
 	rm -rf $(VENV) .pytest_cache .slim

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from slimmer.builder import BuildOptions, build_micro
+from slimmer.builder import BuildOptions, SavedTrace, build_micro
 from slimmer.cli import default_cache_dir
 from slimmer.engine import Engine
-from slimmer.probes import parse_http_probe
+from slimmer.probes import ProbeRequest, parse_http_probe
 from slimmer.tracer import TraceOptions, trace_image
-from slimmer.verify import VerifyPlan, plan_from_trace, verify_images
+from slimmer.verify import VerifyRequest, plan_from_trace, verify_images
 
 
 def main() -> None:
@@ -29,49 +29,58 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    engine = Engine.connect()
     cache = default_cache_dir()
-    options = TraceOptions(
-        http_probes=(parse_http_probe("/"), parse_http_probe("/missing")), echo_app=False
-    )
-    trace_image(engine, args.image, options, cache)  # warm: bundle, page cache
+    probes = ProbeRequest(http=(parse_http_probe("/"), parse_http_probe("/missing")))
+    options = TraceOptions(probes=probes, echo_app=False)
     totals, verifies = [], []
-    try:
-        for run in range(1, args.runs + 1):
-            with TemporaryDirectory() as scratch:
-                started = time.monotonic()
-                trace = trace_image(engine, args.image, options, cache)
-                traced = time.monotonic() - started
-                result = build_micro(
-                    engine,
-                    args.image,
-                    [trace],
-                    BuildOptions(tag=args.tag, report=Path(scratch) / "r.json"),
-                    cache,
-                    [],
-                )
-                total = time.monotonic() - started
-            totals.append(total)
-            phases = {f"trace.{k}": v for k, v in trace.seconds.items()}
-            phases |= {f"build.{k}": v for k, v in result.seconds.items()}
-            print(f"run {run}: total {total:.2f} s  (trace {traced:.2f} s)")
-            for name, value in phases.items():
-                print(f"    {name:<16} {value:6.2f} s")
+    with Engine.connect() as engine:
+        try:
+            measure(engine, args, options, cache, totals, verifies)
+        finally:
+            engine.remove_image(args.tag)
+    print(f"build median       {statistics.median(totals):.2f} s   (target < 5 s)")
+    print(f"verify median      {statistics.median(verifies):.2f} s   (target < 5 s)")
+
+
+def measure(
+    engine: Engine,
+    args: argparse.Namespace,
+    options: TraceOptions,
+    cache: Path,
+    totals: list[float],
+    verifies: list[float],
+) -> None:
+    trace_image(engine, args.image, options, cache)  # warm: bundle, page cache
+    for run in range(1, args.runs + 1):
+        with TemporaryDirectory() as scratch:
             started = time.monotonic()
-            checks, _ = verify_images(
-                engine, args.image, args.tag, plan_from_trace(trace, VerifyPlan()), lambda m: None
+            trace = trace_image(engine, args.image, options, cache)
+            traced = time.monotonic() - started
+            result = build_micro(
+                engine,
+                args.image,
+                [SavedTrace(trace, Path(scratch) / "t.json")],
+                BuildOptions(tag=args.tag, report=Path(scratch) / "r.json"),
+                cache,
             )
-            verifies.append(time.monotonic() - started)
-            same = all(c.same for c in checks)
-            print(
-                f"    verify           {verifies[-1]:6.2f} s  ({len(checks)} checks, same: {same})"
-            )
-        print(f"micro size         {result.micro_size} bytes ({result.micro_size / 2**20:.2f} MiB)")
-        print(f"build median       {statistics.median(totals):.2f} s   (target < 5 s)")
-        print(f"verify median      {statistics.median(verifies):.2f} s   (target < 5 s)")
-    finally:
-        engine.remove_image(args.tag)
-        engine.close()
+            total = time.monotonic() - started
+        totals.append(total)
+        phases = {f"trace.{k}": v for k, v in trace.seconds.items()}
+        phases |= {f"build.{k}": v for k, v in result.seconds.items()}
+        print(f"run {run}: total {total:.2f} s  (trace {traced:.2f} s)")
+        for name, value in phases.items():
+            print(f"    {name:<16} {value:6.2f} s")
+        started = time.monotonic()
+        outcome = verify_images(
+            engine, args.image, args.tag, plan_from_trace(trace, VerifyRequest())
+        )
+        verifies.append(time.monotonic() - started)
+        checks = len(outcome.checks)
+        print(
+            f"    verify           {verifies[-1]:6.2f} s  ({checks} checks, same: {outcome.same})"
+        )
+    size = result.micro_size or 0
+    print(f"micro size         {size} bytes ({size / 2**20:.2f} MiB)")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    engine = Engine.connect()
-    try:
+    with Engine.connect() as engine:
         build_image(engine)
         command = ["/usr/local/bin/opener", str(args.rate), str(args.seconds), "10000"]
         trace = trace_image(
@@ -51,8 +50,6 @@ def main() -> None:
             TraceOptions(cmd=command, until_exit=True, echo_app=False),
             default_cache_dir(),
         )
-    finally:
-        engine.close()
     opened = sum(1 for f in trace.files if f.path.startswith("/data/files/"))
     app_seconds = trace.seconds.get("total", 0) - trace.seconds.get("setup", 0)
     print(f"directories watched  {trace.watches}")

@@ -9,26 +9,33 @@ context's rootfs.tar; the Dockerfile carries the fat image's contract.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from slimmer import __version__
+from slimmer import __version__, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
-from slimmer.engine import Engine, new_run_id
-from slimmer.errors import ExitCode, SlimError
+from slimmer.engine import Engine
+from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
-from slimmer.report import build_report, human_size
+from slimmer.protocol import (
+    OUTPUT_TAR,
+    SKIPPED_TREES,
+    CollectJob,
+    CollectResult,
+    InventoryJob,
+    InventoryResult,
+)
+from slimmer.report import BuildReport, build_report, human_size
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
-from slimmer.sensor.protocol import OUTPUT_TAR, Mode, RunConfig
-from slimmer.trace import ImageConfig, Trace
+from slimmer.trace import Access, ImageConfig, Trace, TracedFile, default_trace_path, file_safe
+from slimmer.tracer import TraceOptions, trace_image
+from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ BASES = {"scratch": "scratch", "busybox": "busybox:latest"}
 SOURCE_LABEL = "io.slim.source.image"
 SOURCE_ID_LABEL = "io.slim.source.id"
 VERSION_LABEL = "io.slim.version"
+COLLECT_TIMEOUT = 600.0
 
 
 class StaleTrace(SlimError):
@@ -44,41 +52,115 @@ class StaleTrace(SlimError):
     exit_code = ExitCode.STALE_TRACE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildOptions:
+    """What to build and from which traces. Patterns are checked when the
+    options are made, before any container starts."""
+
     tag: str | None
     includes: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     base: str = "scratch"
     context_only: Path | None = None
-    report: Path | None = None
+    report: Path | None = None  # default .slim/<tag>.report.json
     force: bool = False
     runtime_extras: bool = True
+    trace_files: tuple[Path, ...] = ()  # default: the image's default trace, or trace first
+    retrace: bool = False
+    trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
+    verify: bool = False  # run verify on the fat and the micro image afterwards
+
+    def __post_init__(self) -> None:
+        if not self.tag and self.context_only is None:
+            raise UsageError(
+                "give the micro image a name with -t NAME[:TAG] (or use --context-only)"
+            )
+        for pattern in self.includes:
+            check_pattern(pattern, "--include")
+        for pattern in self.excludes:
+            check_pattern(pattern, "--exclude")
+
+    def report_path(self, image: str) -> Path:
+        return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
 
 
-@dataclass
+@dataclass(frozen=True)
+class SavedTrace:
+    trace: Trace
+    path: Path
+
+
+@dataclass(frozen=True)
 class BuildResult:
     tag: str | None
     micro_id: str | None
     fat_size: int
     micro_size: int | None
     selection: Selection
-    report: dict[str, Any]
+    report: BuildReport
+    report_path: Path
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def merge_traced(traces: list[Trace]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class BuildOutcome:
+    """Everything `slim build` did: the trace it made first (if any), the
+    build, and the verification (with --verify)."""
+
+    traced: SavedTrace | None
+    result: BuildResult
+    verified: VerifyOutcome | None
+
+
+def choose_traces(
+    engine: Engine, image: str, options: BuildOptions, cache_dir: Path
+) -> tuple[list[SavedTrace], SavedTrace | None]:
+    """The traces a build uses: the given files; else the image's default
+    trace when it is a trace of this very image; else a new trace, saved
+    there. Returns them and the new trace, if one was made."""
+    if options.trace_files:
+        return [SavedTrace(Trace.load(path), path) for path in options.trace_files], None
+    default = default_trace_path(image)
+    if not options.retrace and default.exists():
+        image_id = engine.image_attrs(image).get("Id")
+        try:
+            existing = Trace.load(default)
+        except SlimError as exc:
+            log.info("%s cannot be used (%s); tracing again", default, exc.message)
+        else:
+            if existing.image_id == image_id:
+                log.info("using the trace %s (--retrace to trace again)", default)
+                return [SavedTrace(existing, default)], None
+            log.info("%s is a trace of an older %s; tracing again", default, image)
+    traced = trace_image(engine, image, options.trace, cache_dir)
+    traced.save(default)
+    saved = SavedTrace(traced, default)
+    return [saved], saved
+
+
+def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) -> BuildOutcome:
+    """`slim build`: choose or make the traces, build, verify if asked."""
+    traces, made = choose_traces(engine, image, options, cache_dir)
+    result = build_micro(engine, image, traces, options, cache_dir)
+    verified = None
+    if options.verify and options.tag and options.context_only is None:
+        plan = plan_from_trace(traces[0].trace, VerifyRequest())
+        verified = verify_images(engine, image, options.tag, plan)
+    return BuildOutcome(made, result, verified)
+
+
+def merge_traced(traces: list[Trace]) -> tuple[TracedFile, ...]:
     """The union of the traces' files, accesses merged."""
-    merged: dict[str, set[str]] = {}
-    kinds: dict[str, str] = {}
+    merged: dict[str, set[Access]] = {}
+    kinds: dict[str, TracedFile] = {}
     for trace in traces:
         for traced in trace.files:
             merged.setdefault(traced.path, set()).update(traced.access)
-            kinds.setdefault(traced.path, traced.kind)
-    return [
-        {"path": path, "access": sorted(access), "kind": kinds[path]}
+            kinds.setdefault(traced.path, traced)
+    return tuple(
+        TracedFile(path, kinds[path].kind, tuple(sorted(access)))
         for path, access in sorted(merged.items())
-    ]
+    )
 
 
 def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) -> None:
@@ -115,24 +197,21 @@ def created_epoch(created: str | None) -> int | None:
 def selection_request(
     traces: list[Trace], config: ImageConfig, options: BuildOptions, created: str | None = None
 ) -> SelectionRequest:
-    for pattern in options.includes:
-        check_pattern(pattern, "--include")
-    for pattern in options.excludes:
-        check_pattern(pattern, "--exclude")
     entrypoints = [t.command[0] for t in traces if t.command]
-    image_command = [*(config.entrypoint or []), *(config.cmd or [])]
+    image_command = config.command()
     if image_command:
         entrypoints.append(image_command[0])
     return SelectionRequest(
         traced=merge_traced(traces),
-        entrypoint=list(dict.fromkeys(entrypoints)),
-        healthcheck=(config.healthcheck_argv() or [])[:1],
-        includes=list(options.includes),
-        excludes=list(options.excludes),
+        entrypoint=tuple(dict.fromkeys(entrypoints)),
+        healthcheck=tuple((config.healthcheck_argv() or [])[:1]),
+        includes=options.includes,
+        excludes=options.excludes,
         env=config.env_dict(),
         workdir=config.workdir or "/",
-        volumes=list(config.volumes),
+        volumes=config.volumes,
         runtime_extras=options.runtime_extras,
+        skipped_trees=SKIPPED_TREES,
         mtime_clamp=created_epoch(created),
     )
 
@@ -140,48 +219,39 @@ def selection_request(
 def build_micro(
     engine: Engine,
     image: str,
-    traces: list[Trace],
+    traces: list[SavedTrace],
     options: BuildOptions,
     cache_dir: Path,
-    trace_paths: list[str],
 ) -> BuildResult:
     started = time.monotonic()
     seconds: dict[str, float] = {}
     attrs = engine.image_attrs(image)
     image_id = str(attrs.get("Id", ""))
-    check_traces(traces, image, image_id, options.force)
+    used = [saved.trace for saved in traces]
+    check_traces(used, image, image_id, options.force)
     config = ImageConfig.from_inspect(attrs)
-    request = selection_request(traces, config, options, attrs.get("Created"))
+    request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
     bundle = sensor_bundle(cache_dir)
     if base != "scratch":
         if not engine.image_exists(base):
             log.info("pulling the base image %s", base)
             engine.pull(base)
-        inventory = RunConfig(mode=Mode.INVENTORY.value)
-        request = replace(
-            request, base_dirs=run_sensor_once(engine, base, bundle, inventory)["dir_paths"]
-        )
-    run_config = RunConfig(
-        mode=Mode.COLLECT.value,
-        env=config.env_dict(),
-        workdir=config.workdir or "/",
-        selection=asdict(request),
-    )
+        inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
+        request = replace(request, base_dirs=inventory.dir_paths)
     labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
     dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
 
     with tempfile.TemporaryDirectory(prefix="slim-build-") as scratch:
         rootfs_path = Path(scratch) / "rootfs.tar"
         log.info("collecting files in a container of %s", image)
-        with sensor_container(engine, image, bundle, run_config, new_run_id()) as sensor:
-            status = sensor.wait_exit(600)
-            if status != 0:
-                raise SensorError(
-                    f"collecting files failed ({sensor.last_error() or f'exit {status}'})",
-                    "run with --debug for the container's output",
-                )
-            selection = Selection.from_json(sensor.result()["selection"])
+        job = CollectJob(selection=request)
+        with sensor_container(
+            engine, image, bundle, job, engine.new_run_id(), workdir=request.workdir
+        ) as sensor:
+            if sensor.wait_exit(COLLECT_TIMEOUT) is None:
+                raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
+            selection = sensor.result_of(CollectResult).selection
             try:
                 with (
                     engine.open_file_stream(sensor.container, OUTPUT_TAR) as stream,
@@ -215,9 +285,7 @@ def build_micro(
                 raise error from None
             raise
         micro_id = micro_size = None
-        if options.context_only is None:
-            if not options.tag:
-                raise SlimError("no tag for the micro image", "give one with -t NAME[:TAG]")
+        if options.context_only is None and options.tag:
             log.info("building %s", options.tag)
             build_started = time.monotonic()
             with context_path.open("rb") as context:
@@ -238,10 +306,12 @@ def build_micro(
         micro_size=micro_size,
         selection=selection,
         dockerfile_warnings=dockerfile_warnings,
-        traces=trace_paths,
+        traces=[str(saved.path) for saved in traces],
         seconds=seconds,
     )
-    if options.report is not None:
-        options.report.parent.mkdir(parents=True, exist_ok=True)
-        options.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return BuildResult(options.tag, micro_id, fat_size, micro_size, selection, report, seconds)
+    report_path = options.report_path(image)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(wire.dumps(report), encoding="ascii")
+    return BuildResult(
+        options.tag, micro_id, fat_size, micro_size, selection, report, report_path, seconds
+    )

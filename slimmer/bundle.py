@@ -29,14 +29,14 @@ import inotify_simple
 import slimmer
 from slimmer.errors import SlimError
 from slimmer.loader import Loader, Via
-from slimmer.rootfs import RootFS, basename
-from slimmer.sensor.protocol import (
+from slimmer.protocol import (
     RUN_DIR,
     SENSOR_LIBDIR,
     SENSOR_LOADER,
     SENSOR_PYTHON,
     SENSOR_SCRIPT,
 )
+from slimmer.rootfs import RootFS, basename
 
 log = logging.getLogger(__name__)
 

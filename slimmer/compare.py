@@ -3,17 +3,20 @@ gates for CI."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from slimmer import wire
 from slimmer.bundle import sensor_bundle
 from slimmer.engine import Engine
 from slimmer.errors import SlimError
+from slimmer.protocol import InventoryJob, InventoryResult
 from slimmer.report import human_size
 from slimmer.runner import run_sensor_once
-from slimmer.sensor.protocol import Mode, RunConfig
+
+COMPARE_SCHEMA = "slim.compare/1"
 
 _UNITS = {
     "": 1, "b": 1,
@@ -44,6 +47,15 @@ class ImageFigures:
     ratio: float  # size of the first image / this one
 
 
+@dataclass(frozen=True, kw_only=True)
+class CompareOutput:
+    """`slim compare --format json`: figures per image and the failed gates."""
+
+    schema: Literal["slim.compare/1"] = COMPARE_SCHEMA
+    images: tuple[ImageFigures, ...]
+    gates_failed: tuple[str, ...]
+
+
 def figures(
     engine: Engine, images: list[str], cache_dir: Path, count_files: bool
 ) -> list[ImageFigures]:
@@ -63,8 +75,8 @@ def figures(
 
 def count_image_files(engine: Engine, image: str, cache_dir: Path) -> int:
     """Regular files in the image, counted inside a container of it."""
-    config = RunConfig(mode=Mode.INVENTORY.value)
-    return int(run_sensor_once(engine, image, sensor_bundle(cache_dir), config)["files"])
+    bundle = sensor_bundle(cache_dir)
+    return run_sensor_once(engine, image, bundle, InventoryJob(), InventoryResult).files
 
 
 def check_gates(
@@ -89,7 +101,7 @@ def check_gates(
 
 def render(rows: list[ImageFigures], output: str, failures: list[str]) -> str:
     if output == "json":
-        return json.dumps({"images": [asdict(r) for r in rows], "gates_failed": failures}, indent=1)
+        return wire.dumps(CompareOutput(images=tuple(rows), gates_failed=tuple(failures))).rstrip()
     header = ("image", "size", "bytes", "layers", "files", "ratio")
     table = [
         (

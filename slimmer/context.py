@@ -14,14 +14,14 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from slimmer.errors import SlimError
 from slimmer.fileset import Entry, Selection
 from slimmer.rootfs import Kind, RootFS
-from slimmer.trace import ImageConfig
+from slimmer.trace import Healthcheck, ImageConfig
 
 TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times
 TAR_ENCODING = "utf-8"
@@ -151,8 +151,8 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _exec_form(argv: list[str]) -> str:
-    return json.dumps(argv)
+def _exec_form(argv: Sequence[str]) -> str:
+    return json.dumps(list(argv))
 
 
 def _duration(nanoseconds: int | None) -> str | None:
@@ -161,23 +161,23 @@ def _duration(nanoseconds: int | None) -> str | None:
     return f"{nanoseconds // 1_000_000}ms"
 
 
-def render_healthcheck(check: Mapping[str, Any]) -> str | None:
-    test = list(check.get("Test") or [])
+def render_healthcheck(check: Healthcheck) -> str | None:
+    test = list(check.test)
     if not test:
         return None
     if test[0] == "NONE":
         return "HEALTHCHECK NONE"
     flags = []
-    for flag, key in (
-        ("interval", "Interval"),
-        ("timeout", "Timeout"),
-        ("start-period", "StartPeriod"),
+    for flag, nanoseconds in (
+        ("interval", check.interval),
+        ("timeout", check.timeout),
+        ("start-period", check.start_period),
     ):
-        value = _duration(check.get(key))
+        value = _duration(nanoseconds)
         if value:
             flags.append(f"--{flag}={value}")
-    if check.get("Retries"):
-        flags.append(f"--retries={int(check['Retries'])}")
+    if check.retries:
+        flags.append(f"--retries={check.retries}")
     command = " ".join(test[1:]) if test[0] == "CMD-SHELL" else _exec_form(test[1:])
     return " ".join(["HEALTHCHECK", *flags, "CMD", command])
 

@@ -2,54 +2,108 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 from slimmer.loader import Closure, Dependency, LinkMap, LoadedObject
+from slimmer.rootfs import printable
 
 DEPS_SCHEMA = "slim.deps/1"
 
 
-def _text(path: str) -> str:
-    """A path as printable text: undecodable bytes shown as \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+@dataclass(frozen=True)
+class LinkRecord:
+    path: str
+    target: str
 
 
-def closure_to_json(closure: Closure, root: str) -> dict[str, Any]:
-    """The closure as plain data (schema slim.deps/1). Paths are in-root."""
-    return {
-        "schema": DEPS_SCHEMA,
-        "root": root,
-        "inputs": [_text(m.root) for m in closure.link_maps]
-        + [_text(s.path) for s in closure.skipped],
-        "files": [_text(path) for path in closure.files],
-        "symlinks": [{"path": _text(h.path), "target": _text(h.target)} for h in closure.symlinks],
-        "missing": [
-            {"name": _text(d.name), "requester": _text(d.requester), "problem": d.problem}
+@dataclass(frozen=True)
+class MissingRecord:
+    name: str
+    requester: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    path: str  # canonical, in the root
+    requested: str
+    opened_as: str
+    loaded_by: str | None
+    via: str  # a loader.Via value
+    variants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LinkMapRecord:
+    input: str
+    libc: str | None
+    objects: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepsReport:
+    """An ELF closure as plain data (slim deps --json). Paths are in-root,
+    undecodable bytes shown as \\xNN escapes."""
+
+    schema: Literal["slim.deps/1"] = DEPS_SCHEMA
+    root: str
+    inputs: tuple[str, ...]
+    files: tuple[str, ...]
+    symlinks: tuple[LinkRecord, ...]
+    missing: tuple[MissingRecord, ...]
+    skipped: tuple[SkippedRecord, ...]
+    objects: tuple[ObjectRecord, ...]
+    link_maps: tuple[LinkMapRecord, ...]
+
+
+def closure_report(closure: Closure, root: str) -> DepsReport:
+    """The closure as a DepsReport (schema slim.deps/1)."""
+    return DepsReport(
+        root=root,
+        inputs=tuple(printable(m.root) for m in closure.link_maps)
+        + tuple(printable(s.path) for s in closure.skipped),
+        files=tuple(printable(path) for path in closure.files),
+        symlinks=tuple(
+            LinkRecord(printable(h.path), printable(h.target)) for h in closure.symlinks
+        ),
+        missing=tuple(
+            MissingRecord(printable(d.name), printable(d.requester), d.problem)
             for d in closure.missing
-        ],
-        "skipped": [{"path": _text(s.path), "reason": s.reason} for s in closure.skipped],
-        "objects": [_object_json(obj) for obj in closure.objects()],
-        "link_maps": [
-            {
-                "input": _text(m.root),
-                "libc": m.libc.value if m.libc else None,
-                "objects": [_text(o.canonical) for o in m.objects],
-            }
+        ),
+        skipped=tuple(SkippedRecord(printable(s.path), s.reason) for s in closure.skipped),
+        objects=tuple(_object_record(obj) for obj in closure.objects()),
+        link_maps=tuple(
+            LinkMapRecord(
+                printable(m.root),
+                m.libc.value if m.libc else None,
+                tuple(printable(o.canonical) for o in m.objects),
+            )
             for m in closure.link_maps
-        ],
-    }
+        ),
+    )
 
 
-def _object_json(obj: LoadedObject) -> dict[str, Any]:
-    return {
-        "path": _text(obj.canonical),
-        "requested": _text(obj.requested),
-        "opened_as": _text(obj.opened_as),
-        "loaded_by": _text(obj.loaded_by) if obj.loaded_by else None,
-        "via": obj.via.value,
-        "variants": [_text(v.path) for v in obj.variants],
-    }
+def _object_record(obj: LoadedObject) -> ObjectRecord:
+    return ObjectRecord(
+        path=printable(obj.canonical),
+        requested=printable(obj.requested),
+        opened_as=printable(obj.opened_as),
+        loaded_by=printable(obj.loaded_by) if obj.loaded_by else None,
+        via=obj.via.value,
+        variants=tuple(printable(v.path) for v in obj.variants),
+    )
+
+
+def closure_tree(closure: Closure) -> tuple[str, ...]:
+    """The lddtree-like lines of every link map of a closure."""
+    return tuple(line for link_map in closure.link_maps for line in render_tree(link_map))
 
 
 def render_tree(link_map: LinkMap) -> list[str]:
@@ -60,20 +114,20 @@ def render_tree(link_map: LinkMap) -> list[str]:
     for dep in link_map.dependencies:
         requests.setdefault(dep.requester, []).append(dep)
     main = link_map.objects[0]
-    lines = [f"{_text(link_map.root)} ({_text(main.canonical)})"]
+    lines = [f"{printable(link_map.root)} ({printable(main.canonical)})"]
     expanded = {main.canonical}
     stack = [(dep, 1) for dep in reversed(requests.get(main.canonical, []))]
     while stack:  # pre-order, without recursion
         dep, depth = stack.pop()
         indent = "    " * depth
         if dep.target is None:
-            lines.append(f"{indent}{_text(dep.name)} => not found ({dep.problem})")
+            lines.append(f"{indent}{printable(dep.name)} => not found ({dep.problem})")
             continue
         obj = by_canonical[dep.target]
         first_load = obj.loaded_by == dep.requester and obj.canonical not in expanded
         note = f" [{obj.via.value}]" if first_load else ""
-        lines.append(f"{indent}{_text(dep.name)} => {_text(obj.canonical)}{note}")
-        lines.extend(f"{indent}    variant: {_text(v.path)}" for v in obj.variants)
+        lines.append(f"{indent}{printable(dep.name)} => {printable(obj.canonical)}{note}")
+        lines.extend(f"{indent}    variant: {printable(v.path)}" for v in obj.variants)
         if first_load:
             expanded.add(obj.canonical)
             stack.extend((child, depth + 1) for child in reversed(requests.get(obj.canonical, [])))

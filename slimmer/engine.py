@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import signal
 import tarfile
 import threading
@@ -20,9 +21,8 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-from docker.models.containers import Container
 
-from slimmer.errors import EngineError, NotFound
+from slimmer.errors import EngineError, NotFound, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,22 @@ def published_host_for(base_url: str) -> str:
     return "127.0.0.1"
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
+RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
+
+
+def new_run_id(prefix: str = "") -> str:
+    """A run id: the prefix (which names a group of runs, e.g. one CI job),
+    then 12 random hex digits."""
+    return prefix + uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    """A container slim created: its id and name. docker's own types never
+    leave this module."""
+
+    id: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -66,14 +80,32 @@ class Leftover:
 
 
 class Engine:
-    """A connected engine client."""
+    """A connected engine client; a context manager that closes it.
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    with Engine.connect() as engine:
+        ...
+    """
+
+    def __init__(self, client: docker.DockerClient, run_prefix: str = "") -> None:
         self.client = client
+        self.run_prefix = run_prefix
+
+    def new_run_id(self) -> str:
+        """The label value of a new run's containers (see RUN_LABEL)."""
+        return new_run_id(self.run_prefix)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     @classmethod
-    def connect(cls, timeout: int = 120) -> Engine:
-        """Connect with the environment's settings (DOCKER_HOST and friends)."""
+    def connect(cls, timeout: int = 120, run_prefix: str = "") -> Engine:
+        """Connect with the environment's settings (DOCKER_HOST and friends).
+        Every run id this engine hands out starts with `run_prefix`."""
+        if not RUN_ID_PREFIX.fullmatch(run_prefix):
+            raise UsageError(f"bad run prefix {run_prefix!r}", "use up to 32 of a-z, 0-9 and -")
         try:
             client = docker.from_env(timeout=timeout)
             client.ping()
@@ -81,7 +113,7 @@ class Engine:
             raise EngineError(
                 f"the Docker engine is not reachable ({_short(exc)})", ENGINE_HINT
             ) from None
-        return cls(client)
+        return cls(client, run_prefix)
 
     @property
     def published_host(self) -> str:
@@ -135,25 +167,58 @@ class Engine:
         return True
 
     @contextmanager
-    def container(self, image: str, run_id: str, **options: Any) -> Iterator[Container]:
-        """A created (not started) container, labelled and always removed."""
-        labels = {**options.pop("labels", {}), RUN_LABEL: run_id}
-        container = None
+    def container(
+        self,
+        image: str,
+        run_id: str,
+        *,
+        command: list[str] | None = None,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        working_dir: str | None = None,
+        ports: list[int] | tuple[int, ...] = (),
+    ) -> Iterator[ContainerRef]:
+        """A created (not started) container, labelled and always removed.
+        `ports` are published on a free host port each (see `publish`)."""
+        options: dict[str, Any] = {"command": command, "labels": {RUN_LABEL: run_id}}
+        if entrypoint is not None:
+            options["entrypoint"] = entrypoint
+        if user is not None:
+            options["user"] = user
+        if working_dir:
+            options["working_dir"] = working_dir
+        if ports:
+            options["ports"] = self.publish(list(ports))
+        created = None
         try:
-            container = self.client.containers.create(image, labels=labels, **options)
-            yield container
+            created = self.client.containers.create(image, detach=True, **options)
+            yield ContainerRef(created.id, created.name)
         except docker.errors.ImageNotFound:
             raise NotFound(f"image {image!r} not found on the engine") from None
         except docker.errors.APIError as exc:
             raise EngineError(f"the engine refused: {_short(exc)}") from None
         finally:
             with signals_held():
-                if container is not None:
-                    self.remove_container(container.id)
+                if created is not None:
+                    self.remove_container(created.id)
                 else:  # interrupted while the engine was creating it
                     for leftover in self.leftovers(run_id):
                         if leftover.kind == "container":
                             self.remove_container(leftover.name)
+
+    def _container(self, ref: ContainerRef) -> Any:
+        try:
+            return self.client.containers.get(ref.id)
+        except docker.errors.NotFound:
+            raise EngineError(f"container {ref.name} is gone") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting container {ref.name} failed: {_short(exc)}") from None
+
+    def start(self, ref: ContainerRef) -> None:
+        try:
+            self.client.api.start(ref.id)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"the engine could not start the container: {_short(exc)}") from None
 
     def run_to_exit(
         self,
@@ -161,20 +226,18 @@ class Engine:
         command: list[str] | None,
         run_id: str,
         timeout: float = 120,
-        **options: Any,
+        *,
+        entrypoint: list[str] | None = None,
     ) -> tuple[int, bytes, bytes]:
         """Run a container to its end: exit status, stdout, stderr."""
-        with self.container(image, run_id, command=command, **options) as container:
-            container.start()
-            try:
-                status = container.wait(timeout=timeout)
-            except Exception as exc:  # requests' ReadTimeout and friends
-                raise EngineError(
-                    f"{image}: did not finish within {timeout:.0f}s ({_short(exc)})"
-                ) from None
-            stdout = container.logs(stdout=True, stderr=False)
-            stderr = container.logs(stdout=False, stderr=True)
-            return int(status.get("StatusCode", -1)), stdout, stderr
+        with self.container(image, run_id, command=command, entrypoint=entrypoint) as ref:
+            self.start(ref)
+            status = self.wait(ref, timeout)
+            if status is None:
+                raise EngineError(f"{image}: did not finish within {timeout:.0f}s")
+            stdout = self.client.api.logs(ref.id, stdout=True, stderr=False)
+            stderr = self.client.api.logs(ref.id, stdout=False, stderr=True)
+            return status, stdout, stderr
 
     def build(
         self,
@@ -217,22 +280,22 @@ class Engine:
 
     # ---- a running container
 
-    def put_archive(self, container: Container, data: bytes | BinaryIO) -> None:
+    def put_archive(self, ref: ContainerRef, data: bytes | BinaryIO) -> None:
         """Unpack a tar at / of a created container (before it starts)."""
         try:
-            if not container.put_archive("/", data):
+            if not self.client.api.put_archive(ref.id, "/", data):
                 raise EngineError("the engine refused the archive")
         except docker.errors.APIError as exc:
             raise EngineError(f"copying into the container failed: {_short(exc)}") from None
 
-    def get_file(self, container: Container, path: str, max_bytes: int) -> bytes | None:
+    def get_file(self, ref: ContainerRef, path: str, max_bytes: int) -> bytes | None:
         """One regular file out of a (possibly stopped) container, or None.
 
         The archive the engine returns is untrusted: only a single regular
         member with the requested name is accepted, read in memory.
         """
         try:
-            stream, _ = container.get_archive(path)
+            stream, _ = self.client.api.get_archive(ref.id, path)
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
@@ -255,12 +318,12 @@ class Engine:
             return handle.read() if handle else None
 
     @contextmanager
-    def open_file_stream(self, container: Container, path: str) -> Iterator[BinaryIO]:
+    def open_file_stream(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
         """Stream one regular file out of a (stopped) container, without
         holding it in memory. The engine's archive is untrusted: it must hold
         exactly that one regular file."""
         try:
-            chunks, _ = container.get_archive(path)
+            chunks, _ = self.client.api.get_archive(ref.id, path)
         except docker.errors.NotFound:
             raise EngineError(f"{path} is not in the container") from None
         except docker.errors.APIError as exc:
@@ -276,38 +339,51 @@ class Engine:
                 raise EngineError(f"unexpected archive for {path}")
             yield handle
 
-    def stream_logs(self, container: Container) -> Iterator[bytes]:
+    def archive(self, ref: ContainerRef, path: str) -> bytes:
+        """The engine's tar of a path in a container (for small trees)."""
+        try:
+            stream, _ = self.client.api.get_archive(ref.id, path)
+            return b"".join(stream)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"copying {path} out of {ref.name} failed: {_short(exc)}") from None
+
+    def logs(self, ref: ContainerRef) -> bytes:
+        """Everything the container wrote so far, stdout and stderr."""
+        try:
+            return bytes(self.client.api.logs(ref.id, stdout=True, stderr=True))
+        except docker.errors.APIError as exc:
+            raise EngineError(f"reading the logs of {ref.name} failed: {_short(exc)}") from None
+
+    def stream_logs(self, ref: ContainerRef) -> Iterator[bytes]:
         """stdout and stderr of the container as they come, until it ends."""
         try:
-            yield from container.logs(stream=True, follow=True)
+            yield from self.client.api.logs(ref.id, stream=True, follow=True)
         except docker.errors.APIError:
             return
 
-    def kill(self, container: Container, signal_number: int) -> None:
+    def kill(self, ref: ContainerRef, signal_number: int) -> None:
         with suppress(docker.errors.APIError):  # not running any more
-            container.kill(signal=signal_number)
+            self.client.api.kill(ref.id, signal=signal_number)
 
-    def wait(self, container: Container, timeout: float) -> int | None:
+    def wait(self, ref: ContainerRef, timeout: float) -> int | None:
         """The container's exit status, or None if it still runs after timeout."""
         try:
-            return int(container.wait(timeout=timeout).get("StatusCode", -1))
+            return int(self.client.api.wait(ref.id, timeout=timeout).get("StatusCode", -1))
         except docker.errors.APIError as exc:
             raise EngineError(f"waiting for the container failed: {_short(exc)}") from None
         except Exception:  # requests' ReadTimeout / ConnectionError on time-out
             return None
 
-    def is_running(self, container: Container) -> bool:
+    def is_running(self, ref: ContainerRef) -> bool:
         try:
-            container.reload()
+            state = self.client.api.inspect_container(ref.id).get("State") or {}
         except docker.errors.NotFound:
             return False
-        return container.status in ("created", "running", "restarting")
+        return str(state.get("Status")) in ("created", "running", "restarting")
 
-    def exec_run(
-        self, container: Container, argv: list[str], user: str
-    ) -> tuple[int, bytes, bytes]:
+    def exec_run(self, ref: ContainerRef, argv: list[str], user: str) -> tuple[int, bytes, bytes]:
         try:
-            result = container.exec_run(argv, user=user, demux=True)
+            result = self._container(ref).exec_run(argv, user=user, demux=True)
         except docker.errors.APIError as exc:
             raise EngineError(f"exec in the container failed: {_short(exc)}") from None
         stdout, stderr = result.output if result.output else (b"", b"")
@@ -317,25 +393,30 @@ class Engine:
             stderr or b"",
         )
 
-    @staticmethod
-    def published_port(container: Container, port: str) -> tuple[str, int]:
-        """The host address and port a container port was published on."""
-        container.reload()
-        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(port) or []
+    def published_port(self, ref: ContainerRef, port: int) -> int:
+        """The host port a container's TCP port was published on."""
+        try:
+            attrs = self.client.api.inspect_container(ref.id)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting the container failed: {_short(exc)}") from None
+        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp")
         if not bindings:
-            raise EngineError(f"port {port} of {container.name} is not published")
-        return bindings[0]["HostIp"] or "127.0.0.1", int(bindings[0]["HostPort"])
+            raise EngineError(f"port {port} of {ref.name} is not published")
+        return int(bindings[0]["HostPort"])
 
     def remove_container(self, container_id: str) -> None:
         with suppress(docker.errors.NotFound):
             self.client.api.remove_container(container_id, force=True, v=True)
 
-    def leftovers(self, run_id: str | None = None) -> list[Leftover]:
-        """Everything on the engine labelled by slim (for one run, or any)."""
+    def leftovers(self, run_id: str | None = None, *, prefix: str | None = None) -> list[Leftover]:
+        """Everything on the engine labelled by slim: of one run, of the runs
+        whose id starts with a prefix, or (neither given) of any run."""
         label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         found = [
-            Leftover("container", c.name, c.labels.get(RUN_LABEL, ""))
-            for c in self.client.containers.list(all=True, filters={"label": label})
+            Leftover(
+                "container", c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(RUN_LABEL, "")
+            )
+            for c in self.client.api.containers(all=True, filters={"label": label})
         ]
         found += [
             Leftover("volume", v.name, (v.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
@@ -345,11 +426,15 @@ class Engine:
             Leftover("image", (i.tags or [i.id])[0], i.labels.get(RUN_LABEL, ""))
             for i in self.client.images.list(filters={"label": label})
         ]
+        if prefix is not None:
+            found = [item for item in found if item.run_id.startswith(prefix)]
         return found
 
-    def remove_leftovers(self, run_id: str | None = None) -> list[Leftover]:
+    def remove_leftovers(
+        self, run_id: str | None = None, *, prefix: str | None = None
+    ) -> list[Leftover]:
         """Remove what `leftovers` finds; returns what was removed."""
-        removed = self.leftovers(run_id)
+        removed = self.leftovers(run_id, prefix=prefix)
         for item in removed:
             try:
                 if item.kind == "container":

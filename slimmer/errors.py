@@ -50,3 +50,9 @@ class NotFound(SlimError):
     """An image, a command or a file is not where the user said."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class UsageError(SlimError):
+    """Options that do not fit together, or a value that cannot be read."""
+
+    exit_code = ExitCode.USAGE

@@ -17,16 +17,17 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from slimmer.errors import ExitCode, PathError, SlimError
+from slimmer.execpath import find_program
 from slimmer.loader import Loader
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
+from slimmer.trace import Access, TracedFile
 
-SKIPPED_TREES = ("/proc", "/sys", "/dev", "/.slim")
+KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
 WHITEOUT_PREFIX = ".wh."
 GLOB_CHARS = "*?["
 USER_DB_FILES = ("/etc/passwd", "/etc/group")
@@ -62,28 +63,30 @@ class SelectionError(SlimError):
     exit_code = ExitCode.USAGE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SelectionRequest:
-    """What the host asks for. `traced` rows are trace files as dicts."""
+    """What the host asks the collecting sensor for."""
 
-    traced: list[dict[str, Any]] = field(default_factory=list)
-    entrypoint: list[str] = field(default_factory=list)  # argv[0]s (PATH-resolved here)
-    healthcheck: list[str] = field(default_factory=list)
-    includes: list[str] = field(default_factory=list)
-    excludes: list[str] = field(default_factory=list)
+    traced: tuple[TracedFile, ...] = ()
+    entrypoint: tuple[str, ...] = ()  # argv[0]s (PATH-resolved here)
+    healthcheck: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
-    volumes: list[str] = field(default_factory=list)
+    volumes: tuple[str, ...] = ()
     runtime_extras: bool = True
+    # Trees that are never the image's: the kernel's and the sensor's own.
+    skipped_trees: tuple[str, ...] = KERNEL_TREES
     # Mount points of the collecting container (/etc/hosts, volumes...): the
     # engine provides them at run time; their content here is not the image's.
-    mount_points: list[str] = field(default_factory=list)
+    mount_points: tuple[str, ...] = ()
     # Newer mtimes than the image's creation come from the container runtime
     # (its init layer touches /etc); they are clamped to this, deterministically.
     mtime_clamp: int | None = None
     # Directories of the image built upon (--base); a kept symlink there would
     # replace the base's directory, so its kept children are linked instead.
-    base_dirs: list[str] = field(default_factory=list)
+    base_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,47 +114,6 @@ class Selection:
     dropped: tuple[Dropped, ...]
     warnings: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "entries": [
-                {
-                    "path": e.path,
-                    "kind": e.kind.value,
-                    "reasons": [r.value for r in e.reasons],
-                    "size": e.size,
-                    "mode": e.mode,
-                    "uid": e.uid,
-                    "gid": e.gid,
-                    "mtime": e.mtime,
-                    "link": e.link,
-                }
-                for e in self.entries
-            ],
-            "dropped": [{"path": d.path, "why": d.why} for d in self.dropped],
-            "warnings": list(self.warnings),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Selection:
-        return cls(
-            entries=tuple(
-                Entry(
-                    path=e["path"],
-                    kind=Kind(e["kind"]),
-                    reasons=tuple(Reason(r) for r in e["reasons"]),
-                    size=int(e["size"]),
-                    mode=int(e["mode"]),
-                    uid=int(e["uid"]),
-                    gid=int(e["gid"]),
-                    mtime=int(e["mtime"]),
-                    link=e.get("link"),
-                )
-                for e in data["entries"]
-            ),
-            dropped=tuple(Dropped(d["path"], d["why"]) for d in data["dropped"]),
-            warnings=tuple(data.get("warnings", ())),
-        )
-
 
 def check_pattern(pattern: str, option: str) -> None:
     """Patterns are absolute image paths, optionally with fnmatch globs."""
@@ -168,8 +130,11 @@ def _under(path: str, trees: Iterable[str]) -> bool:
     return any(path == tree or path.startswith(tree + "/") for tree in trees)
 
 
-def walk(fs: RootFS, top: str = "/") -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under a canonical dir of the root, without following links."""
+def walk(
+    fs: RootFS, top: str = "/", skipped: tuple[str, ...] = KERNEL_TREES
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under a canonical dir of the root, without following
+    links, leaving out the skipped trees."""
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -179,7 +144,7 @@ def walk(fs: RootFS, top: str = "/") -> Iterator[tuple[str, os.stat_result]]:
             continue
         for name in names:
             path = join(directory, name)
-            if _under(path, SKIPPED_TREES):
+            if _under(path, skipped):
                 continue
             try:
                 info = fs.lstat(path)
@@ -200,22 +165,6 @@ def mount_points(mountinfo: str) -> list[str]:
             raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
             points.append(os.fsdecode(raw))
     return points
-
-
-def find_program(fs: RootFS, name: str, env: Mapping[str, str], workdir: str) -> str | None:
-    """argv[0] as exec would find it in the image (PATH for bare names)."""
-    if "/" in name:
-        return name if name.startswith("/") else join(workdir, name)
-    search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    for directory in search.split(":"):
-        candidate = join(directory or workdir, name)
-        try:
-            resolved = fs.resolve(candidate)
-        except PathError:
-            continue
-        if stat.S_ISREG(fs.lstat(resolved.path).st_mode):
-            return candidate
-    return None
 
 
 class _Selector:
@@ -248,8 +197,8 @@ class _Selector:
         """Traced paths kept; returns the files to take the closure of."""
         closure_inputs = []
         for row in self.request.traced:
-            path, access = row["path"], set(row.get("access", ()))
-            if "created" in access:
+            path, access = row.path, set(row.access)
+            if Access.CREATED in access:
                 self.drop(path, "created by the app during the trace")
                 continue
             try:
@@ -258,9 +207,9 @@ class _Selector:
                 self.drop(path, "not in the image")
                 continue
             if stat.S_ISDIR(info.st_mode):
-                written = access & {"written"}
+                written = Access.WRITTEN in access
                 self.add(path, Reason.WRITTEN_DIR if written else Reason.LISTED_DIR)
-            elif access & {"opened", "read", "executed"}:
+            elif access & {Access.OPENED, Access.READ, Access.EXECUTED}:
                 canonical = self.add_resolved(path, Reason.TRACED)
                 if canonical is not None and stat.S_ISREG(info.st_mode):
                     closure_inputs.append(canonical)
@@ -295,7 +244,9 @@ class _Selector:
     def programs(self, names: list[str], reason: Reason) -> list[str]:
         found = []
         for name in names:
-            program = find_program(self.fs, name, self.request.env, self.request.workdir)
+            program = find_program(
+                self.fs, name, self.request.env.get("PATH"), self.request.workdir
+            )
             if program is None:
                 self.warnings.append(f"{reason.value} command {name!r} is not in the image")
                 continue
@@ -322,10 +273,10 @@ class _Selector:
                 continue
             canonical = self.add_resolved(pattern, Reason.INCLUDE)
             if canonical is not None and stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
-                for path, _ in walk(self.fs, canonical):
+                for path, _ in walk(self.fs, canonical, self.request.skipped_trees):
                     self.add(path, Reason.INCLUDE)
         if globs:
-            for path, _ in walk(self.fs):
+            for path, _ in walk(self.fs, skipped=self.request.skipped_trees):
                 if any(fnmatch.fnmatchcase(path, pattern) for pattern in globs):
                     self.add(path, Reason.INCLUDE)
 
@@ -351,7 +302,7 @@ class _Selector:
         """Every symlink of the image whose target is kept comes too (the app
         went through /etc/localtime; inotify only named the zoneinfo file)."""
         kept = set(self.reasons)
-        for path, info in walk(self.fs):
+        for path, info in walk(self.fs, skipped=self.request.skipped_trees):
             if not stat.S_ISLNK(info.st_mode) or path in kept:
                 continue
             try:

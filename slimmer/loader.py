@@ -5,7 +5,7 @@ way glibc's ld.so (or musl's) builds it: the interpreter and preloads first,
 then DT_NEEDED breadth-first, first resolution wins for the whole process, a
 name already loaded (under any name it was loaded by, or its SONAME) is
 reused. The search order and the candidate checks follow
-shared/docs/loader.md; every path goes through RootFS, so nothing resolves
+docs/loader.md; every path goes through RootFS, so nothing resolves
 outside the root.
 """
 

@@ -1,21 +1,39 @@
-"""Probes that exercise the app while it is traced, and the fingerprints of
-their answers that verify compares: HTTP requests, commands run inside the
-container, commands run on the host."""
+"""Probes that exercise the app, the same way in `slim trace` and in `slim
+verify`: HTTP requests once the app answers, the image's HEALTHCHECK,
+commands run inside the container, commands run on the host. One plan
+(`plan_probes`) and one runner (`run_probes`) serve both, so the answers a
+trace records are the ones verify compares."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import re
 import shlex
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
+from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode, SlimError
+from slimmer.trace import (
+    Answer,
+    CommandAnswer,
+    ExecProbe,
+    HealthcheckProbe,
+    HostProbe,
+    HttpAnswer,
+    HttpProbe,
+    ImageConfig,
+    NoAnswer,
+    Probe,
+    ProbeResult,
+)
+
+log = logging.getLogger(__name__)
 
 # Headers whose value is part of the answer; Date and Server never are.
 COMPARED_HEADERS = (
@@ -27,6 +45,7 @@ COMPARED_HEADERS = (
     "last-modified",
 )
 OUTPUT_KEPT = 4096  # characters of a command's output kept in the trace
+HOST_PROBE_TIMEOUT = 60.0
 
 _METHOD = re.compile(r"^[A-Z]+$")
 
@@ -47,16 +66,6 @@ class AppGone(SlimError):
     """The app exited while it was waited for."""
 
     exit_code = ExitCode.APP
-
-
-@dataclass(frozen=True)
-class HttpProbe:
-    method: str
-    path: str
-    port: int | None  # None: each exposed port
-
-    def spec(self, port: int) -> dict[str, Any]:
-        return {"method": self.method, "path": self.path, "port": port}
 
 
 def parse_http_probe(text: str) -> HttpProbe:
@@ -80,6 +89,146 @@ def parse_http_probe(text: str) -> HttpProbe:
     return HttpProbe(method, rest, port)
 
 
+def split_command(text: str) -> tuple[str, ...]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ProbeError(f"cannot parse command {text!r}: {exc}") from None
+    if not argv:
+        raise ProbeError("empty probe command")
+    return tuple(argv)
+
+
+# -- the plan -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeRequest:
+    """What the user (or a trace being replayed) asks for."""
+
+    http: tuple[HttpProbe, ...] = ()
+    execs: tuple[ExecProbe, ...] = ()
+    hosts: tuple[HostProbe, ...] = ()
+    default_get: bool = True  # GET / on each exposed TCP port when no HTTP probe is given
+    healthcheck: bool = True  # run the image's HEALTHCHECK command once
+    ready_timeout: float = 30.0
+    host_env: Mapping[str, str] = field(default_factory=dict)  # base env of host probes
+
+    def is_empty(self) -> bool:
+        return not (self.http or self.execs or self.hosts or self.default_get or self.healthcheck)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbePlan:
+    """The probes for one image, each HTTP probe with its port."""
+
+    http: tuple[HttpProbe, ...]
+    healthcheck: HealthcheckProbe | None
+    execs: tuple[ExecProbe, ...]
+    hosts: tuple[HostProbe, ...]
+    user: str  # HEALTHCHECK and exec probes run as this user
+    ready_timeout: float
+    host_env: Mapping[str, str]
+
+    def ports(self, config: ImageConfig) -> list[int]:
+        """Every port to publish: the probed ones and the exposed ones."""
+        return sorted({p.port for p in self.http if p.port is not None} | set(config.tcp_ports()))
+
+    def probes(self) -> list[Probe]:
+        healthcheck: list[Probe] = [self.healthcheck] if self.healthcheck else []
+        return [*self.http, *healthcheck, *self.execs, *self.hosts]
+
+
+def plan_probes(request: ProbeRequest, config: ImageConfig, user: str) -> ProbePlan:
+    """The probes of a request for an image: HTTP probes without a port go to
+    each exposed TCP port, and a port that is not exposed is refused."""
+    ports = config.tcp_ports()
+    http = list(request.http)
+    if not http and request.default_get:
+        http = [HttpProbe("GET", "/", None)]
+    planned: list[HttpProbe] = []
+    for probe in http:
+        if probe.port is None:
+            planned.extend(HttpProbe(probe.method, probe.path, port) for port in ports)
+        elif probe.port in ports:
+            planned.append(probe)
+        else:
+            raise ProbeError(
+                f"port {probe.port} is not exposed by the image (exposed: "
+                f"{', '.join(map(str, ports)) or 'none'})",
+                "probe an exposed port, or EXPOSE it in the fat image",
+            )
+    health = config.healthcheck_argv() if request.healthcheck else None
+    return ProbePlan(
+        http=tuple(planned),
+        healthcheck=HealthcheckProbe(tuple(health)) if health else None,
+        execs=request.execs,
+        hosts=request.hosts,
+        user=user or "0",
+        ready_timeout=request.ready_timeout,
+        host_env=request.host_env,
+    )
+
+
+# -- running it ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    results: tuple[ProbeResult, ...]
+    ready_seconds: float | None  # how long the first HTTP port took to answer
+
+
+def run_probes(
+    engine: Engine,
+    container: ContainerRef,
+    plan: ProbePlan,
+    *,
+    still_running: Callable[[], bool],
+    must_answer: bool,
+) -> ProbeRun:
+    """Exercise a running container. With must_answer (a trace), an app that
+    never answers HTTP raises NotReady or AppGone; otherwise (verify) that
+    is the probe's answer, to be compared."""
+    host = engine.published_host
+    host_ports = {port: engine.published_port(container, port) for port in _http_ports(plan)}
+    results: list[ProbeResult] = []
+    ready: float | None = None
+    for probe in plan.http:
+        assert probe.port is not None  # plan_probes gives every HTTP probe its port
+        host_port = host_ports[probe.port]
+        try:
+            waited = wait_http_ready(host, host_port, plan.ready_timeout, still_running, probe.port)
+        except (NotReady, AppGone) as exc:
+            if must_answer:
+                raise
+            results.append(ProbeResult(probe, NoAnswer(exc.message), False))
+            continue
+        ready = waited if ready is None else ready
+        answer = http_answer(host, host_port, probe.method, probe.path)
+        results.append(ProbeResult(probe, answer, isinstance(answer, HttpAnswer)))
+        log.info("probe %s on %d: %s", f"{probe.method} {probe.path}", probe.port, answer.outcome())
+    if plan.healthcheck is not None:
+        code, out, err = engine.exec_run(container, list(plan.healthcheck.argv), plan.user)
+        results.append(ProbeResult(plan.healthcheck, command_answer(code, out, err), code == 0))
+        log.info("probe HEALTHCHECK: exit %d", code)
+    for probe in plan.execs:
+        code, out, err = engine.exec_run(container, list(probe.argv), plan.user)
+        results.append(ProbeResult(probe, command_answer(code, out, err), True))
+        log.info("probe %s: exit %d", probe.label(), code)
+    exposed = sorted(host_ports)
+    first_port = host_ports[exposed[0]] if exposed else None
+    for probe in plan.hosts:
+        answer = run_host_probe(probe.command, host, first_port, plan.host_env)
+        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
+        log.info("probe %s: %s", probe.label(), answer.outcome())
+    return ProbeRun(tuple(results), ready)
+
+
+def _http_ports(plan: ProbePlan) -> list[int]:
+    return sorted({p.port for p in plan.http if p.port is not None})
+
+
 def fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -88,9 +237,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")[:OUTPUT_KEPT]
 
 
-def http_answer(
-    host: str, port: int, method: str, path: str, timeout: float = 10
-) -> dict[str, Any]:
+def http_answer(host: str, port: int, method: str, path: str, timeout: float = 10) -> Answer:
     """One request; the answer as status, compared headers and body hash."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -98,18 +245,13 @@ def http_answer(
         response = connection.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return NoAnswer(f"{type(exc).__name__}: {exc}")
     finally:
         connection.close()
     headers = {
-        name: response.getheader(name) for name in COMPARED_HEADERS if response.getheader(name)
+        name: str(response.getheader(name)) for name in COMPARED_HEADERS if response.getheader(name)
     }
-    return {
-        "status": response.status,
-        "headers": headers,
-        "body_sha256": fingerprint(body),
-        "body_size": len(body),
-    }
+    return HttpAnswer(response.status, headers, fingerprint(body), len(body))
 
 
 def wait_http_ready(
@@ -127,8 +269,7 @@ def wait_http_ready(
         try:
             with socket.create_connection((host, port), timeout=1):
                 pass
-            answer = http_answer(host, port, "HEAD", "/", timeout=2)
-            if "status" in answer:
+            if isinstance(http_answer(host, port, "HEAD", "/", timeout=2), HttpAnswer):
                 return time.monotonic() - start
         except OSError:
             pass
@@ -142,29 +283,23 @@ def wait_http_ready(
         time.sleep(0.1)
 
 
-def command_answer(exit_code: int, stdout: bytes, stderr: bytes) -> dict[str, Any]:
-    return {
-        "exit_code": exit_code,
-        "stdout_sha256": fingerprint(stdout),
-        "stderr_sha256": fingerprint(stderr),
-        "stdout": _text(stdout),
-        "stderr": _text(stderr),
-    }
-
-
-def split_command(text: str) -> list[str]:
-    try:
-        argv = shlex.split(text)
-    except ValueError as exc:
-        raise ProbeError(f"cannot parse command {text!r}: {exc}") from None
-    if not argv:
-        raise ProbeError("empty probe command")
-    return argv
+def command_answer(exit_code: int, stdout: bytes, stderr: bytes) -> CommandAnswer:
+    return CommandAnswer(
+        exit_code=exit_code,
+        stdout_sha256=fingerprint(stdout),
+        stderr_sha256=fingerprint(stderr),
+        stdout=_text(stdout),
+        stderr=_text(stderr),
+    )
 
 
 def run_host_probe(
-    command: str, host: str, port: int | None, base_env: Mapping[str, str], timeout: float = 60
-) -> dict[str, Any]:
+    command: str,
+    host: str,
+    port: int | None,
+    base_env: Mapping[str, str],
+    timeout: float = HOST_PROBE_TIMEOUT,
+) -> Answer:
     """Run a shell command on the host, pointed at the app through
     SLIM_TARGET_HOST and SLIM_TARGET_PORT."""
     env = dict(base_env)
@@ -175,5 +310,5 @@ def run_host_probe(
             command, shell=True, env=env, capture_output=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f}s"}
+        return NoAnswer(f"timed out after {timeout:.0f}s")
     return command_answer(result.returncode, result.stdout, result.stderr)

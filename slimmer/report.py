@@ -4,18 +4,18 @@ And the answers of `slim explain`."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from slimmer import wire
 from slimmer.errors import SlimError
 from slimmer.fileset import Reason, Selection
+from slimmer.rootfs import Kind, printable
 
 REPORT_SCHEMA = "slim.report/1"
 
-REASON_TEXT = {
+REASON_TEXT: dict[str, str] = {
     Reason.TRACED.value: "the app opened it during the trace",
     Reason.ELF_CLOSURE.value: "the dynamic loader needs it (ELF closure)",
     Reason.ENTRYPOINT.value: "it is the image's entrypoint command",
@@ -48,8 +48,49 @@ def human_size(size: float) -> str:
     return f"{size:.1f} GB"
 
 
-def _text(path: str) -> str:
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+@dataclass(frozen=True, kw_only=True)
+class FileRecord:
+    """One path of the micro image and why it is there."""
+
+    path: str  # undecodable bytes as \\xNN escapes
+    kind: Kind
+    size: int
+    mode: str  # octal, e.g. "0755"
+    uid: int
+    gid: int
+    why: tuple[Reason, ...]
+    link: str | None = None  # a symlink's target
+
+
+@dataclass(frozen=True)
+class DroppedRecord:
+    path: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    fat: int
+    micro: int | None  # None with --context-only
+    files: int  # bytes of the kept regular files
+    ratio: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildReport:
+    """What slim build put into the micro image, and why."""
+
+    schema: Literal["slim.report/1"] = REPORT_SCHEMA
+    image: str
+    image_id: str
+    tag: str | None
+    micro_id: str | None
+    sizes: Sizes
+    files: tuple[FileRecord, ...]
+    dropped: tuple[DroppedRecord, ...]
+    warnings: tuple[str, ...]
+    traces: tuple[str, ...]
+    seconds: dict[str, float]
 
 
 def build_report(
@@ -64,49 +105,50 @@ def build_report(
     dockerfile_warnings: list[str],
     traces: list[str],
     seconds: dict[str, float],
-) -> dict[str, Any]:
-    files = [
-        {
-            "path": _text(e.path),
-            "kind": e.kind.value,
-            "size": e.size,
-            "mode": f"{e.mode:04o}",
-            "uid": e.uid,
-            "gid": e.gid,
-            "why": [r.value for r in e.reasons],
-            **({"link": _text(e.link)} if e.link is not None else {}),
-        }
+) -> BuildReport:
+    files = tuple(
+        FileRecord(
+            path=printable(e.path),
+            kind=e.kind,
+            size=e.size,
+            mode=f"{e.mode:04o}",
+            uid=e.uid,
+            gid=e.gid,
+            why=e.reasons,
+            link=printable(e.link) if e.link is not None else None,
+        )
         for e in selection.entries
-    ]
-    file_bytes = sum(e.size for e in selection.entries)
-    return {
-        "schema": REPORT_SCHEMA,
-        "image": image,
-        "image_id": image_id,
-        "tag": tag,
-        "micro_id": micro_id,
-        "sizes": {
-            "fat": fat_size,
-            "micro": micro_size,
-            "files": file_bytes,
-            "ratio": round(fat_size / micro_size, 1) if micro_size else None,
-        },
-        "files": files,
-        "dropped": [{"path": _text(d.path), "why": d.why} for d in selection.dropped],
-        "warnings": [*selection.warnings, *dockerfile_warnings],
-        "traces": traces,
-        "seconds": seconds,
-    }
+    )
+    return BuildReport(
+        image=image,
+        image_id=image_id,
+        tag=tag,
+        micro_id=micro_id,
+        sizes=Sizes(
+            fat=fat_size,
+            micro=micro_size,
+            files=sum(e.size for e in selection.entries),
+            ratio=round(fat_size / micro_size, 1) if micro_size else None,
+        ),
+        files=files,
+        dropped=tuple(DroppedRecord(printable(d.path), d.why) for d in selection.dropped),
+        warnings=(*selection.warnings, *dockerfile_warnings),
+        traces=tuple(traces),
+        seconds=seconds,
+    )
 
 
-def load_report(path: Path) -> dict[str, Any]:
+def load_report(path: Path) -> BuildReport:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ReportError(f"cannot read report {path}: {exc}") from None
+        data = wire.parse(path.read_bytes())
+    except (OSError, wire.WireError) as exc:
+        raise ReportError(f"cannot read report {path}: {exc}", "slim build writes one") from None
     if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
         raise ReportError(f"{path} is not a {REPORT_SCHEMA} report", "slim build writes one")
-    return data
+    try:
+        return wire.decode(BuildReport, data)
+    except wire.WireError as exc:
+        raise ReportError(f"{path} is not a usable report: {exc.message}") from None
 
 
 @dataclass(frozen=True)
@@ -115,33 +157,31 @@ class Explanation:
     lines: tuple[str, ...]
 
 
-def explain(report: dict[str, Any], path: str) -> Explanation:
+def explain(report: BuildReport, path: str) -> Explanation:
     """Why a path is in the micro image, or why it is not."""
     path = "/" + path.strip("/") if path != "/" else "/"
-    by_path = {f["path"]: f for f in report["files"]}
+    by_path = {f.path: f for f in report.files}
     if path in by_path:
         entry = by_path[path]
-        lines = [
-            f"{path}: kept ({entry['kind']}, {human_size(entry['size'])}, mode {entry['mode']})"
-        ]
-        lines += [f"  because {REASON_TEXT.get(why, why)}" for why in entry["why"]]
-        if "link" in entry:
-            lines.append(f"  it points to {entry['link']}")
+        lines = [f"{path}: kept ({entry.kind.value}, {human_size(entry.size)}, mode {entry.mode})"]
+        lines += [f"  because {REASON_TEXT.get(why, why)}" for why in entry.why]
+        if entry.link is not None:
+            lines.append(f"  it points to {entry.link}")
         return Explanation(True, tuple(lines))
-    for dropped in report["dropped"]:
-        if dropped["path"] == path:
-            return Explanation(False, (f"{path}: left out: {dropped['why']}",))
-    links = [f for f in report["files"] if f.get("link") and path.startswith(f["path"] + "/")]
+    for dropped in report.dropped:
+        if dropped.path == path:
+            return Explanation(False, (f"{path}: left out: {dropped.why}",))
+    links = [f for f in report.files if f.link and path.startswith(f.path + "/")]
     if links:
         link = links[0]
         return Explanation(
             False,
             (
-                f"{path}: not kept under this name; {link['path']} is a symlink to {link['link']}",
+                f"{path}: not kept under this name; {link.path} is a symlink to {link.link}",
                 "  ask for the path behind the link",
             ),
         )
-    below = [f["path"] for f in report["files"] if f["path"].startswith(path + "/")]
+    below = [f.path for f in report.files if f.path.startswith(path + "/")]
     hint = f" ({len(below)} paths below it are kept)" if below else ""
     return Explanation(
         False,

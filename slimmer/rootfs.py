@@ -88,6 +88,11 @@ def basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def printable(path: str) -> str:
+    """An image path as text: undecodable bytes shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def parents(path: str) -> Iterator[str]:
     """Every ancestor directory of a canonical path, nearest first, `/` excluded."""
     current = parent(path)

@@ -4,13 +4,14 @@ The container is created (not started) with the sensor as its entrypoint
 and user 0, the bundle and the run's config are copied in with the Engine
 API, then it starts. Nothing is mounted and nothing needs privileges, so
 remote engines work too. The container is labelled and always removed.
+What comes back (the result file, progress lines) is validated through the
+typed protocol before anything uses it.
 """
 
 from __future__ import annotations
 
 import collections
 import io
-import json
 import logging
 import tarfile
 import threading
@@ -18,27 +19,52 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from slimmer.engine import Container, Engine, new_run_id
-from slimmer.errors import SlimError
-from slimmer.sensor.protocol import (
+from slimmer import wire
+from slimmer.engine import ContainerRef, Engine
+from slimmer.errors import ExitCode, NotFound, SlimError
+from slimmer.protocol import (
     CONFIG_PATH,
-    MESSAGE_PREFIX,
-    READY_MESSAGE,
+    MAX_RESULT_BYTES,
     RESULT_PATH,
+    AppExited,
+    FailureReason,
+    Job,
+    Note,
     RunConfig,
+    SensorFailure,
+    SensorResult,
+    Watching,
+    decode_result,
+    parse_message_line,
     sensor_command,
 )
 
 log = logging.getLogger(__name__)
 
-MAX_RESULT_BYTES = 512 * 1024 * 1024
 TAIL_LINES = 40
+R = TypeVar("R", bound=SensorResult)
 
 
 class SensorError(SlimError):
     """The sensor could not do its job in the container."""
+
+
+def failure_error(failure: SensorFailure) -> SlimError:
+    """The error a user sees for a failure the sensor reported."""
+    if failure.reason is FailureReason.COMMAND_NOT_FOUND:
+        return NotFound(
+            failure.message, "give the command's path in the image after --, or fix ENTRYPOINT/CMD"
+        )
+    if failure.reason is FailureReason.BAD_INPUT:
+        return NotFound(failure.message, failure.hint)
+    if failure.reason is FailureReason.WATCH_LIMIT:
+        sysctl = failure.sysctl or "fs.inotify.max_user_watches"
+        error = SensorError(failure.message, f"raise it on the host: sysctl -w {sysctl}=1048576")
+        error.exit_code = ExitCode.RESOURCE
+        return error
+    return SensorError(failure.message, "run with --debug for the container's output")
 
 
 def config_tar(config: RunConfig) -> bytes:
@@ -54,18 +80,18 @@ def config_tar(config: RunConfig) -> bytes:
 class SensorContainer:
     """A started container running the sensor; follows its output."""
 
-    def __init__(self, engine: Engine, container: Container, echo_app: bool) -> None:
+    def __init__(self, engine: Engine, container: ContainerRef, echo_app: bool) -> None:
         self.engine = engine
         self.container = container
         self.echo_app = echo_app
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.sensor_lines: list[str] = []
+        self.notes: list[str] = []
         self.watching = threading.Event()
         self.ended = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
     def start(self) -> None:
-        self.container.start()
+        self.engine.start(self.container)
         self._thread.start()
 
     def _follow(self) -> None:
@@ -82,14 +108,17 @@ class SensorContainer:
             self.ended.set()
 
     def _line(self, line: str) -> None:
-        if line.startswith(MESSAGE_PREFIX):
-            message = line[len(MESSAGE_PREFIX) :]
-            self.sensor_lines.append(message)
-            if message.startswith(READY_MESSAGE):
-                self.watching.set()
-                log.info("%s", message)
-            elif message.startswith("error:"):
-                log.debug("sensor: %s", message)
+        message = parse_message_line(line)
+        if isinstance(message, Watching):
+            self.watching.set()
+            log.info("watching %d directories (%.2fs)", message.directories, message.seconds)
+            return
+        if isinstance(message, AppExited):
+            log.debug("sensor: the app exited with %d", message.status)
+            return
+        if isinstance(message, Note):
+            self.notes.append(message.text)
+            log.debug("sensor: %s", message.text)
             return
         self.tail.append(line)
         if self.echo_app:
@@ -98,24 +127,18 @@ class SensorContainer:
     def running(self) -> bool:
         return not self.ended.is_set() and self.engine.is_running(self.container)
 
-    def wait_watching(self, timeout: float) -> None:
-        """Wait for the sensor's watches (the app starts right after)."""
+    def wait_watching(self, timeout: float) -> bool:
+        """Wait for the sensor's watches (the app starts right after);
+        False if the sensor ended or did not get there in time."""
         deadline = time.monotonic() + timeout
         while not self.watching.wait(0.1):
             if self.ended.is_set() or time.monotonic() > deadline:
-                status = self.engine.wait(self.container, 5)
-                raise SensorError(
-                    f"the sensor did not start watching ({self.last_error() or f'exit {status}'})",
-                    "run with --debug for the container's output",
-                )
-
-    def last_error(self) -> str | None:
-        errors = [m[len("error: ") :] for m in self.sensor_lines if m.startswith("error:")]
-        return errors[-1] if errors else None
+                return False
+        return True
 
     def stop(self, signal_number: int, timeout: float) -> int:
         """Ask the app to stop; the sensor kills it after its own stop
-        timeout, so the trace is written either way. Returns the status."""
+        timeout, so the result is written either way. Returns the status."""
         self.engine.kill(self.container, signal_number)
         status = self.engine.wait(self.container, timeout + 15)
         if status is None:
@@ -126,15 +149,32 @@ class SensorContainer:
     def wait_exit(self, timeout: float | None) -> int | None:
         return self.engine.wait(self.container, timeout if timeout is not None else 10**9)
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> SensorResult:
+        """The sensor's result, validated; a SensorError when there is none."""
         self.ended.wait(5)
         data = self.engine.get_file(self.container, RESULT_PATH, MAX_RESULT_BYTES)
         if data is None:
+            last = self.notes[-1] if self.notes else "no message"
             raise SensorError(
-                f"the sensor wrote no result ({self.last_error() or 'no message'})",
+                f"the sensor wrote no result ({last})",
                 "run with --debug for the container's output",
             )
-        return json.loads(data)
+        try:
+            return decode_result(data)
+        except wire.WireError as exc:
+            raise SensorError(f"the sensor's result is not valid: {exc.message}") from None
+
+    def result_of(self, kind: type[R]) -> R:
+        """The result, which must be of this kind; a reported failure raises
+        the error it stands for."""
+        result = self.result()
+        if isinstance(result, SensorFailure):
+            raise failure_error(result)
+        if not isinstance(result, kind):
+            raise SensorError(
+                f"the sensor answered a {type(result).__name__}, not a {kind.__name__}"
+            )
+        return result
 
     def app_output_tail(self, lines: int = 15) -> str:
         return "\n".join(list(self.tail)[-lines:])
@@ -145,41 +185,43 @@ def sensor_container(
     engine: Engine,
     image: str,
     bundle: Path,
-    config: RunConfig,
+    job: Job,
     run_id: str,
     *,
-    ports: list[int] = (),  # type: ignore[assignment]
+    ports: list[int] | tuple[int, ...] = (),
+    workdir: str | None = None,
     echo_app: bool = False,
 ) -> Iterator[SensorContainer]:
     """A started sensor container; removed on exit, also on Ctrl-C."""
-    options: dict[str, Any] = {
-        "entrypoint": sensor_command(),
-        "command": [],
-        "user": "0",
-        "ports": engine.publish(list(ports)),
-        "detach": True,
-    }
-    if config.workdir:
-        options["working_dir"] = config.workdir
-    with engine.container(image, run_id, **options) as container:
+    with engine.container(
+        image,
+        run_id,
+        entrypoint=sensor_command(),
+        command=[],
+        user="0",
+        working_dir=workdir,
+        ports=ports,
+    ) as container:
         with bundle.open("rb") as handle:
             engine.put_archive(container, handle)
-        engine.put_archive(container, config_tar(config))
+        engine.put_archive(container, config_tar(RunConfig(job=job)))
         sensor = SensorContainer(engine, container, echo_app)
         sensor.start()
         yield sensor
 
 
 def run_sensor_once(
-    engine: Engine, image: str, bundle: Path, config: RunConfig, timeout: float = 300
-) -> dict[str, Any]:
-    """Run the sensor in a mode that ends by itself (deps, inventory) in a
-    container of the image, and return its result."""
-    with sensor_container(engine, image, bundle, config, new_run_id()) as sensor:
+    engine: Engine,
+    image: str,
+    bundle: Path,
+    job: Job,
+    kind: type[R],
+    timeout: float = 300,
+) -> R:
+    """Run the sensor on a job that ends by itself (deps, collect's peers,
+    inventory) in a container of the image, and return its result."""
+    with sensor_container(engine, image, bundle, job, engine.new_run_id()) as sensor:
         status = sensor.wait_exit(timeout)
-        if status != 0:
-            raise SensorError(
-                f"the sensor failed in {image} ({sensor.last_error() or f'exit {status}'})",
-                "run with --debug for the container's output",
-            )
-        return sensor.result()
+        if status is None:
+            raise SensorError(f"the sensor did not finish within {timeout:.0f}s in {image}")
+        return sensor.result_of(kind)

@@ -1,55 +1,108 @@
 """The trace: what the app touched in the fat image, the image's contract,
-and the probes with the fat image's answers. Versioned JSON (slim.trace/1)."""
+and the probes with the fat image's answers. Versioned JSON (slim.trace/2),
+read and written through `slimmer.wire`, so a trace file is validated data.
+
+slim.trace/2 differs from /1 in that probe answers and probes carry a
+"kind" and the healthcheck is typed; /1 traces are refused with a hint to
+trace again.
+"""
 
 from __future__ import annotations
 
-import json
+import os
 import signal
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from slimmer import __version__
-from slimmer.errors import SlimError
+from slimmer import __version__, wire
+from slimmer.errors import ExitCode, SlimError
+from slimmer.rootfs import Kind
 
-TRACE_SCHEMA = "slim.trace/1"
+TRACE_SCHEMA = "slim.trace/2"
+DEFAULT_STOP_SIGNAL = "SIGTERM"
 
 
 class TraceError(SlimError):
     """A trace file that cannot be used."""
 
 
+class Access(StrEnum):
+    """What happened to a path while it was traced."""
+
+    OPENED = "opened"
+    READ = "read"
+    EXECUTED = "executed"  # seen as a process's /proc/N/exe
+    LISTED = "listed"  # a directory was read
+    WRITTEN = "written"  # a directory: something was created or deleted in it
+    CREATED = "created"
+    DELETED = "deleted"
+
+
+GONE = "gone"  # the kind of a traced path that no longer existed at the end
+
+
 @dataclass(frozen=True)
+class Healthcheck:
+    """The image's HEALTHCHECK as the engine reports it; durations in ns."""
+
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    retries: int = 0
+
+    @classmethod
+    def from_inspect(cls, data: dict[str, Any] | None) -> Healthcheck | None:
+        if not data:
+            return None
+        return cls(
+            test=tuple(str(part) for part in data.get("Test") or ()),
+            interval=int(data.get("Interval") or 0),
+            timeout=int(data.get("Timeout") or 0),
+            start_period=int(data.get("StartPeriod") or 0),
+            retries=int(data.get("Retries") or 0),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageConfig:
     """The parts of an image's config that the micro image must keep."""
 
-    entrypoint: list[str] | None = None
-    cmd: list[str] | None = None
-    env: list[str] = field(default_factory=list)  # "NAME=VALUE", in image order
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()  # "NAME=VALUE", in image order
     workdir: str = ""
     user: str = ""
-    exposed_ports: list[str] = field(default_factory=list)  # "80/tcp"
+    exposed_ports: tuple[str, ...] = ()  # "80/tcp"
     labels: dict[str, str] = field(default_factory=dict)
     stop_signal: str | None = None
-    healthcheck: dict[str, Any] | None = None
-    volumes: list[str] = field(default_factory=list)
-    shell: list[str] | None = None
+    healthcheck: Healthcheck | None = None
+    volumes: tuple[str, ...] = ()
+    shell: tuple[str, ...] | None = None
 
     @classmethod
     def from_inspect(cls, attrs: dict[str, Any]) -> ImageConfig:
         config = attrs.get("Config") or {}
+
+        def argv(key: str) -> tuple[str, ...] | None:
+            value = config.get(key)
+            return None if value is None else tuple(str(part) for part in value)
+
         return cls(
-            entrypoint=config.get("Entrypoint"),
-            cmd=config.get("Cmd"),
-            env=list(config.get("Env") or []),
+            entrypoint=argv("Entrypoint"),
+            cmd=argv("Cmd"),
+            env=tuple(config.get("Env") or ()),
             workdir=config.get("WorkingDir") or "",
             user=config.get("User") or "",
-            exposed_ports=sorted((config.get("ExposedPorts") or {}).keys()),
+            exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
             labels=dict(config.get("Labels") or {}),
-            stop_signal=config.get("StopSignal"),
-            healthcheck=config.get("Healthcheck"),
-            volumes=sorted((config.get("Volumes") or {}).keys()),
-            shell=config.get("Shell"),
+            stop_signal=config.get("StopSignal") or None,
+            healthcheck=Healthcheck.from_inspect(config.get("Healthcheck")),
+            volumes=tuple(sorted((config.get("Volumes") or {}).keys())),
+            shell=argv("Shell"),
         )
 
     def env_dict(self) -> dict[str, str]:
@@ -68,17 +121,21 @@ class ImageConfig:
         return ports
 
     def stop_signal_number(self) -> int:
-        return parse_signal(self.stop_signal or "SIGTERM")
+        return parse_signal(self.stop_signal or DEFAULT_STOP_SIGNAL)
 
     def healthcheck_argv(self) -> list[str] | None:
         """What the engine runs for HEALTHCHECK: CMD as is, CMD-SHELL through
         the image's SHELL (default /bin/sh -c); None without a check."""
-        test = list((self.healthcheck or {}).get("Test") or [])
+        test = list(self.healthcheck.test) if self.healthcheck else []
         if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
             return None
         if test[0] == "CMD-SHELL":
-            return [*(self.shell or ["/bin/sh", "-c"]), " ".join(test[1:])]
+            return [*(self.shell or ("/bin/sh", "-c")), " ".join(test[1:])]
         return test[1:]
+
+    def command(self) -> list[str]:
+        """ENTRYPOINT + CMD, what the image runs by default."""
+        return command_line(self, None, None)
 
 
 def parse_signal(spec: str) -> int:
@@ -90,7 +147,9 @@ def parse_signal(spec: str) -> int:
     try:
         return int(signal.Signals[name])
     except KeyError:
-        raise TraceError(f"unknown stop signal {spec!r}") from None
+        error = TraceError(f"unknown stop signal {spec!r}", "give a name like SIGTERM or a number")
+        error.exit_code = ExitCode.USAGE
+        raise error from None
 
 
 def command_line(
@@ -100,36 +159,133 @@ def command_line(
     CMD and a given entrypoint replaces both (as `docker run` does)."""
     if entrypoint is not None:
         return [*entrypoint, *(cmd or [])]
-    return [*(config.entrypoint or []), *(cmd if cmd else config.cmd or [])]
+    return [*(config.entrypoint or ()), *(cmd if cmd else config.cmd or ())]
 
 
 @dataclass(frozen=True)
 class TracedFile:
     path: str
-    kind: str  # file | dir | symlink | other | gone (at the end of the run)
-    access: tuple[str, ...]  # opened read executed listed written created deleted
+    kind: Kind | Literal["gone"]  # what the path was when the app stopped
+    access: tuple[Access, ...]
 
     @property
     def created(self) -> bool:
-        return "created" in self.access
+        return Access.CREATED in self.access
+
+
+# -- probes and their answers ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    """An HTTP request; port None means each exposed TCP port."""
+
+    KIND: ClassVar[str] = "http"
+    method: str
+    path: str
+    port: int | None = None
+
+    def label(self) -> str:
+        return f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+
+
+@dataclass(frozen=True)
+class ExecProbe:
+    """A command run inside the container, as the image's USER."""
+
+    KIND: ClassVar[str] = "exec"
+    argv: tuple[str, ...]
+
+    def label(self) -> str:
+        return "exec " + " ".join(self.argv)
+
+
+@dataclass(frozen=True)
+class HostProbe:
+    """A shell command run on the host, pointed at the app."""
+
+    KIND: ClassVar[str] = "host"
+    command: str
+
+    def label(self) -> str:
+        return f"host {self.command}"
+
+
+@dataclass(frozen=True)
+class HealthcheckProbe:
+    """The image's HEALTHCHECK command, run once."""
+
+    KIND: ClassVar[str] = "healthcheck"
+    argv: tuple[str, ...]
+
+    def label(self) -> str:
+        return "HEALTHCHECK"
+
+
+Probe = HttpProbe | ExecProbe | HostProbe | HealthcheckProbe
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    KIND: ClassVar[str] = "http"
+    status: int
+    headers: dict[str, str]
+    body_sha256: str
+    body_size: int
+
+    def outcome(self) -> str:
+        return str(self.status)
+
+
+@dataclass(frozen=True)
+class CommandAnswer:
+    """A command's exit code, hashes of its output, and its first 4 kB."""
+
+    KIND: ClassVar[str] = "command"
+    exit_code: int
+    stdout_sha256: str
+    stderr_sha256: str
+    stdout: str
+    stderr: str
+
+    def outcome(self) -> str:
+        return f"exit {self.exit_code}"
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """The probe got no answer (a connection error, a time-out)."""
+
+    KIND: ClassVar[str] = "none"
+    error: str
+
+    def outcome(self) -> str:
+        return self.error
+
+
+Answer = HttpAnswer | CommandAnswer | NoAnswer
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One probe and the answer it got; verify replays it."""
+    """One probe as it ran (an HTTP probe with its port) and its answer."""
 
-    kind: str  # http | exec | host
-    spec: dict[str, Any]
-    answer: dict[str, Any]
+    probe: Probe
+    answer: Answer
     ok: bool
 
 
-@dataclass(frozen=True)
+# -- the trace ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
 class Trace:
+    schema: Literal["slim.trace/2"] = TRACE_SCHEMA
+    slim_version: str = __version__
     image: str
     image_id: str
     config: ImageConfig
-    command: list[str]
+    command: tuple[str, ...]
     user: str
     files: tuple[TracedFile, ...]
     probes: tuple[ProbeResult, ...] = ()
@@ -140,52 +296,59 @@ class Trace:
     watches: int = 0
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-    slim_version: str = __version__
-    schema: str = TRACE_SCHEMA
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["files"] = [
-            {"path": f.path, "kind": f.kind, "access": list(f.access)} for f in self.files
-        ]
-        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+        return wire.dumps(self)
 
     @classmethod
-    def from_json(cls, text: str) -> Trace:
+    def from_json(cls, text: str | bytes) -> Trace:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceError(f"not a trace file: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != TRACE_SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            data = wire.parse(text)
+        except wire.WireError as exc:
+            raise TraceError(f"not a trace file: {exc.message}") from None
+        found = data.get("schema") if isinstance(data, dict) else None
+        if found != TRACE_SCHEMA:
             raise TraceError(
                 f"not a {TRACE_SCHEMA} trace (schema: {found!r})", "make a new one with slim trace"
             )
         try:
-            data["config"] = ImageConfig(**data["config"])
-            data["files"] = tuple(
-                TracedFile(f["path"], f["kind"], tuple(f["access"])) for f in data["files"]
-            )
-            data["probes"] = tuple(ProbeResult(**p) for p in data.get("probes", ()))
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise TraceError(f"malformed trace: {exc}") from None
+            return wire.decode(cls, data)
+        except wire.WireError as exc:
+            raise TraceError(
+                f"malformed trace: {exc.message}", "make a new one with slim trace"
+            ) from None
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(), encoding="ascii")
-        tmp.replace(path)
+        """Write atomically, through a private temporary file beside it, so
+        two slim runs never see each other's half-written traces."""
+        write_atomically(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> Trace:
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
+            data = path.read_bytes()
         except OSError as exc:
             raise TraceError(f"cannot read trace {path}: {exc.strerror}") from None
+        return cls.from_json(data)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="ascii") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def file_safe(name: str) -> str:
+    """An image name or tag as a file name: anything but [A-Za-z0-9._-] -> _."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def default_trace_path(image: str) -> Path:
     """.slim/<image>.trace.json, with the image name made file-safe."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in image)
-    return Path(".slim") / f"{safe}.trace.json"
+    return Path(".slim") / f"{file_safe(image)}.trace.json"

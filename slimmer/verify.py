@@ -1,48 +1,103 @@
 """`slim verify`: run the fat and the micro image the same way, replay the
 probes, and compare the answers. A micro image that answers differently is
-worse than none, so the exit status says whether everything matched."""
+worse than none, so the outcome says whether everything matched."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
-from slimmer.engine import Engine, new_run_id
+from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError
-from slimmer.probes import (
+from slimmer.probes import ProbeRequest, command_answer, plan_probes, run_probes
+from slimmer.trace import (
+    Answer,
+    CommandAnswer,
+    ExecProbe,
+    HostProbe,
+    HttpAnswer,
     HttpProbe,
-    command_answer,
-    http_answer,
-    run_host_probe,
-    split_command,
-    wait_http_ready,
+    ImageConfig,
+    NoAnswer,
+    Trace,
 )
-from slimmer.trace import ImageConfig, Trace, command_line
 
 log = logging.getLogger(__name__)
 
+VERIFY_SCHEMA = "slim.verify/1"
 DEFAULT_HEADERS = ("content-type", "content-length", "location", "content-encoding")
+DEFAULT_EXIT_TIMEOUT = 300.0
+RUN_LABEL = "run"  # the name of a batch job's one answer
 
 
 class VerifyFailed(SlimError):
     exit_code = ExitCode.FAILURE
 
 
-@dataclass(frozen=True)
-class VerifyPlan:
-    http: tuple[HttpProbe, ...] = ()
-    exec_commands: tuple[str, ...] = ()
-    host_commands: tuple[str, ...] = ()
+@dataclass(frozen=True, kw_only=True)
+class VerifyRequest:
+    """What the user asked for on the command line; the rest comes from the
+    trace (see plan_from_trace)."""
+
+    probes: ProbeRequest = field(
+        default_factory=lambda: ProbeRequest(default_get=False, healthcheck=False)
+    )
     until_exit: bool = False
-    healthcheck: bool = False  # run each image's HEALTHCHECK command and compare
-    command: list[str] | None = None  # None: the image's own ENTRYPOINT + CMD
     headers: tuple[str, ...] = DEFAULT_HEADERS
-    ready_timeout: float = 30.0
-    exit_timeout: float = 300.0
-    host_env: Mapping[str, str] = field(default_factory=dict)
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT
+
+    def gives_probes(self) -> bool:
+        probes = self.probes
+        return bool(probes.http or probes.execs or probes.hosts or self.until_exit)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyPlan:
+    probes: ProbeRequest
+    until_exit: bool = False
+    command: tuple[str, ...] | None = None  # None: the image's own ENTRYPOINT + CMD
+    headers: tuple[str, ...] = DEFAULT_HEADERS
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT
+
+    def is_empty(self) -> bool:
+        probes = self.probes
+        return not (
+            self.until_exit or probes.http or probes.execs or probes.hosts or probes.healthcheck
+        )
+
+
+def plan_from_request(request: VerifyRequest) -> VerifyPlan:
+    return VerifyPlan(
+        probes=request.probes,
+        until_exit=request.until_exit,
+        headers=request.headers,
+        exit_timeout=request.exit_timeout,
+    )
+
+
+def plan_from_trace(trace: Trace, request: VerifyRequest) -> VerifyPlan:
+    """The trace's probes (unless the request gives its own) and its command."""
+    given = request.probes
+    recorded = [result.probe for result in trace.probes]
+    probes = replace(
+        given,
+        http=given.http or tuple(p for p in recorded if isinstance(p, HttpProbe)),
+        execs=given.execs or tuple(p for p in recorded if isinstance(p, ExecProbe)),
+        hosts=given.hosts or tuple(p for p in recorded if isinstance(p, HostProbe)),
+        healthcheck=given.healthcheck or any(p.KIND == "healthcheck" for p in recorded),
+        default_get=False,
+    )
+    default = tuple(trace.config.command())
+    return VerifyPlan(
+        probes=probes,
+        until_exit=request.until_exit or trace.until_exit,
+        command=trace.command if trace.command != default else None,
+        headers=request.headers,
+        exit_timeout=request.exit_timeout,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,152 +112,102 @@ class Check:
         return self.fat == self.micro
 
 
-def plan_from_trace(trace: Trace, plan: VerifyPlan) -> VerifyPlan:
-    """The trace's probes (unless probes were given) and its command."""
-    http = plan.http or tuple(
-        HttpProbe(p.spec["method"], p.spec["path"], p.spec["port"])
-        for p in trace.probes
-        if p.kind == "http"
-    )
-    exec_commands = plan.exec_commands or tuple(
-        p.spec["command"] for p in trace.probes if p.kind == "exec"
-    )
-    host_commands = plan.host_commands or tuple(
-        p.spec["command"] for p in trace.probes if p.kind == "host"
-    )
-    default = command_line(trace.config, None, None)
-    command = plan.command or (trace.command if trace.command != default else None)
-    return VerifyPlan(
-        http=http,
-        exec_commands=exec_commands,
-        host_commands=host_commands,
-        until_exit=plan.until_exit or trace.until_exit,
-        healthcheck=plan.healthcheck or any(p.kind == "healthcheck" for p in trace.probes),
-        command=command,
-        headers=plan.headers,
-        ready_timeout=plan.ready_timeout,
-        exit_timeout=plan.exit_timeout,
-        host_env=plan.host_env,
-    )
+@dataclass(frozen=True, kw_only=True)
+class VerifyOutcome:
+    """`slim verify --format json`: every check and whether all matched."""
+
+    schema: Literal["slim.verify/1"] = VERIFY_SCHEMA
+    fat: str
+    micro: str
+    checks: tuple[Check, ...]
+    same: bool
+    seconds: dict[str, float]
+
+    def differing(self) -> list[Check]:
+        return [check for check in self.checks if not check.same]
 
 
-def _probe_name(probe: HttpProbe, port: int) -> str:
-    return f"{probe.method} {probe.path} :{port}"
-
-
-def _run_options(plan: VerifyPlan) -> dict[str, Any]:
-    return {"entrypoint": plan.command} if plan.command is not None else {}
-
-
-def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, dict[str, Any]]:
+def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, Answer]:
     """Run one image and collect an answer per probe."""
     config = ImageConfig.from_inspect(engine.image_attrs(image))
-    run_id = new_run_id()
-    answers: dict[str, dict[str, Any]] = {}
+    run_id = engine.new_run_id()
+    entrypoint = list(plan.command) if plan.command is not None else None
     if plan.until_exit:
         code, out, err = engine.run_to_exit(
-            image, None, run_id, timeout=plan.exit_timeout, **_run_options(plan)
+            image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
         )
-        answers["run"] = command_answer(code, out, err)
-        return answers
-    http = [
-        (probe, port)
-        for probe in plan.http
-        for port in ([probe.port] if probe.port is not None else config.tcp_ports())
-    ]
-    ports = sorted({port for _, port in http} | set(config.tcp_ports()))
-    host = engine.published_host
+        return {RUN_LABEL: command_answer(code, out, err)}
+    probe_plan = plan_probes(plan.probes, config, config.user)
     with engine.container(
-        image, run_id, ports=engine.publish(ports), **_run_options(plan)
+        image, run_id, ports=probe_plan.ports(config), entrypoint=entrypoint
     ) as container:
-        container.start()
-
-        def running() -> bool:
-            return engine.is_running(container)
-
-        host_ports = {port: engine.published_port(container, f"{port}/tcp")[1] for port in ports}
-        for probe, port in http:
-            try:
-                wait_http_ready(host, host_ports[port], plan.ready_timeout, running, port)
-            except SlimError as exc:
-                answers[_probe_name(probe, port)] = {"error": exc.message}
-                continue
-            answers[_probe_name(probe, port)] = http_answer(
-                host, host_ports[port], probe.method, probe.path
-            )
-        health = config.healthcheck_argv()
-        if plan.healthcheck and health is not None:
-            code, out, err = engine.exec_run(container, health, config.user or "0")
-            answers["HEALTHCHECK"] = command_answer(code, out, err)
-        for command in plan.exec_commands:
-            code, out, err = engine.exec_run(container, split_command(command), config.user or "0")
-            answers[f"exec {command}"] = command_answer(code, out, err)
-        first = host_ports[ports[0]] if ports else None
-        for command in plan.host_commands:
-            answers[f"host {command}"] = run_host_probe(command, host, first, plan.host_env)
-    return answers
+        engine.start(container)
+        run = run_probes(
+            engine,
+            container,
+            probe_plan,
+            still_running=lambda: engine.is_running(container),
+            must_answer=False,
+        )
+    return {result.probe.label(): result.answer for result in run.results}
 
 
-def _short_hash(answer: Mapping[str, Any], key: str, size_key: str | None) -> str:
-    digest = answer.get(key)
-    if digest is None:
-        return "-"
-    size = f" {answer.get(size_key)}B" if size_key and size_key in answer else ""
-    return f"sha256:{digest[:12]}{size}"
+def _short_hash(digest: str, size: int | None) -> str:
+    return f"sha256:{digest[:12]}" + (f" {size}B" if size is not None else "")
 
 
 def compare_answers(
-    fat: Mapping[str, Mapping[str, Any]],
-    micro: Mapping[str, Mapping[str, Any]],
-    headers: tuple[str, ...],
+    fat: Mapping[str, Answer], micro: Mapping[str, Answer], headers: tuple[str, ...]
 ) -> list[Check]:
     checks: list[Check] = []
+    missing = NoAnswer("not run")
     for name in fat.keys() | micro.keys():
-        a, b = fat.get(name, {"error": "not run"}), micro.get(name, {"error": "not run"})
-        if "error" in a or "error" in b:
-            checks.append(Check(name, "answer", a.get("error", "ok"), b.get("error", "ok")))
-            continue
-        if "status" in a or "status" in b:
-            checks.append(Check(name, "status", str(a.get("status")), str(b.get("status"))))
-            for header in headers:
-                checks.append(
-                    Check(
-                        name,
-                        f"header {header}",
-                        str(a.get("headers", {}).get(header, "-")),
-                        str(b.get("headers", {}).get(header, "-")),
-                    )
-                )
+        a, b = fat.get(name, missing), micro.get(name, missing)
+        if isinstance(a, NoAnswer) or isinstance(b, NoAnswer):
+            checks.append(Check(name, "answer", _outcome(a), _outcome(b)))
+        elif type(a) is not type(b):
+            checks.append(Check(name, "answer", f"{a.KIND} answer", f"{b.KIND} answer"))
+        elif isinstance(a, HttpAnswer) and isinstance(b, HttpAnswer):
+            checks.append(Check(name, "status", str(a.status), str(b.status)))
+            checks.extend(
+                Check(name, f"header {h}", a.headers.get(h, "-"), b.headers.get(h, "-"))
+                for h in headers
+            )
             checks.append(
                 Check(
                     name,
                     "body",
-                    _short_hash(a, "body_sha256", "body_size"),
-                    _short_hash(b, "body_sha256", "body_size"),
+                    _short_hash(a.body_sha256, a.body_size),
+                    _short_hash(b.body_sha256, b.body_size),
                 )
             )
-        else:
+        elif isinstance(a, CommandAnswer) and isinstance(b, CommandAnswer):
+            checks.append(Check(name, "exit code", str(a.exit_code), str(b.exit_code)))
             checks.append(
-                Check(name, "exit code", str(a.get("exit_code")), str(b.get("exit_code")))
-            )
-            for stream in ("stdout", "stderr"):
-                checks.append(
-                    Check(
-                        name,
-                        stream,
-                        _short_hash(a, f"{stream}_sha256", None),
-                        _short_hash(b, f"{stream}_sha256", None),
-                    )
+                Check(
+                    name,
+                    "stdout",
+                    _short_hash(a.stdout_sha256, None),
+                    _short_hash(b.stdout_sha256, None),
                 )
+            )
+            checks.append(
+                Check(
+                    name,
+                    "stderr",
+                    _short_hash(a.stderr_sha256, None),
+                    _short_hash(b.stderr_sha256, None),
+                )
+            )
     return sorted(checks, key=lambda c: (c.probe, c.aspect))
 
 
-def verify_images(
-    engine: Engine, fat: str, micro: str, plan: VerifyPlan, progress: Callable[[str], None]
-) -> tuple[list[Check], dict[str, float]]:
-    if not (
-        plan.until_exit or plan.http or plan.exec_commands or plan.host_commands or plan.healthcheck
-    ):
+def _outcome(answer: Answer) -> str:
+    return answer.error if isinstance(answer, NoAnswer) else "ok"
+
+
+def verify_images(engine: Engine, fat: str, micro: str, plan: VerifyPlan) -> VerifyOutcome:
+    if plan.is_empty():
         raise SlimError(
             "nothing to verify: no probes",
             "give --trace FILE (its probes are replayed), --http-probe, --probe-exec "
@@ -210,13 +215,20 @@ def verify_images(
         )
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    progress(f"running {fat}")
+    log.info("running %s", fat)
     fat_answers = answers_of(engine, fat, plan)
     seconds["fat"] = round(time.monotonic() - started, 3)
-    progress(f"running {micro}")
+    log.info("running %s", micro)
     micro_answers = answers_of(engine, micro, plan)
     seconds["micro"] = round(time.monotonic() - started - seconds["fat"], 3)
-    return compare_answers(fat_answers, micro_answers, plan.headers), seconds
+    checks = tuple(compare_answers(fat_answers, micro_answers, plan.headers))
+    return VerifyOutcome(
+        fat=fat,
+        micro=micro,
+        checks=checks,
+        same=all(check.same for check in checks),
+        seconds=seconds,
+    )
 
 
 def render_checks(checks: list[Check], fat: str, micro: str, show_all: bool) -> list[str]:

@@ -7,23 +7,30 @@ import io
 import os
 import subprocess
 import tarfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from slimmer.engine import Engine, Leftover, new_run_id
+from slimmer.engine import Engine, Leftover
 from slimmer.errors import EngineError
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FAT_NGINX = os.environ.get("SLIM_FAT_TAG", "nginx-build")
 
+# Every run of this test session (in-process, or a slim process it starts)
+# has an id starting with this prefix, so the session finds and removes
+# exactly what it made; other slim runs may share the engine.
+SESSION_PREFIX = f"t{uuid.uuid4().hex[:8]}-"
+os.environ["SLIM_RUN_PREFIX"] = SESSION_PREFIX
+
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     try:
-        connected = Engine.connect()
+        connected = Engine.connect(run_prefix=SESSION_PREFIX)
     except EngineError as exc:
         message = f"{exc.message}; {exc.hint}"
         if IN_CI:
@@ -34,8 +41,8 @@ def engine() -> Iterator[Engine]:
 
 
 @pytest.fixture
-def run_id() -> str:
-    return new_run_id()
+def run_id(engine: Engine) -> str:
+    return engine.new_run_id()
 
 
 def leftover_keys(items: list[Leftover]) -> set[tuple[str, str]]:
@@ -46,9 +53,9 @@ def leftover_keys(items: list[Leftover]) -> set[tuple[str, str]]:
 def no_leftovers(engine: Engine) -> Iterator[None]:
     """Fail the test when it leaves anything labelled io.slim.run behind;
     remove what it left so the next test starts clean."""
-    before = leftover_keys(engine.leftovers())
+    before = leftover_keys(engine.leftovers(prefix=SESSION_PREFIX))
     yield
-    after = engine.leftovers()
+    after = engine.leftovers(prefix=SESSION_PREFIX)
     new = [item for item in after if (item.kind, item.name) not in before]
     for item in new:
         engine.remove_leftovers(item.run_id)

@@ -26,30 +26,10 @@ FORWARDED_SIGNALS = (
 )
 
 
-class CommandNotFound(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class AppExit:
     status: int  # as a shell reports it: the exit code, or 128+N
     signal: int | None
-
-
-def find_command(argv0: str, env: Mapping[str, str], workdir: str) -> str:
-    """The program to exec: a path as given (relative to the workdir), or
-    the first executable match on the image env's PATH."""
-    if "/" in argv0:
-        path = argv0 if argv0.startswith("/") else os.path.join(workdir, argv0)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-        raise CommandNotFound(argv0)
-    search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    for directory in search.split(":"):
-        candidate = os.path.join(directory or workdir, argv0)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise CommandNotFound(argv0)
 
 
 def decode_status(raw: int) -> AppExit:

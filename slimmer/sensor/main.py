@@ -2,58 +2,82 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
 import threading
 import time
-from typing import Any
+from dataclasses import replace
 
+from slimmer import wire
 from slimmer.context import write_rootfs_tar
-from slimmer.depsreport import closure_to_json, render_tree
+from slimmer.depsreport import closure_report, closure_tree
 from slimmer.errors import SlimError
-from slimmer.fileset import SelectionRequest, mount_points, select_files, walk
+from slimmer.execpath import DEFAULT_PATH, find_program
+from slimmer.fileset import mount_points, select_files, walk
 from slimmer.loader import Loader
-from slimmer.rootfs import RootFS
-from slimmer.sensor.init import CommandNotFound, Supervisor, find_command
-from slimmer.sensor.protocol import (
-    APP_EXITED,
-    EXIT_COMMAND_NOT_FOUND,
-    EXIT_SENSOR_ERROR,
-    EXIT_WATCH_LIMIT,
-    MESSAGE_PREFIX,
+from slimmer.protocol import (
+    EXIT_SENSOR_FAILED,
     OUTPUT_TAR,
-    READY_MESSAGE,
     RESULT_PATH,
     SENSOR_DIR,
     SKIPPED_TREES,
-    Mode,
+    AppExited,
+    AppIdentity,
+    AppStatus,
+    CollectJob,
+    CollectResult,
+    DepsJob,
+    DepsResult,
+    FailureReason,
+    InventoryJob,
+    InventoryResult,
+    Note,
     RunConfig,
+    SensorFailure,
+    SensorMessage,
+    SensorResult,
+    TraceJob,
+    TraceResult,
+    Watching,
+    encode_result,
+    message_line,
 )
+from slimmer.rootfs import RootFS
+from slimmer.sensor.init import Supervisor
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
+from slimmer.trace import Access as TracedAccess
+from slimmer.trace import TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
 
 
-def say(message: str) -> None:
-    sys.stderr.write(f"{MESSAGE_PREFIX}{message}\n")
+def say(message: SensorMessage) -> None:
+    sys.stderr.write(message_line(message) + "\n")
     sys.stderr.flush()
 
 
-def write_result(result: dict[str, Any]) -> None:
+def write_result(result: SensorResult) -> None:
     tmp = RESULT_PATH + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(result, handle)  # ensure_ascii keeps surrogate escapes intact
+    with open(tmp, "wb") as handle:
+        handle.write(encode_result(result).encode())
     os.replace(tmp, RESULT_PATH)
 
 
-def app_environment(config: RunConfig, user: AppUser) -> dict[str, str]:
+def fail(
+    reason: FailureReason, message: str, hint: str | None = None, sysctl: str | None = None
+) -> int:
+    say(Note(f"error: {message}"))
+    write_result(SensorFailure(reason, message, hint, sysctl))
+    return EXIT_SENSOR_FAILED
+
+
+def app_environment(env: dict[str, str], user: AppUser) -> dict[str, str]:
     """The image's ENV, as Docker gives it to the app: HOSTNAME from the
     container, HOME from the user's passwd entry unless the image sets it."""
-    env = dict(config.env)
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env = dict(env)
+    env.setdefault("PATH", DEFAULT_PATH)
     if "HOSTNAME" in os.environ:
         env.setdefault("HOSTNAME", os.environ["HOSTNAME"])
     env.setdefault("HOME", user.home)
@@ -96,102 +120,100 @@ class ExecSampler:
                 self.watcher.mark(exe, Access.EXECUTED | Access.OPENED)
 
 
-def trace(config: RunConfig) -> int:
+def trace(job: TraceJob) -> int:
     started = time.monotonic()
     fs = RootFS("/")
     try:
-        user = resolve_user(config.user, fs)
-        env = app_environment(config, user)
-        program = find_command(config.argv[0], env, config.workdir)
-    except CommandNotFound as exc:
-        say(f"error: command not found in the image: {exc}")
-        write_result({"error": "command-not-found", "command": str(exc)})
-        return EXIT_COMMAND_NOT_FOUND
+        user = resolve_user(job.user, fs)
     except SlimError as exc:
-        say(f"error: {exc.message}")
-        write_result({"error": "user", "message": exc.message})
-        return EXIT_SENSOR_ERROR
+        return fail(FailureReason.BAD_INPUT, exc.message, exc.hint)
+    env = app_environment(job.env, user)
+    program = find_program(fs, job.argv[0], env.get("PATH"), job.workdir) if job.argv else None
+    if program is None:
+        name = job.argv[0] if job.argv else "(empty command)"
+        return fail(FailureReason.COMMAND_NOT_FOUND, f"command not found in the image: {name}")
 
     try:
         watcher = TreeWatcher(SKIPPED_TREES)
         watches = watcher.watch_tree("/")
     except WatchLimitError as exc:
-        say(f"error: {exc}")
-        write_result({"error": "watch-limit", "message": str(exc), "sysctl": exc.sysctl})
-        return EXIT_WATCH_LIMIT
+        return fail(FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
     watcher.drain()
     setup_seconds = time.monotonic() - started
     watcher.start()
     sampler = ExecSampler(watcher)
     sampler.start()
-    say(f"{READY_MESSAGE} {watches} directories in {setup_seconds:.2f}s")
+    say(Watching(watches, round(setup_seconds, 3)))
 
-    supervisor = Supervisor(config.stop_signal, config.stop_timeout)
+    supervisor = Supervisor(job.stop_signal, job.stop_timeout)
     app_started = time.monotonic()
-    supervisor.start(program, config.argv, env, config.workdir, user)
+    supervisor.start(program, list(job.argv), env, job.workdir, user)
     watcher.mark(fs.resolve(program).path, Access.EXECUTED | Access.OPENED)
     app_exit = supervisor.wait()
-    say(f"{APP_EXITED} {app_exit.status}")
+    say(AppExited(app_exit.status))
     supervisor.reap_orphans()
     sampler.stop()
     stats = watcher.stop()
 
-    files = [
-        {"path": path, "access": access.names(), "kind": file_kind(path)}
+    files = tuple(
+        TracedFile(path, file_kind(path), tuple(TracedAccess(name) for name in access.names()))
         for path, access in sorted(watcher.seen.items())
         if not any(path == t or path.startswith(t + "/") for t in SKIPPED_TREES)
-    ]
+    )
     write_result(
-        {
-            "program": program,
-            "user": {"uid": user.uid, "gid": user.gid, "groups": list(user.groups)},
-            "exit": {"status": app_exit.status, "signal": app_exit.signal},
-            "watches": stats.watches,
-            "events": stats.events,
-            "overflow": stats.overflow,
-            "setup_seconds": round(setup_seconds, 3),
-            "app_seconds": round(time.monotonic() - app_started, 3),
-            "files": files,
-        }
+        TraceResult(
+            program=program,
+            user=AppIdentity(user.uid, user.gid, tuple(user.groups)),
+            exit=AppStatus(app_exit.status, app_exit.signal),
+            watches=stats.watches,
+            events=stats.events,
+            overflow=stats.overflow,
+            setup_seconds=round(setup_seconds, 3),
+            app_seconds=round(time.monotonic() - app_started, 3),
+            files=files,
+        )
     )
     return app_exit.status
 
 
-def deps(config: RunConfig) -> int:
+def deps(job: DepsJob) -> int:
     fs = RootFS("/")
     loader = Loader(
         fs,
-        env=config.env,
-        cwd=config.workdir,
-        use_ld_cache=config.use_ld_cache,
-        as_if_ldconfig=config.as_if_ldconfig,
+        env=job.env,
+        cwd=job.workdir,
+        use_ld_cache=job.use_ld_cache,
+        as_if_ldconfig=job.as_if_ldconfig,
     )
-    closure = loader.closure(config.paths, runtime_extras=config.runtime_extras, gconv=config.gconv)
-    result = closure_to_json(closure, "/")
-    result["not_found"] = [p for p in config.paths if not fs.exists(p, cwd=config.workdir)]
-    result["tree"] = [line for link_map in closure.link_maps for line in render_tree(link_map)]
-    write_result(result)
+    closure = loader.closure(list(job.paths), runtime_extras=job.runtime_extras, gconv=job.gconv)
+    write_result(
+        DepsResult(
+            report=closure_report(closure, "/"),
+            not_found=tuple(p for p in job.paths if not fs.exists(p, cwd=job.workdir)),
+            tree=closure_tree(closure),
+        )
+    )
     return 0
 
 
-def collect(config: RunConfig) -> int:
+def collect(job: CollectJob) -> int:
     """Select the micro image's files here, where they are, and tar them."""
     fs = RootFS("/")
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-        mounts = mount_points(handle.read())
-    request = SelectionRequest(**{**config.selection, "mount_points": mounts})
+        mounts = tuple(mount_points(handle.read()))
+    request = replace(job.selection, mount_points=mounts)
     selection = select_files(fs, request)
     with open(OUTPUT_TAR, "wb") as out:
         write_rootfs_tar(fs, selection, out)
-    write_result({"selection": selection.to_json()})
+    write_result(CollectResult(selection))
     return 0
 
 
-def inventory(config: RunConfig) -> int:
+def inventory(_job: InventoryJob) -> int:
     """How many entries and bytes the image holds (without the sensor)."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "other": 0, "bytes": 0}
     dirs = []
-    for path, info in walk(RootFS("/")):
+    for path, info in walk(RootFS("/"), skipped=SKIPPED_TREES):
         if stat.S_ISREG(info.st_mode):
             counts["files"] += 1
             counts["bytes"] += info.st_size
@@ -202,7 +224,7 @@ def inventory(config: RunConfig) -> int:
             counts["symlinks"] += 1
         else:
             counts["other"] += 1
-    write_result({**counts, "dir_paths": sorted(dirs)})
+    write_result(InventoryResult(**counts, dir_paths=tuple(sorted(dirs))))
     return 0
 
 
@@ -210,14 +232,16 @@ def main(config_path: str) -> int:
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = RunConfig.from_json(handle.read())
-        mode = Mode(config.mode)
-        if mode is Mode.TRACE:
-            return trace(config)
-        if mode is Mode.DEPS:
-            return deps(config)
-        if mode is Mode.INVENTORY:
-            return inventory(config)
-        return collect(config)
-    except Exception as exc:  # the host needs a line, not a silent exit
-        say(f"error: sensor failed: {type(exc).__name__}: {exc}")
-        return EXIT_SENSOR_ERROR
+    except (OSError, wire.WireError) as exc:
+        return fail(FailureReason.INTERNAL, f"cannot read the run config: {exc}")
+    try:
+        job = config.job
+        if isinstance(job, TraceJob):
+            return trace(job)
+        if isinstance(job, DepsJob):
+            return deps(job)
+        if isinstance(job, CollectJob):
+            return collect(job)
+        return inventory(job)
+    except Exception as exc:  # the host needs a result, not a silent exit
+        return fail(FailureReason.INTERNAL, f"sensor failed: {type(exc).__name__}: {exc}")

@@ -15,10 +15,12 @@ import os
 import threading
 from dataclasses import dataclass
 from enum import IntFlag
+from typing import Literal
 
 import inotify_simple
 
-from slimmer.rootfs import kind_of
+from slimmer.rootfs import Kind, kind_of
+from slimmer.trace import GONE
 
 # inotify_simple looks libc up with ctypes.util.find_library, which runs the
 # image's ldconfig or gcc; the sensor's own libc is already loaded.
@@ -238,9 +240,9 @@ class TreeWatcher:
                 continue
 
 
-def file_kind(path: str) -> str:
-    """The kind of a path now (see rootfs.Kind), or "gone"."""
+def file_kind(path: str) -> Kind | Literal["gone"]:
+    """The kind of a path now, or "gone"."""
     try:
-        return kind_of(os.lstat(path).st_mode).value
+        return kind_of(os.lstat(path).st_mode)
     except OSError:
-        return "gone"
+        return GONE

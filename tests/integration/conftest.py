@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from slimmer.engine import Engine
-from tests.conftest import leftover_keys
+from tests.conftest import SESSION_PREFIX, leftover_keys
 
 
 @pytest.fixture(autouse=True)
@@ -16,10 +16,12 @@ def _integration_needs_engine_and_cleans_up(no_leftovers: None) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _session_leaves_nothing(engine: Engine) -> Iterator[None]:
     """At the end of the session, no container, volume or image labelled
-    io.slim.run that this session made may remain."""
-    before = leftover_keys(engine.leftovers())
+    io.slim.run that this session made may remain; other runs' are not
+    touched."""
+    before = leftover_keys(engine.leftovers(prefix=SESSION_PREFIX))
     yield
-    remaining = [item for item in engine.leftovers() if (item.kind, item.name) not in before]
-    engine.remove_leftovers()
+    mine = engine.leftovers(prefix=SESSION_PREFIX)
+    remaining = [item for item in mine if (item.kind, item.name) not in before]
+    engine.remove_leftovers(prefix=SESSION_PREFIX)
     if remaining:
         pytest.fail(f"the test session left these on the engine: {remaining}", pytrace=False)

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.helpers.schemas import assert_valid
 
 MIB = 1024 * 1024
 
@@ -54,6 +55,7 @@ def micro(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., tuple[str, d
         )
         assert built.exit_code == 0, built.output
         tags.append(tag)
+        assert_valid("report", report.read_text())
         return tag, json.loads(report.read_text())
 
     yield make
@@ -72,16 +74,16 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
 def serve_and_get(
     engine: Engine, image: str, port: int, paths: list[str], run_id: str
 ) -> list[tuple[int, bytes]]:
-    with engine.container(image, run_id, ports={f"{port}/tcp": ("127.0.0.1", None)}) as container:
-        container.start()
-        _, host_port = engine.published_port(container, f"{port}/tcp")
+    with engine.container(image, run_id, ports=[port]) as container:
+        engine.start(container)
+        host_port = engine.published_port(container, port)
         deadline = time.monotonic() + 30
         while True:
             try:
                 http_get(host_port, "/")
                 break
             except OSError:
-                assert engine.is_running(container), container.logs().decode()
+                assert engine.is_running(container), engine.logs(container).decode()
                 assert time.monotonic() < deadline, "no answer"
                 time.sleep(0.1)
         return [http_get(host_port, path) for path in paths]
@@ -90,8 +92,7 @@ def serve_and_get(
 def image_members(engine: Engine, image: str, path: str, run_id: str) -> dict[str, tarfile.TarInfo]:
     """The files of an image under path, as the engine archives them."""
     with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
-        stream, _ = container.get_archive(path)
-        data = b"".join(stream)
+        data = engine.archive(container, path)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return {m.name: m for m in tar.getmembers()}
 

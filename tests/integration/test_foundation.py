@@ -15,8 +15,11 @@ from tests.conftest import REPO
 def test_leftover_check_sees_a_labelled_container(engine: Engine, run_id: str) -> None:
     with engine.container("busybox:latest", run_id, command=["true"]) as container:
         found = engine.leftovers(run_id)
-        assert [(f.kind, f.name) for f in found] == [("container", container.name)]
-        assert container.labels[RUN_LABEL] == run_id
+        assert [(f.kind, f.name, f.run_id) for f in found] == [
+            ("container", container.name, run_id)
+        ]
+        labels = engine.client.api.inspect_container(container.id)["Config"]["Labels"]
+        assert labels[RUN_LABEL] == run_id
     assert engine.leftovers(run_id) == []
 
 
@@ -37,9 +40,9 @@ def test_base_images_run(engine: Engine, run_id: str) -> None:
 
 def test_fat_nginx_serves_the_index_page(engine: Engine, fat_nginx: str, run_id: str) -> None:
     expected = (REPO / "fixtures/nginx/index.html").read_bytes()
-    with engine.container(fat_nginx, run_id, ports={"80/tcp": ("127.0.0.1", None)}) as container:
-        container.start()
-        host, port = engine.published_port(container, "80/tcp")
+    with engine.container(fat_nginx, run_id, ports=[80]) as container:
+        engine.start(container)
+        host, port = engine.published_host, engine.published_port(container, 80)
         body = b""
         for _ in range(50):
             try:
@@ -48,8 +51,7 @@ def test_fat_nginx_serves_the_index_page(engine: Engine, fat_nginx: str, run_id:
                     body = response.read()
                     break
             except OSError:
-                container.reload()
-                assert container.status == "running", container.logs()
+                assert engine.is_running(container), engine.logs(container)
                 subprocess.run(["sleep", "0.2"], check=True)
         assert body == expected
     attrs = engine.image_attrs(fat_nginx)["Config"]

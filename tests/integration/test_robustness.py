@@ -63,17 +63,16 @@ def test_odd_names_survive_trace_report_context_and_image(
         assert built.exit_code == 0, built.output
         reported = {f["path"] for f in json.loads(report.read_text())["files"]}
         assert {"/data/caf\\xe9", "/data/new\nline", "/data/with space"} <= reported
-        with engine.container(tag, "odd-names-check", command=["x"]) as container:
-            stream, _ = container.get_archive("/data")
-            data = b"".join(stream)
+        with engine.container(tag, engine.new_run_id(), command=["x"]) as container:
+            data = engine.archive(container, "/data")
         with tarfile.open(
             fileobj=io.BytesIO(data), encoding="utf-8", errors="surrogateescape"
         ) as tar:
             in_image = {os.fsencode("/" + m.name) for m in tar.getmembers()}
         assert odd <= in_image
         assert (
-            engine.run_to_exit(tag, None, "odd-names-run")[1]
-            == engine.run_to_exit(image, None, "odd-names-run")[1]
+            engine.run_to_exit(tag, None, engine.new_run_id())[1]
+            == engine.run_to_exit(image, None, engine.new_run_id())[1]
         )
     finally:
         engine.remove_image(tag)
@@ -135,8 +134,8 @@ def test_two_builds_at_once_do_not_interfere(engine: Engine, fixture_image, tmp_
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
         for image, tag, _ in jobs:
-            assert engine.run_to_exit(tag, None, "concurrent") == engine.run_to_exit(
-                image, None, "concurrent"
+            assert engine.run_to_exit(tag, None, engine.new_run_id()) == engine.run_to_exit(
+                image, None, engine.new_run_id()
             )
     finally:
         for _, tag, _ in jobs:

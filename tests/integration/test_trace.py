@@ -17,12 +17,17 @@ from click.testing import CliRunner
 from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
-from slimmer.trace import Trace
+from slimmer.probes import ProbeRequest, split_command
+from slimmer.trace import CommandAnswer, ExecProbe, HttpAnswer, HttpProbe, Trace
 from slimmer.tracer import TraceOptions, trace_image
 from tests.conftest import REPO
+from tests.helpers.schemas import assert_valid
 
 
-def traced(engine: Engine, image: str, **options) -> Trace:
+def traced(engine: Engine, image: str, exec_probes: tuple[str, ...] = (), **options) -> Trace:
+    if exec_probes:
+        execs = tuple(ExecProbe(split_command(p)) for p in exec_probes)
+        options["probes"] = ProbeRequest(execs=execs)
     return trace_image(engine, image, TraceOptions(**options), default_cache_dir())
 
 
@@ -46,9 +51,10 @@ def test_nginx_trace_holds_what_nginx_touches(engine: Engine, fat_nginx: str) ->
     assert not [p for p in files if p.startswith("/.slim") or "/.slim/" in p]
     assert trace.complete and trace.exit_status == 0
     (probe,) = trace.probes
-    assert probe.spec == {"method": "GET", "path": "/", "port": 80}
+    assert probe.probe == HttpProbe("GET", "/", 80)
     expected = (REPO / "fixtures/nginx/index.html").read_bytes()
-    assert probe.answer["status"] == 200 and probe.answer["body_size"] == len(expected)
+    assert isinstance(probe.answer, HttpAnswer)
+    assert probe.answer.status == 200 and probe.answer.body_size == len(expected)
 
 
 def test_trace_json_round_trips(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
@@ -58,7 +64,8 @@ def test_trace_json_round_trips(engine: Engine, fat_nginx: str, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["schema"] == "slim.trace/1" and data["image"] == fat_nginx
+    assert_valid("trace", data)
+    assert data["schema"] == "slim.trace/2" and data["image"] == fat_nginx
     assert data["config"]["stop_signal"] == "SIGQUIT"
     assert data["probes"][0]["answer"]["status"] == 404
     assert Trace.load(out).files == tuple(sorted(Trace.load(out).files, key=lambda f: f.path))
@@ -87,10 +94,11 @@ def test_orphans_are_reaped_and_term_reaches_the_app(engine: Engine, fixture_ima
     probe = "sh -c 'sleep 1.5; cat /proc/[0-9]*/stat'"
     trace = traced(engine, fixture_image("init"), exec_probes=(probe,))
     (answer,) = [p.answer for p in trace.probes]
+    assert isinstance(answer, CommandAnswer)
     states = [
-        line.rsplit(")", 1)[1].split()[0] for line in answer["stdout"].splitlines() if ")" in line
+        line.rsplit(")", 1)[1].split()[0] for line in answer.stdout.splitlines() if ")" in line
     ]
-    assert states and "Z" not in states, answer["stdout"]
+    assert states and "Z" not in states, answer.stdout
     assert trace.exit_status == 7  # the app's TERM trap ran
 
 
@@ -164,7 +172,8 @@ def test_deps_inside_an_image_without_python_or_ldd(
     runner = CliRunner()
     result = runner.invoke(cli, ["deps", "--image", fat_nginx, "--json", "/opt/nginx/sbin/nginx"])
     assert result.exit_code == 0, result.output
-    files = set(json.loads(result.output)["files"])
+    assert_valid("deps", result.stdout)
+    files = set(json.loads(result.stdout)["files"])
     assert {"/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/x86_64-linux-gnu/libc.so.6"} <= files
     static = runner.invoke(cli, ["deps", "--image", fixture_image("static"), "/busybox"])
     assert static.exit_code == 0 and static.output.startswith("/busybox (/busybox)")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.helpers.schemas import assert_valid
 
 GOOD, BROKEN = "slim-test-verify:good", "slim-test-verify:broken"
 
@@ -64,10 +65,24 @@ def test_verify_passes_on_a_correct_pair(fat_nginx: str, nginx_pair) -> None:
     result = CliRunner().invoke(cli, ["verify", fat_nginx, good, "--trace", str(trace)])
     assert result.exit_code == 0, result.output
     assert "answers like" in result.output
+    as_json = CliRunner().invoke(
+        cli, ["verify", fat_nginx, good, "--trace", str(trace), "--format", "json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert_valid("verify", as_json.stdout)
+    outcome = json.loads(as_json.stdout)
+    assert outcome["same"] is True and (outcome["fat"], outcome["micro"]) == (fat_nginx, good)
+    assert {c["probe"] for c in outcome["checks"]} == {"GET / :80", "GET /missing :80"}
 
 
 def test_verify_fails_with_a_readable_diff(fat_nginx: str, nginx_pair) -> None:
     trace, _, broken = nginx_pair
+    as_json = CliRunner().invoke(
+        cli, ["verify", fat_nginx, broken, "--trace", str(trace), "--format", "json"]
+    )
+    assert as_json.exit_code == ExitCode.FAILURE
+    assert_valid("verify", as_json.stdout)
+    assert json.loads(as_json.stdout)["same"] is False
     result = CliRunner().invoke(cli, ["verify", fat_nginx, broken, "--trace", str(trace)])
     assert result.exit_code == ExitCode.FAILURE
     lines = result.output.splitlines()
@@ -121,7 +136,8 @@ def test_compare_formats(fat_nginx: str, nginx_pair) -> None:
     _, good, _ = nginx_pair
     runner = CliRunner()
     as_json = runner.invoke(cli, ["compare", fat_nginx, good, "--format", "json"])
-    data = json.loads(as_json.output)
+    assert_valid("compare", as_json.stdout)
+    data = json.loads(as_json.stdout)
     fat, micro = data["images"]
     assert micro["size"] < fat["size"] and micro["ratio"] > 10
     assert micro["files"] < 40 < fat["files"] and micro["layers"] == 1

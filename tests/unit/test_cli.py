@@ -12,6 +12,7 @@ from slimmer import __version__
 from slimmer.cli import cli
 from slimmer.errors import ExitCode
 from tests.helpers.elfroot import ElfRoot
+from tests.helpers.schemas import assert_valid
 
 
 def test_version_and_help_through_python_m() -> None:
@@ -38,7 +39,8 @@ def test_deps_tree_and_json(elfroot: ElfRoot) -> None:
     assert "    libtop.so.1 => /opt/l/libtop.so.1 [runpath]" in lines
     assert "        libleaf.so.1 => /opt/l/libleaf.so.1 [runpath]" in lines
     as_json = runner.invoke(cli, ["deps", "--root", str(elfroot.path), "--json", "/bin/prog"])
-    report = json.loads(as_json.output)
+    assert_valid("deps", as_json.stdout)
+    report = json.loads(as_json.stdout)
     assert report["schema"] == "slim.deps/1"
     assert "/opt/l/libleaf.so.1" in report["files"]
     assert {"path": "/bin", "target": "usr/bin"} in report["symlinks"]
@@ -67,3 +69,37 @@ def test_deps_errors_are_one_line_with_a_hint(elfroot: ElfRoot) -> None:
     assert "slim: hint:" in result.output
     bad_env = CliRunner().invoke(cli, ["deps", "--root", str(elfroot.path), "--env", "X", "/"])
     assert bad_env.exit_code == ExitCode.USAGE
+
+
+def test_schema_command_prints_the_shipped_schemas() -> None:
+    runner = CliRunner()
+    trace = runner.invoke(cli, ["schema", "trace"])
+    assert trace.exit_code == 0
+    document = json.loads(trace.stdout)
+    assert document["properties"]["schema"] == {"const": "slim.trace/2"}
+    assert "Trace" not in document["$defs"] and "TracedFile" in document["$defs"]
+    unknown = runner.invoke(cli, ["schema", "nope"])
+    assert unknown.exit_code == ExitCode.USAGE
+
+
+def test_every_command_is_a_module_of_its_own() -> None:
+    """cli is a package: one module per command, each only parses and
+    prints (no engine, no policy): none imports docker or the sensor."""
+    from pathlib import Path
+
+    import slimmer.cli
+
+    package = Path(slimmer.cli.__file__).parent
+    for module in package.glob("*.py"):
+        text = module.read_text()
+        assert "import docker" not in text and "slimmer.sensor" not in text, module.name
+        assert "slimmer.runner" not in text and "RootFS" not in text, module.name
+    assert {p.stem for p in package.glob("*.py")} >= {
+        "trace",
+        "build",
+        "verify",
+        "compare",
+        "explain",
+        "deps",
+        "schema",
+    }

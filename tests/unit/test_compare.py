@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from slimmer.compare import ImageFigures, SizeError, check_gates, parse_size, render
+from slimmer.trace import CommandAnswer, HttpAnswer, NoAnswer
 from slimmer.verify import compare_answers
 
 
@@ -42,15 +43,21 @@ def test_markdown_says_whether_gates_passed() -> None:
 
 
 def test_answers_compare_status_headers_and_bodies() -> None:
-    fat = {
-        "GET /": {"status": 200, "headers": {"content-type": "text/html"}, "body_sha256": "a" * 64}
-    }
+    fat = {"GET /": HttpAnswer(200, {"content-type": "text/html"}, "a" * 64, 10)}
     same = compare_answers(fat, fat, ("content-type",))
     assert all(check.same for check in same) and len(same) == 3
-    micro = {
-        "GET /": {"status": 404, "headers": {"content-type": "text/html"}, "body_sha256": "b" * 64}
-    }
+    micro = {"GET /": HttpAnswer(404, {"content-type": "text/html"}, "b" * 64, 10)}
     differ = {c.aspect for c in compare_answers(fat, micro, ("content-type",)) if not c.same}
     assert differ == {"status", "body"}
     missing = compare_answers(fat, {}, ())
     assert [(c.aspect, c.micro) for c in missing] == [("answer", "not run")]
+
+
+def test_answers_of_other_kinds_never_match() -> None:
+    http = {"x": HttpAnswer(200, {}, "a" * 64, 1)}
+    command = {"x": CommandAnswer(0, "a" * 64, "b" * 64, "", "")}
+    (check,) = compare_answers(http, command, ())
+    assert not check.same
+    failed = {"x": NoAnswer("ConnectionRefusedError")}
+    (check,) = compare_answers(http, failed, ())
+    assert (check.aspect, check.fat, check.micro) == ("answer", "ok", "ConnectionRefusedError")

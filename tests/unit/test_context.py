@@ -19,7 +19,7 @@ from slimmer.context import (
 )
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
-from slimmer.trace import ImageConfig
+from slimmer.trace import Healthcheck, ImageConfig
 
 
 @pytest.fixture
@@ -126,16 +126,16 @@ def test_missing_members_are_an_error(tree: Path) -> None:
 
 
 CONFIG = ImageConfig(
-    entrypoint=["/entry"],
-    cmd=["serve", "--x"],
-    env=["PATH=/usr/bin", 'PRICE=$5 "quoted" \\ back'],
+    entrypoint=("/entry",),
+    cmd=("serve", "--x"),
+    env=("PATH=/usr/bin", 'PRICE=$5 "quoted" \\ back'),
     workdir="/srv",
     user="app:grp",
-    exposed_ports=["80/tcp"],
+    exposed_ports=("80/tcp",),
     labels={"org.example": "yes"},
     stop_signal="SIGQUIT",
-    healthcheck={"Test": ["CMD", "/entry", "health"], "Interval": 5_000_000_000, "Retries": 3},
-    volumes=["/data"],
+    healthcheck=Healthcheck(test=("CMD", "/entry", "health"), interval=5_000_000_000, retries=3),
+    volumes=("/data",),
 )
 
 
@@ -161,8 +161,8 @@ def test_dockerfile_keeps_the_contract() -> None:
 
 
 def test_healthcheck_forms() -> None:
-    assert render_healthcheck({"Test": ["NONE"]}) == "HEALTHCHECK NONE"
-    shell = render_healthcheck({"Test": ["CMD-SHELL", "curl -f localhost || exit 1"]})
+    assert render_healthcheck(Healthcheck(test=("NONE",))) == "HEALTHCHECK NONE"
+    shell = render_healthcheck(Healthcheck(test=("CMD-SHELL", "curl -f localhost || exit 1")))
     assert shell == "HEALTHCHECK CMD curl -f localhost || exit 1"
 
 

@@ -16,11 +16,15 @@ from slimmer.fileset import (
     select_files,
 )
 from slimmer.rootfs import Kind, RootFS
+from slimmer.trace import Access, TracedFile
 from tests.helpers.elfroot import ElfRoot
 
 
-def traced(*rows: tuple[str, str]) -> list[dict]:
-    return [{"path": path, "access": access.split(","), "kind": "file"} for path, access in rows]
+def traced(*rows: tuple[str, str]) -> tuple[TracedFile, ...]:
+    return tuple(
+        TracedFile(path, Kind.FILE, tuple(Access(a) for a in access.split(",")))
+        for path, access in rows
+    )
 
 
 @pytest.fixture
@@ -39,6 +43,7 @@ def image(elfroot: ElfRoot) -> ElfRoot:
 
 
 def select(root: ElfRoot, **request):
+    request = {k: tuple(v) if isinstance(v, list) else v for k, v in request.items()}
     selection = select_files(RootFS(root.path), SelectionRequest(**request))
     return (
         selection,
@@ -68,11 +73,11 @@ def test_traced_closure_links_and_parents(image: ElfRoot) -> None:
 
 
 def test_created_files_are_not_copied_and_written_dirs_come_empty(image: ElfRoot) -> None:
-    rows = [
-        {"path": "/opt/app/logs", "access": ["written"], "kind": "dir"},
-        {"path": "/opt/app/logs/app.log", "access": ["created", "written"], "kind": "file"},
-        {"path": "/opt/app/logs/old.log", "access": ["deleted"], "kind": "gone"},
-    ]
+    rows = (
+        TracedFile("/opt/app/logs", Kind.DIR, (Access.WRITTEN,)),
+        TracedFile("/opt/app/logs/app.log", Kind.FILE, (Access.CREATED, Access.WRITTEN)),
+        TracedFile("/opt/app/logs/old.log", "gone", (Access.DELETED,)),
+    )
     _, kept, dropped = select(image, traced=rows)
     logs = kept["/opt/app/logs"]
     assert logs.reasons == (Reason.WRITTEN_DIR,) and logs.mode == 0o1733

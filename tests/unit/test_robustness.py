@@ -41,7 +41,15 @@ def test_invalid_patterns_are_usage_errors(option: str) -> None:
 
 
 def test_incomplete_or_foreign_traces_are_refused_without_force() -> None:
-    trace = Trace("a", "sha256:a", ImageConfig(), ["x"], "", (), complete=False)
+    trace = Trace(
+        image="a",
+        image_id="sha256:a",
+        config=ImageConfig(),
+        command=("x",),
+        user="",
+        files=(),
+        complete=False,
+    )
     with pytest.raises(StaleTrace, match="incomplete"):
         check_traces([trace], "a", "sha256:a", force=False)
     with pytest.raises(StaleTrace, match="is not of"):

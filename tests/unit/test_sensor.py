@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import NotFound
+from slimmer.execpath import DEFAULT_PATH, find_program
+from slimmer.fileset import SelectionRequest
+from slimmer.protocol import CollectJob, DepsJob, RunConfig, TraceJob
 from slimmer.rootfs import RootFS
-from slimmer.sensor.init import CommandNotFound, decode_status, find_command
-from slimmer.sensor.protocol import RunConfig
+from slimmer.sensor.init import decode_status
 from slimmer.sensor.users import resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher
+from slimmer.wire import WireError
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\napp:x:4321:1234:app:/home/app:/bin/sh\nbad:x:notanumber:1::/:\n"
@@ -56,20 +59,29 @@ def test_unknown_names_are_errors(image_root: RootFS, spec: str) -> None:
         resolve_user(spec, image_root)
 
 
-def test_find_command_on_path(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    tool = bin_dir / "tool"
-    tool.write_text("#!/bin/sh\n")
-    tool.chmod(0o755)
-    (bin_dir / "plain").write_text("not executable")
-    env = {"PATH": f"/nonexistent:{bin_dir}"}
-    assert find_command("tool", env, "/") == str(tool)
-    assert find_command(str(tool), {}, "/") == str(tool)
-    assert find_command("bin/tool", {}, str(tmp_path)) == str(tool)
-    for missing in ("plain", "absent", "/bin/absent-tool"):
-        with pytest.raises(CommandNotFound):
-            find_command(missing, env, "/")
+def test_find_program_follows_execvp(tmp_path: Path) -> None:
+    """Inside the root: PATH order, an empty element is the workdir, a
+    regular file without an exec bit (or a directory) is passed over, a name
+    with a slash is taken as it is."""
+    for directory in ("bin", "usr/bin", "work", "opt/dir/tool"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "bin/tool").write_text("not executable")
+    (tmp_path / "usr/bin/tool").write_text("#!/bin/sh\n")
+    (tmp_path / "usr/bin/tool").chmod(0o755)
+    (tmp_path / "work/here").write_text("#!/bin/sh\n")
+    (tmp_path / "work/here").chmod(0o700)
+    (tmp_path / "usr/bin/link").symlink_to("/usr/bin/tool")
+    fs = RootFS(tmp_path)
+    assert find_program(fs, "tool", "/bin:/usr/bin", "/") == "/usr/bin/tool"
+    assert find_program(fs, "tool", "/opt/dir:/usr/bin", "/") == "/usr/bin/tool"
+    assert find_program(fs, "link", "/usr/bin", "/") == "/usr/bin/link"  # not resolved
+    assert find_program(fs, "here", "/nope::/bin", "/work") == "/work/here"
+    assert find_program(fs, "work/here", None, "/") == "/work/here"
+    assert find_program(fs, "/usr/bin/tool", "", "/") == "/usr/bin/tool"
+    for missing in ("/bin/tool", "absent", "/bin/absent-tool", ""):
+        assert find_program(fs, missing, "/bin:/usr/bin", "/") is None
+    assert "/usr/bin" in DEFAULT_PATH.split(":")
+    assert find_program(fs, "tool", None, "/") == "/usr/bin/tool"  # the default PATH
 
 
 def test_decode_status_like_a_shell() -> None:
@@ -91,9 +103,31 @@ def test_decode_status_like_a_shell() -> None:
 
 def test_run_config_round_trips_odd_names() -> None:
     odd = os.fsdecode(b"/data/caf\xe9 \n name")
-    config = RunConfig(mode="collect", paths=[odd], env={"A": "b=c"})
-    again = RunConfig.from_json(config.to_json())
-    assert again == config and os.fsencode(again.paths[0]) == b"/data/caf\xe9 \n name"
+    for job in (
+        DepsJob(paths=(odd,), env={"A": "b=c"}),
+        CollectJob(selection=SelectionRequest(includes=(odd,), mtime_clamp=5)),
+        TraceJob(argv=(odd, "-x"), user="app:grp", stop_signal=3),
+    ):
+        config = RunConfig(job=job)
+        again = RunConfig.from_json(config.to_json())
+        assert again == config and again.mode.value == type(job).KIND
+    again = RunConfig.from_json(RunConfig(job=DepsJob(paths=(odd,))).to_json())
+    assert isinstance(again.job, DepsJob) and os.fsencode(again.job.paths[0]) == os.fsencode(odd)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"schema": "slim.sensor/1", "job": {"kind": "deps", "paths": [], "extra": 1}}',
+        '{"schema": "slim.sensor/1", "job": {"kind": "nope"}}',
+        '{"schema": "slim.sensor/1", "job": {"kind": "deps", "paths": "/bin/ls"}}',
+        '{"schema": "slim.sensor/1", "job": {"kind": "trace", "argv": ["x"], "stop_signal": true}}',
+        '{"schema": "slim.sensor/0", "job": {"kind": "inventory"}}',
+    ],
+)
+def test_run_config_rejects_what_it_does_not_know(text: str) -> None:
+    with pytest.raises(WireError):
+        RunConfig.from_json(text)
 
 
 def test_watcher_sees_opens_reads_lists_writes_and_new_dirs(tmp_path: Path) -> None:

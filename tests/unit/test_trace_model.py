@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from slimmer.probes import ProbeError, http_answer, parse_http_probe, run_host_probe
+from slimmer.rootfs import Kind
 from slimmer.trace import (
+    Access,
+    CommandAnswer,
+    ExecProbe,
+    Healthcheck,
+    HttpAnswer,
+    HttpProbe,
     ImageConfig,
+    NoAnswer,
+    ProbeResult,
     Trace,
     TracedFile,
     TraceError,
@@ -43,8 +52,9 @@ def test_image_config_from_inspect() -> None:
     assert config.env_dict() == {"PATH": "/usr/bin", "A": "b=c"}
     assert config.tcp_ports() == [80, 8443]
     assert config.stop_signal_number() == 3
-    assert config.volumes == ["/data"]
-    assert config.healthcheck == INSPECT["Config"]["Healthcheck"]
+    assert config.volumes == ("/data",)
+    assert config.healthcheck == Healthcheck(test=("CMD", "/entry", "health"), interval=10**9)
+    assert config.healthcheck_argv() == ["/entry", "health"]
 
 
 @pytest.mark.parametrize(
@@ -99,9 +109,13 @@ def test_trace_round_trip_keeps_odd_paths(tmp_path: Path) -> None:
         image="x:y",
         image_id="sha256:1",
         config=ImageConfig.from_inspect(INSPECT),
-        command=["/entry"],
+        command=("/entry",),
         user="app",
-        files=(TracedFile(odd, "file", ("opened", "read")),),
+        files=(TracedFile(odd, Kind.FILE, (Access.OPENED, Access.READ)),),
+        probes=(
+            ProbeResult(HttpProbe("GET", "/", 80), HttpAnswer(200, {}, "a" * 64, 3), True),
+            ProbeResult(ExecProbe(("ls", odd)), NoAnswer("timed out"), False),
+        ),
     )
     path = tmp_path / "t.json"
     trace.save(path)
@@ -141,12 +155,18 @@ def test_http_answer_and_host_probe() -> None:
     try:
         port = server.server_address[1]
         answer = http_answer("127.0.0.1", port, "GET", "/")
-        assert answer["status"] == 200 and answer["body_size"] == 5
-        assert answer["headers"] == {"content-type": "text/plain", "content-length": "5"}
-        assert http_answer("127.0.0.1", port, "GET", "/x")["status"] == 404
+        assert isinstance(answer, HttpAnswer)
+        assert answer.status == 200 and answer.body_size == 5
+        assert answer.headers == {"content-type": "text/plain", "content-length": "5"}
+        missing = http_answer("127.0.0.1", port, "GET", "/x")
+        assert isinstance(missing, HttpAnswer) and missing.status == 404
         host = run_host_probe(
             "echo $SLIM_TARGET_HOST:$SLIM_TARGET_PORT", "127.0.0.1", port, {"PATH": "/usr/bin:/bin"}
         )
-        assert host["exit_code"] == 0 and host["stdout"] == f"127.0.0.1:{port}\n"
+        assert isinstance(host, CommandAnswer)
+        assert host.exit_code == 0 and host.stdout == f"127.0.0.1:{port}\n"
     finally:
         server.shutdown()
+        server.server_close()
+    refused = http_answer("127.0.0.1", port, "GET", "/")
+    assert isinstance(refused, NoAnswer) and "ConnectionRefusedError" in refused.error

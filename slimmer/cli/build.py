@@ -1,0 +1,50 @@
+"""`slim build IMAGE -t TAG`."""
+
+from __future__ import annotations
+
+import click
+
+from slimmer.builder import BuildOptions, build
+from slimmer.cli.base import connect, default_cache_dir, handles_errors
+from slimmer.cli.options import build_options, trace_options
+from slimmer.cli.trace import print_trace_summary
+from slimmer.cli.verify import report_verified
+from slimmer.report import human_size
+
+
+@click.command("build", context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@handles_errors
+@trace_options
+@build_options
+def build_command(image: str, options: BuildOptions) -> None:
+    """Build a micro image of IMAGE from what its app touched.
+
+    The file set is the trace ∪ the ELF closure of every traced ELF file and
+    the entrypoint ∪ --include − --exclude, plus the symlinks on the way,
+    parent directories and the directories the app wrote into (empty). Files
+    the app created while traced are never copied. The micro image keeps
+    ENTRYPOINT, CMD, ENV, WORKDIR, USER, EXPOSE, LABELs, STOPSIGNAL,
+    HEALTHCHECK and VOLUMEs, owners, modes, setuid bits and hard links.
+
+    \b
+      slim build nginx-build -t nginx:micro
+      slim build app:fat -t app:micro --trace a.json --trace b.json --include /etc/ssl/certs
+    """
+    with connect() as engine:
+        outcome = build(engine, image, options, default_cache_dir())
+    if outcome.traced is not None:
+        print_trace_summary(outcome.traced.trace, outcome.traced.path)
+    result = outcome.result
+    if options.context_only is not None:
+        click.echo(f"context: {options.context_only}", err=True)
+    else:
+        ratio = result.fat_size / result.micro_size if result.micro_size else 0
+        click.echo(
+            f"{image} {human_size(result.fat_size)} -> {options.tag} "
+            f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller)",
+            err=True,
+        )
+    click.echo(f"report: {result.report_path}", err=True)
+    if outcome.verified is not None:
+        report_verified(outcome.verified, show_all=False)

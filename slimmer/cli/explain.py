@@ -1,0 +1,25 @@
+"""`slim explain REPORT PATH`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from slimmer.cli.base import exit_with, handles_errors
+from slimmer.errors import ExitCode
+from slimmer.report import explain as explain_path
+from slimmer.report import load_report
+
+
+@click.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path")
+@handles_errors
+def explain(report: Path, path: str) -> None:
+    """Say why PATH is in the micro image of REPORT, or why it is not."""
+    answer = explain_path(load_report(report), path)
+    for line in answer.lines:
+        click.echo(line)
+    if not answer.kept:
+        exit_with(ExitCode.FAILURE)

@@ -1,0 +1,263 @@
+"""The options that several commands share, each group turned into one
+typed object before the command runs: `trace_options` -> TraceOptions
+(trace, build), `verify_options` -> VerifyRequest (verify),
+`build_options` -> BuildOptions (build, on top of trace_options).
+
+A group is a list of click options plus a function that makes the object
+from their values; the command receives only the object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from slimmer.builder import BuildOptions
+from slimmer.cli.base import host_env
+from slimmer.errors import NotFound
+from slimmer.probes import ProbeRequest, parse_http_probe, split_command
+from slimmer.trace import ExecProbe, HostProbe
+from slimmer.tracer import TraceOptions
+from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
+
+
+def option_group(
+    target: str,
+    make: Callable[..., Any],
+    options: Sequence[Decorator],
+    consumes: tuple[str, ...] = (),
+) -> Decorator:
+    """Add `options` to a command and hand it `make(**their values)` as the
+    keyword argument `target` instead of the values themselves. `consumes`
+    names objects of groups applied above this one that `make` takes too."""
+
+    def probe() -> None:
+        return None
+
+    for option in reversed(options):
+        option(probe)
+    names = [param.name for param in probe.__click_params__]  # type: ignore[attr-defined]
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in (*names, *consumes)}
+            kwargs[target] = make(**values)
+            return function(*args, **kwargs)
+
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _probe_request(
+    *,
+    http_probes: tuple[str, ...],
+    exec_probes: tuple[str, ...],
+    host_probes: tuple[str, ...],
+    ready_timeout: float,
+    default_get: bool,
+    healthcheck: bool,
+) -> ProbeRequest:
+    return ProbeRequest(
+        http=tuple(parse_http_probe(p) for p in http_probes),
+        execs=tuple(ExecProbe(split_command(p)) for p in exec_probes),
+        hosts=tuple(HostProbe(p) for p in host_probes),
+        default_get=default_get,
+        healthcheck=healthcheck,
+        ready_timeout=ready_timeout,
+        host_env=host_env(),
+    )
+
+
+def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> list[Decorator]:
+    return [
+        click.option("--http-probe", "http_probes", multiple=True, metavar="[METHOD:]PATH[:PORT]",
+                     help=http_help),
+        click.option("--probe-exec", "exec_probes", multiple=True, metavar="CMD",
+                     help=f"Command run inside the container ({note}); repeatable."),
+        click.option("--probe-host", "host_probes", multiple=True, metavar="CMD",
+                     help=f"Shell command run on the host with SLIM_TARGET_HOST and "
+                     f"SLIM_TARGET_PORT set ({note}); repeatable."),
+        click.option("--until-exit", is_flag=True,
+                     help="Batch job: no HTTP probes; wait until the app exits."),
+        click.option("--exit-timeout", type=float, default=exit_timeout, metavar="S",
+                     help="With --until-exit: give up on the app after S seconds."),
+        click.option("--ready-timeout", type=float, default=30.0, show_default=True, metavar="S",
+                     help="How long the app may take to answer HTTP."),
+    ]  # fmt: skip
+
+
+def _split_entrypoint(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return list(split_command(text)) if text else []
+
+
+def _make_trace_options(
+    *,
+    until_exit: bool,
+    exit_timeout: float | None,
+    no_default_probe: bool,
+    duration: float,
+    stop_timeout: float,
+    stop_signal: str | None,
+    user: str | None,
+    entrypoint: str | None,
+    quiet_app: bool,
+    command: tuple[str, ...],
+    **probe_values: Any,
+) -> TraceOptions:
+    return TraceOptions(
+        cmd=list(command) or None,
+        entrypoint=_split_entrypoint(entrypoint),
+        user=user,
+        probes=_probe_request(**probe_values, default_get=not no_default_probe, healthcheck=True),
+        duration=duration,
+        until_exit=until_exit,
+        exit_timeout=exit_timeout,
+        stop_timeout=stop_timeout,
+        stop_signal=stop_signal,
+        echo_app=not quiet_app,
+    )
+
+
+trace_options = option_group(
+    "trace_options",
+    _make_trace_options,
+    [
+        *_probe_options("HTTP request to make once the app answers; repeatable "
+                        "(default: GET / on each exposed TCP port).", "traced too", None),
+        click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
+        click.option("--duration", type=float, default=0.0, metavar="S",
+                     help="Keep tracing S seconds after the probes."),
+        click.option("--stop-timeout", type=float, default=10.0, show_default=True,
+                     metavar="S", help="Grace time after the stop signal before SIGKILL."),
+        click.option("--stop-signal", default=None, metavar="SIG",
+                     help="Signal that stops the app (default: the image's STOPSIGNAL, "
+                     "or SIGTERM)."),
+        click.option("--user", default=None,
+                     help="Run the app as USER[:GROUP] (default: the image's USER)."),
+        click.option("--entrypoint", default=None, metavar="CMD",
+                     help="Replace the image's ENTRYPOINT (split like a shell would)."),
+        click.option("--quiet-app", is_flag=True, help="Do not echo the app's output."),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ],
+)  # fmt: skip
+
+
+def _make_verify_request(
+    *,
+    until_exit: bool,
+    exit_timeout: float | None,
+    headers: tuple[str, ...],
+    **probe_values: Any,
+) -> VerifyRequest:
+    return VerifyRequest(
+        probes=_probe_request(**probe_values, default_get=False, healthcheck=False),
+        until_exit=until_exit,
+        headers=tuple(h.lower() for h in headers) or DEFAULT_HEADERS,
+        exit_timeout=exit_timeout or DEFAULT_EXIT_TIMEOUT,
+    )
+
+
+verify_options = option_group(
+    "request",
+    _make_verify_request,
+    [
+        *_probe_options("HTTP request to compare; repeatable (default: the trace's).",
+                        "its answers compared", DEFAULT_EXIT_TIMEOUT),
+        click.option("--header", "headers", multiple=True, metavar="NAME",
+                     help="Response header to compare; repeatable (default: content-type, "
+                     "content-length, location, content-encoding)."),
+    ],
+)  # fmt: skip
+
+
+def read_include_file(path: str) -> list[str]:
+    """Patterns from a file, one a line; blank lines and # comments skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise NotFound(f"cannot read --include-file {path}: {exc.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _make_build_options(
+    *,
+    tag: str | None,
+    trace_files: tuple[Path, ...],
+    retrace: bool,
+    includes: tuple[str, ...],
+    include_files: tuple[str, ...],
+    excludes: tuple[str, ...],
+    base: str,
+    context_only: Path | None,
+    report_path: Path | None,
+    force: bool,
+    run_verify: bool,
+    trace_options: TraceOptions,
+) -> BuildOptions:
+    patterns = list(includes)
+    for include_file in include_files:
+        patterns += read_include_file(include_file)
+    return BuildOptions(
+        tag=tag,
+        includes=tuple(patterns),
+        excludes=excludes,
+        base=base,
+        context_only=context_only,
+        report=report_path,
+        force=force,
+        trace_files=trace_files,
+        retrace=retrace,
+        trace=trace_options,
+        verify=run_verify,
+    )
+
+
+build_options = option_group(
+    "options",
+    _make_build_options,
+    [
+        click.option("-t", "--tag", default=None, help="Name[:tag] of the micro image."),
+        click.option("--trace", "trace_files", multiple=True,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Trace file(s) to build from; several are merged. Default: "
+                     ".slim/<image>.trace.json if it is there, else trace first."),
+        click.option("--retrace", is_flag=True,
+                     help="Trace again even if a trace of the image is there."),
+        click.option("--include", "includes", multiple=True, metavar="PATH|GLOB",
+                     help="Also keep this image path (a directory: all of it) or glob; "
+                     "repeatable."),
+        click.option("--include-file", "include_files", multiple=True, metavar="FILE",
+                     help="A file of --include patterns, one a line, # comments."),
+        click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+                     help="Leave out paths matching this glob; repeatable."),
+        click.option("--base", default="scratch", show_default=True,
+                     help="What to build on: scratch, busybox, or any local image."),
+        click.option("--context-only", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None,
+                     help="Write the build context tar here and stop "
+                     "(docker build - < FILE builds it)."),
+        click.option("--report", "report_path",
+                     type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Where to write report.json (default .slim/<tag>.report.json)."),
+        click.option("--force", is_flag=True,
+                     help="Use traces of another image id, or incomplete ones."),
+        click.option("--verify", "run_verify", is_flag=True,
+                     help="Run slim verify on the fat and the micro image right after "
+                     "building."),
+    ],
+    consumes=("trace_options",),
+)  # fmt: skip
+# Use below @trace_options: the trace options go into the BuildOptions
+# (they are used when build traces first).

@@ -1,0 +1,68 @@
+"""`slim trace IMAGE [-- CMD...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from slimmer.cli.base import connect, default_cache_dir, handles_errors
+from slimmer.cli.options import trace_options
+from slimmer.trace import Trace, default_trace_path
+from slimmer.tracer import AppFailed, TraceOptions, trace_image
+
+
+def print_trace_summary(trace: Trace, path: Path) -> None:
+    created = sum(1 for f in trace.files if f.created)
+    status = trace.exit_status
+    exit_text = "?" if status is None else str(status)
+    if trace.exit_signal:
+        exit_text += f" (signal {trace.exit_signal})"
+    click.echo(f"trace: {path}", err=True)
+    click.echo(
+        f"  files seen {len(trace.files)} ({created} created by the app), "
+        f"watches {trace.watches}, events {trace.events}"
+        + ("" if trace.complete else ", INCOMPLETE (queue overflow)"),
+        err=True,
+    )
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
+    click.echo(f"  app exit {exit_text}; {times}", err=True)
+    for probe in trace.probes:
+        click.echo(f"  probe {probe.probe.label()}: {probe.answer.outcome()}", err=True)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the trace (default .slim/<image>.trace.json).",
+)
+@handles_errors
+@trace_options
+def trace(image: str, output: Path | None, trace_options: TraceOptions) -> None:
+    """Run IMAGE's app under the sensor and record every file it touches.
+
+    The app is the image's ENTRYPOINT + CMD, or ENTRYPOINT + the COMMAND
+    given after `--`. It runs as the image's USER with its ENV and WORKDIR;
+    exposed TCP ports are published on 127.0.0.1, probed once the app
+    answers, then the app is stopped with the image's STOPSIGNAL. No
+    privileges and nothing in the image are needed.
+
+    \b
+      slim trace nginx-build -- /opt/nginx/sbin/nginx -g 'daemon off;'
+      slim trace myjob:fat --until-exit -- /app/run.sh --once
+    """
+    path = output or default_trace_path(image)
+    with connect() as engine:
+        try:
+            result = trace_image(engine, image, trace_options, default_cache_dir())
+        except AppFailed as exc:
+            if exc.trace is not None:
+                exc.trace.save(path)
+                click.echo(f"slim: the trace was saved to {path}", err=True)
+            raise
+    result.save(path)
+    print_trace_summary(result, path)

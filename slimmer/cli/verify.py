@@ -1,0 +1,86 @@
+"""`slim verify FAT MICRO`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from slimmer import wire
+from slimmer.cli.base import connect, handles_errors
+from slimmer.cli.options import verify_options
+from slimmer.trace import Trace, default_trace_path
+from slimmer.verify import (
+    VerifyFailed,
+    VerifyOutcome,
+    VerifyRequest,
+    plan_from_request,
+    plan_from_trace,
+    render_checks,
+    verify_images,
+)
+
+
+def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text") -> None:
+    """Print the checks; raise VerifyFailed (exit 1) when any differs."""
+    if output == "json":
+        click.echo(wire.dumps(outcome), nl=False)
+    else:
+        for line in render_checks(list(outcome.checks), outcome.fat, outcome.micro, show_all):
+            click.echo(line)
+    differ = outcome.differing()
+    if differ:
+        raise VerifyFailed(
+            f"verify: {len(differ)} of {len(outcome.checks)} checks differ between "
+            f"{outcome.fat} and {outcome.micro}",
+            "slim explain REPORT PATH tells why a file is missing; --include keeps it",
+        )
+    took = sum(outcome.seconds.values())
+    click.echo(
+        f"verify: {len(outcome.checks)} checks, {outcome.micro} answers like {outcome.fat} "
+        f"({took:.1f}s)",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("fat")
+@click.argument("micro")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Replay this trace's probes and command (default .slim/<fat>.trace.json if there).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show matching checks too.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: every check, schema slim.verify/1 (slim schema verify).",
+)
+@handles_errors
+@verify_options
+def verify(
+    fat: str,
+    micro: str,
+    trace_file: Path | None,
+    show_all: bool,
+    output: str,
+    request: VerifyRequest,
+) -> None:
+    """Run FAT and MICRO the same way and compare their answers.
+
+    HTTP: status, the chosen headers and a hash of the body; batch jobs
+    (--until-exit): exit code, stdout and stderr. Prints the differences
+    side by side; exit status 0 only when everything matches.
+    """
+    path = trace_file or default_trace_path(fat)
+    use_trace = trace_file is not None or (path.exists() and not request.gives_probes())
+    plan = plan_from_trace(Trace.load(path), request) if use_trace else plan_from_request(request)
+    with connect() as engine:
+        outcome = verify_images(engine, fat, micro, plan)
+    report_verified(outcome, show_all, output)

@@ -1,0 +1,134 @@
+"""slimmer.wire: strict reading of untrusted JSON, and the schemas derived
+from the same types (shipped files must match them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+import jsonschema
+import pytest
+
+from slimmer import wire
+from slimmer.rootfs import Kind
+from slimmer.schema import NAMES, generate, render, shipped
+from slimmer.trace import (
+    Access,
+    CommandAnswer,
+    ExecProbe,
+    HttpAnswer,
+    HttpProbe,
+    ImageConfig,
+    NoAnswer,
+    ProbeResult,
+    Trace,
+    TracedFile,
+)
+from tests.helpers.schemas import assert_valid
+
+
+class Color(StrEnum):
+    RED = "red"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    KIND: ClassVar[str] = "leaf"
+    name: str
+
+
+@dataclass(frozen=True)
+class Other:
+    KIND: ClassVar[str] = "other"
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Doc:
+    schema: Literal["x/1"] = "x/1"
+    color: Color
+    ratio: float
+    flag: bool = False
+    items: tuple[Leaf | Other, ...] = ()
+    names: dict[str, str] = field(default_factory=dict)
+    maybe: int | None = None
+
+
+def test_round_trip_with_tags_enums_and_odd_strings() -> None:
+    odd = os.fsdecode(b"caf\xe9\n")
+    doc = Doc(color=Color.RED, ratio=1, items=(Leaf(odd), Other(3)), names={odd: odd})
+    text = wire.dumps(doc)
+    assert text.isascii()
+    assert wire.loads(Doc, text) == doc
+    assert json.loads(text)["items"][0] == {"kind": "leaf", "name": odd}
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"color": "red", "ratio": 1, "extra": 1}, "unknown key 'extra'"),
+        ({"color": "blue", "ratio": 1}, "'blue' is not one of"),
+        ({"color": "red"}, "lacks 'ratio'"),
+        ({"color": "red", "ratio": True}, "expected float"),
+        ({"color": "red", "ratio": float("nan")}, "finite"),
+        ({"color": "red", "ratio": 1, "flag": 1}, "expected bool"),
+        ({"color": "red", "ratio": 1, "maybe": "1"}, "maybe: expected int"),
+        ({"color": "red", "ratio": 1, "items": [{"kind": "tree"}]}, "kind 'tree'"),
+        ({"color": "red", "ratio": 1, "items": [{"name": "x"}]}, "kind None"),
+        ({"color": "red", "ratio": 1, "items": {"a": 1}}, "expected a list"),
+        ({"color": "red", "ratio": 1, "names": {"a": 1}}, "names.a: expected str"),
+        ({"schema": "x/2", "color": "red", "ratio": 1}, "expected 'x/1'"),
+        ([], "expected an object"),
+    ],
+)
+def test_what_does_not_fit_is_refused_with_where(data: object, says: str) -> None:
+    with pytest.raises(wire.WireError, match=says):
+        wire.decode(Doc, data)
+
+
+def test_limits_bound_untrusted_input() -> None:
+    limits = wire.Limits(max_bytes=1000, max_string=10, max_items=3)
+    with pytest.raises(wire.WireError, match="limit"):
+        wire.loads(Doc, " " * 1001, limits)
+    with pytest.raises(wire.WireError, match="too long"):
+        wire.decode(Doc, {"color": "red", "ratio": 1, "names": {"a": "x" * 11}}, limits)
+    with pytest.raises(wire.WireError, match="too many"):
+        wire.decode(
+            Doc, {"color": "red", "ratio": 1, "items": [{"kind": "other", "count": 1}] * 4}, limits
+        )
+    with pytest.raises(wire.WireError, match="nested too deeply"):
+        wire.loads(Doc, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(wire.WireError, match="not JSON"):
+        wire.loads(Doc, b"\xff\xfe{")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_schemas_are_the_generated_ones(name: str) -> None:
+    """The files in slimmer/schemas are derived from the code; regenerate
+    them with `python -m slimmer.schema` after changing a format."""
+    assert shipped(name) == render(generate(name))
+    jsonschema.Draft202012Validator.check_schema(json.loads(shipped(name)))
+
+
+def test_a_trace_follows_its_schema_and_the_schema_refuses_strangers() -> None:
+    trace = Trace(
+        image="x",
+        image_id="sha256:1",
+        config=ImageConfig(cmd=("a",), exposed_ports=("80/tcp",)),
+        command=("a",),
+        user="",
+        files=(TracedFile("/a", Kind.FILE, (Access.OPENED,)), TracedFile("/b", "gone", ())),
+        probes=(
+            ProbeResult(HttpProbe("GET", "/", 80), HttpAnswer(200, {}, "0" * 64, 0), True),
+            ProbeResult(ExecProbe(("x",)), CommandAnswer(0, "", "", "", ""), True),
+            ProbeResult(ExecProbe(("y",)), NoAnswer("gone"), False),
+        ),
+    )
+    data = json.loads(trace.to_json())
+    assert_valid("trace", data)
+    data["files"][0]["access"] = ["sniffed"]
+    with pytest.raises(AssertionError, match="sniffed"):
+        assert_valid("trace", data)
