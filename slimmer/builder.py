@@ -24,8 +24,6 @@ from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
 from slimmer.protocol import (
-    OUTPUT_TAR,
-    SKIPPED_TREES,
     CollectJob,
     CollectResult,
     InventoryJob,
@@ -211,7 +209,6 @@ def selection_request(
         workdir=config.workdir or "/",
         volumes=config.volumes,
         runtime_extras=options.runtime_extras,
-        skipped_trees=SKIPPED_TREES,
         mtime_clamp=created_epoch(created),
     )
 
@@ -254,7 +251,7 @@ def build_micro(
             selection = sensor.result_of(CollectResult).selection
             try:
                 with (
-                    engine.open_file_stream(sensor.container, OUTPUT_TAR) as stream,
+                    engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
                     rootfs_path.open("wb") as out,
                 ):
                     stats = copy_validated(stream, selection, out)

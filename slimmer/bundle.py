@@ -30,11 +30,11 @@ import slimmer
 from slimmer.errors import SlimError
 from slimmer.loader import Loader, Via
 from slimmer.protocol import (
-    RUN_DIR,
-    SENSOR_LIBDIR,
-    SENSOR_LOADER,
-    SENSOR_PYTHON,
-    SENSOR_SCRIPT,
+    BUNDLE_LIBDIR,
+    BUNDLE_LOADER,
+    BUNDLE_PYTHON,
+    BUNDLE_SCRIPT,
+    RUN_SUBDIR,
 )
 from slimmer.rootfs import RootFS, basename
 
@@ -44,7 +44,19 @@ ENTRY_MODULE = "slimmer.sensor.main"
 SENSOR_SCRIPT_TEXT = (
     "import sys\nfrom slimmer.sensor.main import main\n\nsys.exit(main(sys.argv[1]))\n"
 )
-PY_DIR = f"{SENSOR_LIBDIR}/python{sys.version_info.major}.{sys.version_info.minor}"
+PY_DIR = f"{BUNDLE_LIBDIR}/python{sys.version_info.major}.{sys.version_info.minor}"
+
+# Part of the cache key: bump it when the way the bundle is made changes.
+BUNDLE_FORMAT = 2
+
+# The bundled glibc loader would read these files of the image it runs in:
+# /etc/ld.so.preload would load the image's code into the sensor, and the
+# cache would point it at the image's libraries. Each path is replaced by
+# one of the same length that cannot exist (/dev is always the engine's).
+LOADER_FILES_CONFINED = {
+    b"/etc/ld.so.preload\0": b"/dev/null/.preload\0",
+    b"/etc/ld.so.cache\0": b"/dev/null/.cache\0",
+}
 
 _DISCOVER = (
     "import json, sys\n"
@@ -63,7 +75,7 @@ class BundleFile:
     """One file of the bundle: where it comes from on the host, where it goes."""
 
     source: str
-    target: str  # absolute path inside the container
+    target: str  # path inside the bundle (relative: the run decides where it goes)
 
 
 def source_roots() -> list[str]:
@@ -133,14 +145,14 @@ def library_files(python: str, extensions: list[str]) -> list[BundleFile]:
         if obj.canonical in inputs:
             continue
         if obj.via is Via.INTERPRETER:
-            files[SENSOR_LOADER] = BundleFile(obj.canonical, SENSOR_LOADER)
+            files[BUNDLE_LOADER] = BundleFile(obj.canonical, BUNDLE_LOADER)
     for link_map in closure.link_maps:
         for dep in link_map.dependencies:
             if dep.target is None or dep.target in inputs or "/" in dep.name:
                 continue
-            target = f"{SENSOR_LIBDIR}/{basename(dep.name)}"
+            target = f"{BUNDLE_LIBDIR}/{basename(dep.name)}"
             files.setdefault(target, BundleFile(dep.target, target))
-    if SENSOR_LOADER not in files:
+    if BUNDLE_LOADER not in files:
         raise BundleError(f"{python} has no dynamic loader; a static interpreter cannot be bundled")
     return sorted(files.values(), key=lambda f: f.target)
 
@@ -151,7 +163,7 @@ def bundle_files() -> list[BundleFile]:
     modules = module_files(discover_modules(python, roots), roots)
     extensions = [f.source for f in modules if f.source.endswith(".so")]
     return [
-        BundleFile(python, SENSOR_PYTHON),
+        BundleFile(python, BUNDLE_PYTHON),
         *library_files(python, extensions),
         *modules,
     ]
@@ -159,13 +171,25 @@ def bundle_files() -> list[BundleFile]:
 
 def _key(files: list[BundleFile]) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{slimmer.__version__}\0{sys.version}\0".encode())
+    digest.update(f"{slimmer.__version__}\0{BUNDLE_FORMAT}\0{sys.version}\0".encode())
     for item in files:
         info = os.stat(item.source)
         digest.update(
             f"{item.source}\0{item.target}\0{info.st_size}\0{info.st_mtime_ns}\0".encode()
         )
     return digest.hexdigest()[:16]
+
+
+def confine_loader(data: bytes) -> bytes:
+    """The glibc loader with the image files it would read (preload list,
+    cache) renamed to paths that cannot exist. A loader that does not name
+    them (musl) is returned as it is."""
+    for original, replacement in LOADER_FILES_CONFINED.items():
+        count = data.count(original)
+        if count > 1:
+            raise BundleError(f"the loader names {original!r} {count} times; cannot confine it")
+        data = data.replace(original, replacement)
+    return data
 
 
 def _dir_member(path: str) -> tarfile.TarInfo:
@@ -176,7 +200,7 @@ def _dir_member(path: str) -> tarfile.TarInfo:
 
 
 def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) -> None:
-    dirs: set[str] = {RUN_DIR}
+    dirs: set[str] = {RUN_SUBDIR}
     for item in files:
         parent = os.path.dirname(item.target)
         while parent not in ("/", ""):
@@ -186,12 +210,12 @@ def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) ->
         for directory in sorted(dirs):
             tar.addfile(_dir_member(directory))
         script = SENSOR_SCRIPT_TEXT.encode()
-        member = tarfile.TarInfo(SENSOR_SCRIPT.lstrip("/"))
+        member = tarfile.TarInfo(BUNDLE_SCRIPT)
         member.size, member.mode = len(script), 0o644
         tar.addfile(member, io.BytesIO(script))
         for item in files:
             source = item.source
-            if strip and item.target.startswith(SENSOR_LIBDIR + "/lib") and ".so" in item.target:
+            if strip and item.target.startswith(BUNDLE_LIBDIR + "/lib") and ".so" in item.target:
                 stripped = os.path.join(scratch, basename(item.target))
                 shutil.copy2(source, stripped)
                 if (
@@ -201,6 +225,11 @@ def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) ->
                     == 0
                 ):
                     source = stripped
+            if item.target == BUNDLE_LOADER:
+                confined = os.path.join(scratch, "ld.so")
+                Path(confined).write_bytes(confine_loader(Path(source).read_bytes()))
+                shutil.copymode(source, confined)
+                source = confined
             member = tar.gettarinfo(source, arcname=item.target.lstrip("/"))
             member.uid = member.gid = 0
             member.uname = member.gname = ""

@@ -177,10 +177,14 @@ class Engine:
         user: str | None = None,
         working_dir: str | None = None,
         ports: list[int] | tuple[int, ...] = (),
+        environment: dict[str, str] | None = None,
     ) -> Iterator[ContainerRef]:
         """A created (not started) container, labelled and always removed.
-        `ports` are published on a free host port each (see `publish`)."""
+        `ports` are published on a free host port each (see `publish`);
+        `environment` adds to (and overrides) the image's ENV."""
         options: dict[str, Any] = {"command": command, "labels": {RUN_LABEL: run_id}}
+        if environment:
+            options["environment"] = environment
         if entrypoint is not None:
             options["entrypoint"] = entrypoint
         if user is not None:
@@ -280,10 +284,10 @@ class Engine:
 
     # ---- a running container
 
-    def put_archive(self, ref: ContainerRef, data: bytes | BinaryIO) -> None:
-        """Unpack a tar at / of a created container (before it starts)."""
+    def put_archive(self, ref: ContainerRef, data: bytes | BinaryIO, path: str = "/") -> None:
+        """Unpack a tar in a directory (default /) of a created container."""
         try:
-            if not self.client.api.put_archive(ref.id, "/", data):
+            if not self.client.api.put_archive(ref.id, path, data):
                 raise EngineError("the engine refused the archive")
         except docker.errors.APIError as exc:
             raise EngineError(f"copying into the container failed: {_short(exc)}") from None

@@ -13,6 +13,7 @@ which round-trip exactly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -24,18 +25,85 @@ from slimmer.trace import TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
 
-SENSOR_DIR = "/.slim"
-RUN_DIR = f"{SENSOR_DIR}/run"
-CONFIG_PATH = f"{RUN_DIR}/config.json"
-RESULT_PATH = f"{RUN_DIR}/result.json"
-OUTPUT_TAR = f"{RUN_DIR}/out.tar"
-SENSOR_SCRIPT = f"{SENSOR_DIR}/sensor.py"
-SENSOR_PYTHON = f"{SENSOR_DIR}/bin/python3"
-SENSOR_LIBDIR = f"{SENSOR_DIR}/lib"
-SENSOR_LOADER = f"{SENSOR_LIBDIR}/ld.so"
+# The sensor lives in a directory of the container that the image cannot
+# know in advance: /.slim-<random>, made fresh for each run. Inside it,
+# the bundle (relative paths) and the run's own files.
+SENSOR_DIR_PREFIX = "/.slim-"
+BUNDLE_PYTHON = "bin/python3"
+BUNDLE_LIBDIR = "lib"
+BUNDLE_LOADER = "lib/ld.so"
+BUNDLE_SCRIPT = "sensor.py"
+RUN_SUBDIR = "run"
 
-# Trees the sensor never watches or collects: the kernel's and its own.
-SKIPPED_TREES = (*KERNEL_TREES, SENSOR_DIR)
+# What the image's ENV could use to load code or data into the sensor (the
+# bundled loader and libc honour them). The sensor's container gets each
+# one set empty, which means "none" for every one of them (variables that
+# act by their mere presence, such as LD_SHOW_AUXV, load nothing and are
+# not touched). LC_ALL=C keeps the image's locale files out of it too.
+SENSOR_ENV = {
+    **{
+        name: ""
+        for name in (
+            "LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "LD_DEBUG", "LD_DEBUG_OUTPUT",
+            "LD_PROFILE", "GCONV_PATH", "LOCPATH", "NLSPATH", "GLIBC_TUNABLES", "MALLOC_TRACE",
+            "TZDIR", "TMPDIR", "LANGUAGE",
+        )
+    },
+    "LC_ALL": "C",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SensorLayout:
+    """Where one run's sensor lives in the container."""
+
+    root: str  # /.slim-<random>
+
+    @classmethod
+    def new(cls) -> SensorLayout:
+        return cls(SENSOR_DIR_PREFIX + os.urandom(8).hex())
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    @property
+    def run_dir(self) -> str:
+        return self.path(RUN_SUBDIR)
+
+    @property
+    def config_path(self) -> str:
+        return f"{self.run_dir}/config.json"
+
+    @property
+    def result_path(self) -> str:
+        return f"{self.run_dir}/result.json"
+
+    @property
+    def output_tar(self) -> str:
+        return f"{self.run_dir}/out.tar"
+
+    def skipped_trees(self) -> tuple[str, ...]:
+        """Trees the sensor never watches or collects: the kernel's and its own."""
+        return (*KERNEL_TREES, self.root)
+
+    def command(self) -> list[str]:
+        """How the container starts the sensor: through the bundled loader
+        (so nothing of the image, not even a libc, is needed), isolated from
+        PYTHON* variables and site packages, in UTF-8 mode."""
+        return [
+            self.path(BUNDLE_LOADER),
+            "--library-path",
+            self.path(BUNDLE_LIBDIR),
+            self.path(BUNDLE_PYTHON),
+            "-I",
+            "-S",
+            "-B",
+            "-X",
+            "utf8",
+            self.path(BUNDLE_SCRIPT),
+            self.config_path,
+        ]
+
 
 # The sensor's own lines on stderr start with this; everything else is the app's.
 MESSAGE_PREFIX = "slim-sensor: "
@@ -98,6 +166,7 @@ Job = TraceJob | DepsJob | CollectJob | InventoryJob
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     schema: Literal["slim.sensor/1"] = SENSOR_SCHEMA
+    sensor_dir: str  # the SensorLayout root of this run
     job: Job
 
     @property
@@ -197,8 +266,51 @@ def encode_result(result: SensorResult) -> str:
 
 
 def decode_result(data: bytes) -> SensorResult:
-    """The sensor's result file, validated; WireError if it is not one."""
-    return wire.loads(ResultFile, data, wire.Limits(max_bytes=MAX_RESULT_BYTES)).result
+    """The sensor's result file, validated: its shape and types (wire), and
+    what the types cannot say: paths are absolute, without NUL, at most
+    PATH_MAX bytes; counts, sizes, modes and ids are in range. WireError if
+    it is not one."""
+    result = wire.loads(ResultFile, data, wire.Limits(max_bytes=MAX_RESULT_BYTES)).result
+    check_result(result)
+    return result
+
+
+MAX_PATH_BYTES = 4096
+MAX_ID = 2**32 - 1
+
+
+def _check_path(path: str, where: str) -> None:
+    if not path.startswith("/") or "\0" in path or len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise wire.WireError(f"{where}: {path[:80]!r} is not an absolute path of the image")
+
+
+def _check_range(value: int, low: int, high: int, where: str) -> None:
+    if not low <= value <= high:
+        raise wire.WireError(f"{where}: {value} is out of range")
+
+
+def check_result(result: SensorResult) -> None:
+    if isinstance(result, TraceResult):
+        _check_path(result.program, "program")
+        for index, traced in enumerate(result.files):
+            _check_path(traced.path, f"files[{index}]")
+        _check_range(result.watches, 0, 2**31, "watches")
+        _check_range(result.events, 0, 2**63, "events")
+    elif isinstance(result, CollectResult):
+        for index, entry in enumerate(result.selection.entries):
+            where = f"selection.entries[{index}]"
+            _check_path(entry.path, where)
+            if entry.link is not None and ("\0" in entry.link or not entry.link):
+                raise wire.WireError(f"{where}: a link target must be a non-empty path")
+            _check_range(entry.size, 0, 2**63, f"{where}.size")
+            _check_range(entry.mode, 0, 0o7777, f"{where}.mode")
+            _check_range(entry.uid, 0, MAX_ID, f"{where}.uid")
+            _check_range(entry.gid, 0, MAX_ID, f"{where}.gid")
+    elif isinstance(result, InventoryResult):
+        for name in ("files", "dirs", "symlinks", "other", "bytes"):
+            _check_range(getattr(result, name), 0, 2**63, name)
+        for index, path in enumerate(result.dir_paths):
+            _check_path(path, f"dir_paths[{index}]")
 
 
 # -- progress lines on stderr --------------------------------------------------
@@ -249,19 +361,3 @@ def parse_message_line(line: str) -> SensorMessage | None:
         return wire.loads(_Line, line[len(MESSAGE_PREFIX) :], limits).message
     except wire.WireError:
         return None
-
-
-def sensor_command() -> list[str]:
-    """How the container starts the sensor: through the bundled loader, so
-    nothing of the image (not even a libc) is needed."""
-    return [
-        SENSOR_LOADER,
-        "--library-path",
-        SENSOR_LIBDIR,
-        SENSOR_PYTHON,
-        "-I",
-        "-S",
-        "-B",
-        SENSOR_SCRIPT,
-        CONFIG_PATH,
-    ]

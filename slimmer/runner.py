@@ -25,20 +25,19 @@ from slimmer import wire
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode, NotFound, SlimError
 from slimmer.protocol import (
-    CONFIG_PATH,
     MAX_RESULT_BYTES,
-    RESULT_PATH,
+    SENSOR_ENV,
     AppExited,
     FailureReason,
     Job,
     Note,
     RunConfig,
     SensorFailure,
+    SensorLayout,
     SensorResult,
     Watching,
     decode_result,
     parse_message_line,
-    sensor_command,
 )
 
 log = logging.getLogger(__name__)
@@ -67,12 +66,18 @@ def failure_error(failure: SensorFailure) -> SlimError:
     return SensorError(failure.message, "run with --debug for the container's output")
 
 
-def config_tar(config: RunConfig) -> bytes:
+def run_dir_tar(layout: SensorLayout, config: RunConfig) -> bytes:
+    """A tar, to unpack at /, that makes the run's fresh sensor directory
+    (root's only), its run dir and the config in it."""
     data = config.to_json().encode()
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        member = tarfile.TarInfo(CONFIG_PATH.lstrip("/"))
-        member.size, member.mode = len(data), 0o644
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for directory in (layout.root, layout.run_dir):
+            member = tarfile.TarInfo(directory.lstrip("/"))
+            member.type, member.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(member)
+        member = tarfile.TarInfo(layout.config_path.lstrip("/"))
+        member.size, member.mode = len(data), 0o600
         tar.addfile(member, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -80,9 +85,12 @@ def config_tar(config: RunConfig) -> bytes:
 class SensorContainer:
     """A started container running the sensor; follows its output."""
 
-    def __init__(self, engine: Engine, container: ContainerRef, echo_app: bool) -> None:
+    def __init__(
+        self, engine: Engine, container: ContainerRef, layout: SensorLayout, echo_app: bool
+    ) -> None:
         self.engine = engine
         self.container = container
+        self.layout = layout
         self.echo_app = echo_app
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.notes: list[str] = []
@@ -152,7 +160,7 @@ class SensorContainer:
     def result(self) -> SensorResult:
         """The sensor's result, validated; a SensorError when there is none."""
         self.ended.wait(5)
-        data = self.engine.get_file(self.container, RESULT_PATH, MAX_RESULT_BYTES)
+        data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
         if data is None:
             last = self.notes[-1] if self.notes else "no message"
             raise SensorError(
@@ -192,20 +200,26 @@ def sensor_container(
     workdir: str | None = None,
     echo_app: bool = False,
 ) -> Iterator[SensorContainer]:
-    """A started sensor container; removed on exit, also on Ctrl-C."""
+    """A started sensor container; removed on exit, also on Ctrl-C. The
+    sensor goes into a directory of its own, new for each run, so nothing
+    the image ships can stand in for it."""
+    layout = SensorLayout.new()
     with engine.container(
         image,
         run_id,
-        entrypoint=sensor_command(),
+        entrypoint=layout.command(),
         command=[],
         user="0",
         working_dir=workdir,
         ports=ports,
+        environment=SENSOR_ENV,
     ) as container:
+        engine.put_archive(
+            container, run_dir_tar(layout, RunConfig(sensor_dir=layout.root, job=job))
+        )
         with bundle.open("rb") as handle:
-            engine.put_archive(container, handle)
-        engine.put_archive(container, config_tar(RunConfig(job=job)))
-        sensor = SensorContainer(engine, container, echo_app)
+            engine.put_archive(container, handle, layout.root)
+        sensor = SensorContainer(engine, container, layout, echo_app)
         sensor.start()
         yield sensor
 

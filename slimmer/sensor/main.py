@@ -18,10 +18,6 @@ from slimmer.fileset import mount_points, select_files, walk
 from slimmer.loader import Loader
 from slimmer.protocol import (
     EXIT_SENSOR_FAILED,
-    OUTPUT_TAR,
-    RESULT_PATH,
-    SENSOR_DIR,
-    SKIPPED_TREES,
     AppExited,
     AppIdentity,
     AppStatus,
@@ -35,6 +31,7 @@ from slimmer.protocol import (
     Note,
     RunConfig,
     SensorFailure,
+    SensorLayout,
     SensorMessage,
     SensorResult,
     TraceJob,
@@ -45,6 +42,7 @@ from slimmer.protocol import (
 )
 from slimmer.rootfs import RootFS
 from slimmer.sensor.init import Supervisor
+from slimmer.sensor.seal import end_all_processes, seal, write_private
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
 from slimmer.trace import Access as TracedAccess
@@ -58,18 +56,19 @@ def say(message: SensorMessage) -> None:
     sys.stderr.flush()
 
 
-def write_result(result: SensorResult) -> None:
-    tmp = RESULT_PATH + ".tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(encode_result(result).encode())
-    os.replace(tmp, RESULT_PATH)
+def write_result(layout: SensorLayout, result: SensorResult) -> None:
+    write_private(layout, layout.result_path, encode_result(result).encode())
 
 
 def fail(
-    reason: FailureReason, message: str, hint: str | None = None, sysctl: str | None = None
+    layout: SensorLayout,
+    reason: FailureReason,
+    message: str,
+    hint: str | None = None,
+    sysctl: str | None = None,
 ) -> int:
     say(Note(f"error: {message}"))
-    write_result(SensorFailure(reason, message, hint, sysctl))
+    write_result(layout, SensorFailure(reason, message, hint, sysctl))
     return EXIT_SENSOR_FAILED
 
 
@@ -87,8 +86,9 @@ def app_environment(env: dict[str, str], user: AppUser) -> dict[str, str]:
 class ExecSampler:
     """Samples /proc/*/exe: inotify cannot tell an exec from a read."""
 
-    def __init__(self, watcher: TreeWatcher) -> None:
+    def __init__(self, watcher: TreeWatcher, own_dir: str) -> None:
         self.watcher = watcher
+        self.own_dir = own_dir
         self.seen: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="exec-sampler", daemon=True)
@@ -115,33 +115,36 @@ class ExecSampler:
             except OSError:
                 continue
             exe = exe.removesuffix(" (deleted)")
-            if exe not in self.seen and not exe.startswith(SENSOR_DIR + "/"):
+            if exe not in self.seen and not exe.startswith(self.own_dir + "/"):
                 self.seen.add(exe)
                 self.watcher.mark(exe, Access.EXECUTED | Access.OPENED)
 
 
-def trace(job: TraceJob) -> int:
+def trace(job: TraceJob, layout: SensorLayout) -> int:
     started = time.monotonic()
     fs = RootFS("/")
     try:
         user = resolve_user(job.user, fs)
     except SlimError as exc:
-        return fail(FailureReason.BAD_INPUT, exc.message, exc.hint)
+        return fail(layout, FailureReason.BAD_INPUT, exc.message, exc.hint)
     env = app_environment(job.env, user)
     program = find_program(fs, job.argv[0], env.get("PATH"), job.workdir) if job.argv else None
     if program is None:
         name = job.argv[0] if job.argv else "(empty command)"
-        return fail(FailureReason.COMMAND_NOT_FOUND, f"command not found in the image: {name}")
+        return fail(
+            layout, FailureReason.COMMAND_NOT_FOUND, f"command not found in the image: {name}"
+        )
 
+    skipped = layout.skipped_trees()
     try:
-        watcher = TreeWatcher(SKIPPED_TREES)
+        watcher = TreeWatcher(skipped)
         watches = watcher.watch_tree("/")
     except WatchLimitError as exc:
-        return fail(FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
+        return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
     watcher.drain()
     setup_seconds = time.monotonic() - started
     watcher.start()
-    sampler = ExecSampler(watcher)
+    sampler = ExecSampler(watcher, layout.root)
     sampler.start()
     say(Watching(watches, round(setup_seconds, 3)))
 
@@ -151,16 +154,17 @@ def trace(job: TraceJob) -> int:
     watcher.mark(fs.resolve(program).path, Access.EXECUTED | Access.OPENED)
     app_exit = supervisor.wait()
     say(AppExited(app_exit.status))
-    supervisor.reap_orphans()
     sampler.stop()
+    end_all_processes()  # nothing the app left behind runs from here on
     stats = watcher.stop()
 
     files = tuple(
         TracedFile(path, file_kind(path), tuple(TracedAccess(name) for name in access.names()))
         for path, access in sorted(watcher.seen.items())
-        if not any(path == t or path.startswith(t + "/") for t in SKIPPED_TREES)
+        if not any(path == t or path.startswith(t + "/") for t in skipped)
     )
     write_result(
+        layout,
         TraceResult(
             program=program,
             user=AppIdentity(user.uid, user.gid, tuple(user.groups)),
@@ -171,12 +175,12 @@ def trace(job: TraceJob) -> int:
             setup_seconds=round(setup_seconds, 3),
             app_seconds=round(time.monotonic() - app_started, 3),
             files=files,
-        )
+        ),
     )
     return app_exit.status
 
 
-def deps(job: DepsJob) -> int:
+def deps(job: DepsJob, layout: SensorLayout) -> int:
     fs = RootFS("/")
     loader = Loader(
         fs,
@@ -187,33 +191,35 @@ def deps(job: DepsJob) -> int:
     )
     closure = loader.closure(list(job.paths), runtime_extras=job.runtime_extras, gconv=job.gconv)
     write_result(
+        layout,
         DepsResult(
             report=closure_report(closure, "/"),
             not_found=tuple(p for p in job.paths if not fs.exists(p, cwd=job.workdir)),
             tree=closure_tree(closure),
-        )
+        ),
     )
     return 0
 
 
-def collect(job: CollectJob) -> int:
+def collect(job: CollectJob, layout: SensorLayout) -> int:
     """Select the micro image's files here, where they are, and tar them."""
     fs = RootFS("/")
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
         mounts = tuple(mount_points(handle.read()))
-    request = replace(job.selection, mount_points=mounts)
+    skipped = (*job.selection.skipped_trees, layout.root)
+    request = replace(job.selection, mount_points=mounts, skipped_trees=skipped)
     selection = select_files(fs, request)
-    with open(OUTPUT_TAR, "wb") as out:
+    with open(layout.output_tar, "wb") as out:
         write_rootfs_tar(fs, selection, out)
-    write_result(CollectResult(selection))
+    write_result(layout, CollectResult(selection))
     return 0
 
 
-def inventory(_job: InventoryJob) -> int:
+def inventory(_job: InventoryJob, layout: SensorLayout) -> int:
     """How many entries and bytes the image holds (without the sensor)."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "other": 0, "bytes": 0}
     dirs = []
-    for path, info in walk(RootFS("/"), skipped=SKIPPED_TREES):
+    for path, info in walk(RootFS("/"), skipped=layout.skipped_trees()):
         if stat.S_ISREG(info.st_mode):
             counts["files"] += 1
             counts["bytes"] += info.st_size
@@ -224,24 +230,30 @@ def inventory(_job: InventoryJob) -> int:
             counts["symlinks"] += 1
         else:
             counts["other"] += 1
-    write_result(InventoryResult(**counts, dir_paths=tuple(sorted(dirs))))
+    write_result(layout, InventoryResult(**counts, dir_paths=tuple(sorted(dirs))))
     return 0
 
 
 def main(config_path: str) -> int:
+    """Run the job of the config at `config_path` (in the run dir of this
+    run's sensor directory)."""
+    layout = SensorLayout(os.path.dirname(os.path.dirname(config_path)))
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = RunConfig.from_json(handle.read())
+        if config.sensor_dir != layout.root:
+            raise OSError(f"the config is for {config.sensor_dir}, not {layout.root}")
+        seal(layout)
     except (OSError, wire.WireError) as exc:
-        return fail(FailureReason.INTERNAL, f"cannot read the run config: {exc}")
+        return fail(layout, FailureReason.INTERNAL, f"cannot read the run config: {exc}")
     try:
         job = config.job
         if isinstance(job, TraceJob):
-            return trace(job)
+            return trace(job, layout)
         if isinstance(job, DepsJob):
-            return deps(job)
+            return deps(job, layout)
         if isinstance(job, CollectJob):
-            return collect(job)
-        return inventory(job)
+            return collect(job, layout)
+        return inventory(job, layout)
     except Exception as exc:  # the host needs a result, not a silent exit
-        return fail(FailureReason.INTERNAL, f"sensor failed: {type(exc).__name__}: {exc}")
+        return fail(layout, FailureReason.INTERNAL, f"sensor failed: {type(exc).__name__}: {exc}")

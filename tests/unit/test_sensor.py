@@ -3,6 +3,7 @@ statuses, and the inotify watcher on a real tree of the host."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 from slimmer.errors import NotFound
 from slimmer.execpath import DEFAULT_PATH, find_program
 from slimmer.fileset import SelectionRequest
-from slimmer.protocol import CollectJob, DepsJob, RunConfig, TraceJob
+from slimmer.protocol import CollectJob, DepsJob, RunConfig, TraceJob, TraceResult, decode_result
 from slimmer.rootfs import RootFS
 from slimmer.sensor.init import decode_status
 from slimmer.sensor.users import resolve_user
@@ -108,21 +109,26 @@ def test_run_config_round_trips_odd_names() -> None:
         CollectJob(selection=SelectionRequest(includes=(odd,), mtime_clamp=5)),
         TraceJob(argv=(odd, "-x"), user="app:grp", stop_signal=3),
     ):
-        config = RunConfig(job=job)
+        config = RunConfig(sensor_dir="/.slim-00", job=job)
         again = RunConfig.from_json(config.to_json())
         assert again == config and again.mode.value == type(job).KIND
-    again = RunConfig.from_json(RunConfig(job=DepsJob(paths=(odd,))).to_json())
+    again = RunConfig.from_json(
+        RunConfig(sensor_dir="/.slim-0", job=DepsJob(paths=(odd,))).to_json()
+    )
     assert isinstance(again.job, DepsJob) and os.fsencode(again.job.paths[0]) == os.fsencode(odd)
+
+
+HEAD = '{"schema": "slim.sensor/1", "sensor_dir": "/.slim-0", "job": '
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        '{"schema": "slim.sensor/1", "job": {"kind": "deps", "paths": [], "extra": 1}}',
-        '{"schema": "slim.sensor/1", "job": {"kind": "nope"}}',
-        '{"schema": "slim.sensor/1", "job": {"kind": "deps", "paths": "/bin/ls"}}',
-        '{"schema": "slim.sensor/1", "job": {"kind": "trace", "argv": ["x"], "stop_signal": true}}',
-        '{"schema": "slim.sensor/0", "job": {"kind": "inventory"}}',
+        HEAD + '{"kind": "deps", "paths": [], "extra": 1}}',
+        HEAD + '{"kind": "nope"}}',
+        HEAD + '{"kind": "deps", "paths": "/bin/ls"}}',
+        HEAD + '{"kind": "trace", "argv": ["x"], "stop_signal": true}}',
+        HEAD.replace("sensor/1", "sensor/0") + '{"kind": "inventory"}}',
     ],
 )
 def test_run_config_rejects_what_it_does_not_know(text: str) -> None:
@@ -183,3 +189,42 @@ def test_watch_limit_names_the_sysctl(tmp_path: Path) -> None:
     assert result.returncode == 3, result.stderr
     assert "fs.inotify.max_user_watches" in result.stdout
     assert "sysctl -w fs.inotify.max_user_watches=" in result.stdout
+
+
+def _result_text(files: list[dict[str, object]], program: str = "/bin/app") -> str:
+    return json.dumps(
+        {
+            "schema": "slim.sensor/1",
+            "result": {
+                "kind": "trace",
+                "program": program,
+                "user": {"uid": 0, "gid": 0, "groups": []},
+                "exit": {"status": 0, "signal": None},
+                "watches": 1,
+                "events": 1,
+                "overflow": False,
+                "setup_seconds": 0.1,
+                "app_seconds": 0.1,
+                "files": files,
+            },
+        }
+    )
+
+
+def test_results_from_the_container_are_validated() -> None:
+    good = _result_text([{"path": "/etc/passwd", "kind": "file", "access": ["opened"]}])
+    assert isinstance(decode_result(good.encode()), TraceResult)
+    bad = [
+        _result_text([{"path": "etc/passwd", "kind": "file", "access": ["opened"]}]),
+        _result_text([{"path": "/etc/\x00", "kind": "file", "access": ["opened"]}]),
+        _result_text([{"path": "/" + "x" * 5000, "kind": "file", "access": ["opened"]}]),
+        _result_text([{"path": "/a", "kind": "file", "access": ["sniffed"]}]),
+        _result_text([], program="relative"),
+        _result_text([{"path": "/a", "kind": "file", "access": ["opened"], "x": 1}]),
+        '{"schema": "slim.sensor/1", "result": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        '{"schema": "slim.sensor/1", "result": {"kind": "failure", "reason": "pwned"}}',
+        "not json at all",
+    ]
+    for text in bad:
+        with pytest.raises(WireError):
+            decode_result(text.encode())

@@ -1,0 +1,208 @@
+"""Hostile images: nothing an image ships or its app does may take over
+the sensor or forge what it reports. Each image is built here, from a
+directory the test writes, and removed afterwards."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli, default_cache_dir
+from slimmer.engine import Engine
+from slimmer.trace import Trace
+from slimmer.tracer import TraceOptions, trace_image
+from tests.conftest import FIXTURE_LABEL, context_of
+
+# A library that, when loaded into slim's sensor (whose process runs the
+# bundled loader from /.slim...), kills it with status 66 and says so.
+TAKEOVER_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((constructor)) static void take_over(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        if (strstr(exe, "/.slim")) {
+            fprintf(stderr, "SENSOR-TAKEN-OVER\n");
+            _exit(66);
+        }
+    }
+}
+"""
+
+
+@pytest.fixture
+def image_from(engine: Engine, tmp_path: Path) -> Iterator[Callable[[dict[str, str | bytes]], str]]:
+    """Build an image from files written here (a Dockerfile among them)."""
+    made: list[str] = []
+
+    def build(files: dict[str, str | bytes]) -> str:
+        directory = tmp_path / f"ctx-{len(made)}"
+        for name, content in files.items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+            path.chmod(0o755)
+        tag = f"slim-test-hostile-{uuid.uuid4().hex[:8]}:latest"
+        engine.build(context_of(directory), tag, labels={FIXTURE_LABEL: "hostile"})
+        made.append(tag)
+        return tag
+
+    yield build
+    for tag in made:
+        engine.remove_image(tag)
+
+
+@pytest.fixture
+def takeover_library(tmp_path: Path) -> bytes:
+    source = tmp_path / "takeover.c"
+    source.write_text(TAKEOVER_C)
+    library = tmp_path / "takeover.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return library.read_bytes()
+
+
+def test_preload_in_the_image_never_reaches_the_sensor(
+    engine: Engine, image_from, takeover_library: bytes, tmp_path: Path, caplog
+) -> None:
+    """/etc/ld.so.preload and LD_PRELOAD / LD_AUDIT in ENV load code into
+    every dynamically linked process of the image; the sensor is one, run
+    by its own loader, in every mode."""
+    image = image_from(
+        {
+            "takeover.so": takeover_library,
+            "Dockerfile": "FROM debian:bookworm\n"
+            "COPY takeover.so /usr/lib/takeover.so\n"
+            "RUN echo /usr/lib/takeover.so > /etc/ld.so.preload\n"
+            "ENV LD_PRELOAD=/usr/lib/takeover.so LD_AUDIT=/usr/lib/takeover.so\n"
+            'CMD ["cat", "/etc/debian_version"]\n',
+        }
+    )
+    caplog.set_level("INFO")
+    trace = trace_image(engine, image, TraceOptions(until_exit=True), default_cache_dir())
+    assert "SENSOR-TAKEN-OVER" not in caplog.text
+    assert trace.exit_status == 0 and "/etc/debian_version" in {f.path for f in trace.files}
+    runner = CliRunner()
+    deps = runner.invoke(cli, ["deps", "--image", image, "/usr/bin/cat"])
+    assert deps.exit_code == 0, deps.output
+    out = tmp_path / "trace.json"
+    trace.save(out)
+    built = runner.invoke(
+        cli, ["build", image, "--trace", str(out), "--context-only", str(tmp_path / "c.tar")]
+    )
+    assert built.exit_code == 0, built.output
+    compared = runner.invoke(cli, ["compare", image])
+    assert compared.exit_code == 0, compared.output
+
+
+def _fake_sensor_zip() -> bytes:
+    """A zip of a fake `slimmer` package, as python3X.zip: CPython puts that
+    zip on sys.path before its own stdlib directory."""
+    forged = '{"files": [{"path": "/forged", "kind": "file", "access": ["opened"]}]}'
+    fake_main = (
+        "import os, sys\n"
+        "def main(config_path):\n"
+        "    run = os.path.dirname(config_path)\n"
+        f"    open(os.path.join(run, 'result.json'), 'w').write({forged!r})\n"
+        "    print('FAKE SENSOR', file=sys.stderr)\n"
+        "    return 0\n"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("slimmer/__init__.py", "")
+        archive.writestr("slimmer/sensor/__init__.py", "")
+        archive.writestr("slimmer/sensor/main.py", fake_main)
+    return buffer.getvalue()
+
+
+def test_files_at_the_sensors_path_cannot_stand_in_for_it(
+    engine: Engine, image_from, caplog
+) -> None:
+    """The sensor's directory is new and random for each run: an image that
+    ships a sensor of its own where slim's used to go (a zip that CPython
+    would import before its own modules, a fake script, a link for the run
+    dir) changes nothing."""
+    zip_name = f"python{sys.version_info.major}{sys.version_info.minor}.zip"
+    image = image_from(
+        {
+            "fake.zip": _fake_sensor_zip(),
+            "Dockerfile": "FROM busybox:latest\n"
+            f"COPY fake.zip /.slim/lib/{zip_name}\n"
+            "RUN ln -s /tmp /.slim/run\n"
+            'CMD ["cat", "/etc/passwd"]\n',
+        }
+    )
+    caplog.set_level("DEBUG")
+    trace = trace_image(engine, image, TraceOptions(until_exit=True), default_cache_dir())
+    assert "FAKE SENSOR" not in caplog.text
+    paths = {f.path for f in trace.files}
+    assert "/forged" not in paths and "/etc/passwd" in paths
+    assert not [path for path in paths if path.startswith("/.slim-")]
+
+
+def test_a_leftover_child_cannot_forge_the_result(
+    engine: Engine, image_from, tmp_path: Path
+) -> None:
+    """The app leaves a child that keeps writing a forged result into every
+    run dir it can find; the sensor ends every process before it writes
+    the result, so the trace is the real one."""
+    forged = (
+        '{"schema":"slim.sensor/1","result":{"kind":"trace","program":"/forged","user":'
+        '{"uid":0,"gid":0,"groups":[]},"exit":{"status":0,"signal":null},"watches":1,'
+        '"events":1,"overflow":false,"setup_seconds":0,"app_seconds":0,'
+        '"files":[{"path":"/forged","kind":"file","access":["opened"]}]},'
+        '"files":[{"path":"/forged","kind":"file","access":["opened"]}],"exit":{"status":0}}'
+    )
+    script = (
+        "#!/bin/sh\n"
+        "cat /etc/passwd >/dev/null\n"
+        "( while true; do for d in /.slim*/run; do\n"
+        f"    printf '%s' '{forged}' > \"$d/result.json\" 2>/dev/null\n"
+        f"    printf '%s' '{forged}' > \"$d/result.json.tmp\" 2>/dev/null\n"
+        "  done; done ) &\n"
+        "sleep 0.5\n"
+        "exit 0\n"
+    )
+    image = image_from(
+        {
+            "app.sh": script,
+            "Dockerfile": 'FROM busybox:latest\nCOPY app.sh /app.sh\nCMD ["/app.sh"]\n',
+        }
+    )
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(cli, ["trace", image, "--until-exit", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    paths = {f.path for f in Trace.load(out).files}
+    assert "/forged" not in paths and "/etc/passwd" in paths
+
+
+def test_garbage_the_app_leaves_at_the_result_path_is_replaced(
+    engine: Engine, image_from, tmp_path: Path
+) -> None:
+    """The app writes garbage (and a directory) where results go and tries
+    to kill the sensor: the sensor survives (PID 1 ignores what it does not
+    handle), replaces both and the trace is the real one."""
+    image = image_from(
+        {
+            "app.sh": "#!/bin/sh\nfor d in /.slim*/run; do echo '[[[' > \"$d/result.json\";"
+            ' mkdir "$d/result.json.tmp"; done\nkill -9 1\ncat /etc/group >/dev/null\n',
+            "Dockerfile": 'FROM busybox:latest\nCOPY app.sh /app.sh\nCMD ["/app.sh"]\n',
+        }
+    )
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(cli, ["trace", image, "--until-exit", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "/etc/group" in {f.path for f in Trace.load(out).files}
