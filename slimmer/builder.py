@@ -23,6 +23,7 @@ from slimmer.context import ContextError, copy_validated, render_dockerfile, wri
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
+from slimmer.probes import ProbeRequest
 from slimmer.protocol import (
     CollectJob,
     CollectResult,
@@ -50,6 +51,18 @@ class StaleTrace(SlimError):
     exit_code = ExitCode.STALE_TRACE
 
 
+@dataclass(frozen=True)
+class SavedTrace:
+    """A trace and the file it was read from (or saved to)."""
+
+    trace: Trace
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path) -> SavedTrace:
+        return cls(Trace.load(path), path)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     """What to build and from which traces. Patterns are checked when the
@@ -63,7 +76,7 @@ class BuildOptions:
     report: Path | None = None  # default .slim/<tag>.report.json
     force: bool = False
     runtime_extras: bool = True
-    trace_files: tuple[Path, ...] = ()  # default: the image's default trace, or trace first
+    traces: tuple[SavedTrace, ...] = ()  # given; default: the image's default trace, or trace first
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
     verify: bool = False  # run verify on the fat and the micro image afterwards
@@ -80,12 +93,6 @@ class BuildOptions:
 
     def report_path(self, image: str) -> Path:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
-
-
-@dataclass(frozen=True)
-class SavedTrace:
-    trace: Trace
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,8 @@ def choose_traces(
     """The traces a build uses: the given files; else the image's default
     trace when it is a trace of this very image; else a new trace, saved
     there. Returns them and the new trace, if one was made."""
-    if options.trace_files:
-        return [SavedTrace(Trace.load(path), path) for path in options.trace_files], None
+    if options.traces:
+        return list(options.traces), None
     default = default_trace_path(image)
     if not options.retrace and default.exists():
         image_id = engine.image_attrs(image).get("Id")
@@ -142,7 +149,14 @@ def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) ->
     result = build_micro(engine, image, traces, options, cache_dir)
     verified = None
     if options.verify and options.tag and options.context_only is None:
-        plan = plan_from_trace(traces[0].trace, VerifyRequest())
+        # Host commands run only when given on this command line, never from a trace file.
+        given = ProbeRequest(
+            hosts=options.trace.probes.hosts,
+            host_env=options.trace.probes.host_env,
+            default_get=False,
+            healthcheck=False,
+        )
+        plan = plan_from_trace(traces[0].trace, VerifyRequest(probes=given))
         verified = verify_images(engine, image, options.tag, plan)
     return BuildOutcome(made, result, verified)
 
@@ -174,9 +188,10 @@ def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) ->
                 )
             log.warning("%s; used anyway (--force)", message)
         if not trace.complete:
-            message = f"the trace of {trace.image} is incomplete (the inotify queue overflowed)"
+            why = trace.problems[0].splitlines()[0] if trace.problems else "no reason recorded"
+            message = f"the trace of {trace.image} is {trace.status.value} ({why})"
             if not force:
-                raise StaleTrace(message, "trace again with less load, or pass --force")
+                raise StaleTrace(message, "trace again (build --retrace), or pass --force")
             log.warning("%s; used anyway (--force)", message)
 
 

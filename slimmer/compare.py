@@ -11,7 +11,7 @@ from typing import Literal
 from slimmer import wire
 from slimmer.bundle import sensor_bundle
 from slimmer.engine import Engine
-from slimmer.errors import SlimError
+from slimmer.errors import UsageError
 from slimmer.protocol import InventoryJob, InventoryResult
 from slimmer.report import human_size
 from slimmer.runner import run_sensor_once
@@ -25,8 +25,8 @@ _UNITS = {
 }  # fmt: skip
 
 
-class SizeError(SlimError):
-    pass
+class SizeError(UsageError):
+    """A --max-size that cannot be read."""
 
 
 def parse_size(text: str) -> int:

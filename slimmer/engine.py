@@ -409,8 +409,18 @@ class Engine:
         return int(bindings[0]["HostPort"])
 
     def remove_container(self, container_id: str) -> None:
-        with suppress(docker.errors.NotFound):
+        """Remove a container and its anonymous volumes; one that is gone,
+        or that the engine is already removing, is not an error."""
+        try:
             self.client.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                return
+            raise EngineError(
+                f"removing container {container_id[:12]} failed: {_short(exc)}"
+            ) from None
 
     def leftovers(self, run_id: str | None = None, *, prefix: str | None = None) -> list[Leftover]:
         """Everything on the engine labelled by slim: of one run, of the runs

@@ -44,6 +44,15 @@ class Access(StrEnum):
 GONE = "gone"  # the kind of a traced path that no longer existed at the end
 
 
+class TraceStatus(StrEnum):
+    """Whether a trace can be built from: only a complete one, unless the
+    user insists (build --force)."""
+
+    COMPLETE = "complete"  # the app ran and was exercised as asked
+    PARTIAL = "partial"  # it ran, but some of what it touched may be missing
+    FAILED = "failed"  # it did not run as asked (exited at start, never answered)
+
+
 @dataclass(frozen=True)
 class Healthcheck:
     """The image's HEALTHCHECK as the engine reports it; durations in ns."""
@@ -291,11 +300,16 @@ class Trace:
     probes: tuple[ProbeResult, ...] = ()
     exit_status: int | None = None
     exit_signal: int | None = None
-    complete: bool = True
+    status: TraceStatus = TraceStatus.COMPLETE
+    problems: tuple[str, ...] = ()  # why the trace is partial or failed
     until_exit: bool = False  # a batch job: verify compares its output
     watches: int = 0
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.status is TraceStatus.COMPLETE
 
     def to_json(self) -> str:
         return wire.dumps(self)

@@ -20,7 +20,13 @@ from slimmer.probes import (
 )
 from slimmer.protocol import TraceJob, TraceResult
 from slimmer.runner import SensorError, sensor_container
-from slimmer.trace import ImageConfig, ProbeResult, Trace, command_line, parse_signal
+from slimmer.trace import (
+    ImageConfig,
+    ProbeResult,
+    Trace,
+    TraceStatus,
+    command_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,7 @@ class TraceOptions:
     until_exit: bool = False
     exit_timeout: float | None = None
     stop_timeout: float = 10.0
-    stop_signal: str | None = None
+    stop_signal: int | None = None  # default: the image's STOPSIGNAL
     echo_app: bool = True
 
 
@@ -65,9 +71,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
             f"image {image!r} has no ENTRYPOINT or CMD",
             "give the command after --, e.g. slim trace IMAGE -- /usr/bin/app",
         )
-    stop_signal = (
-        parse_signal(options.stop_signal) if options.stop_signal else config.stop_signal_number()
-    )
+    stop_signal = options.stop_signal or config.stop_signal_number()
     user = options.user if options.user is not None else config.user
     job = TraceJob(
         argv=tuple(argv),
@@ -84,6 +88,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     bundle = sensor_bundle(cache_dir)
     seconds: dict[str, float] = {}
     probes: tuple[ProbeResult, ...] = ()
+    problems: list[str] = []
     failure: AppFailed | None = None
     started = time.monotonic()
 
@@ -107,6 +112,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
             log.info("waiting for %s to exit", argv[0])
             if sensor.wait_exit(options.exit_timeout) is None:
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
+                problems.append(f"the job was stopped after --exit-timeout {options.exit_timeout}s")
                 sensor.stop(stop_signal, options.stop_timeout)
         else:
             try:
@@ -138,6 +144,14 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         result = sensor.result_of(TraceResult)
         tail = sensor.app_output_tail()
 
+    if result.overflow:
+        problems.append("the inotify queue overflowed: some accesses were not recorded")
+    status = TraceStatus.COMPLETE
+    if problems:
+        status = TraceStatus.PARTIAL
+    if failure is not None:
+        status = TraceStatus.FAILED
+        problems.insert(0, failure.message)
     trace = Trace(
         image=image,
         image_id=str(attrs.get("Id", "")),
@@ -148,7 +162,8 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         probes=probes,
         exit_status=result.exit.status,
         exit_signal=result.exit.signal,
-        complete=not result.overflow,
+        status=status,
+        problems=tuple(problems),
         until_exit=options.until_exit,
         watches=result.watches,
         events=result.events,
@@ -165,6 +180,6 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         raise failure
     if options.until_exit and trace.exit_status not in (0, None):
         log.warning("%s exited with status %s", argv[0], trace.exit_status)
-    if not trace.complete:
-        log.warning("the inotify queue overflowed: the trace is incomplete (build needs --force)")
+    for problem in trace.problems:
+        log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
     return trace

@@ -79,14 +79,25 @@ def plan_from_request(request: VerifyRequest) -> VerifyPlan:
 
 
 def plan_from_trace(trace: Trace, request: VerifyRequest) -> VerifyPlan:
-    """The trace's probes (unless the request gives its own) and its command."""
+    """The trace's probes (unless the request gives its own) and its command.
+
+    A trace file is data: the host commands it names are never run. They
+    run only when the user gives them again (--probe-host)."""
     given = request.probes
     recorded = [result.probe for result in trace.probes]
+    recorded_hosts = [p for p in recorded if isinstance(p, HostProbe)]
+    if recorded_hosts and not given.hosts:
+        log.warning(
+            "the trace names %d host command(s), which verify does not run from a trace file "
+            "(give them with --probe-host): %s",
+            len(recorded_hosts),
+            "; ".join(repr(p.command) for p in recorded_hosts),
+        )
     probes = replace(
         given,
         http=given.http or tuple(p for p in recorded if isinstance(p, HttpProbe)),
         execs=given.execs or tuple(p for p in recorded if isinstance(p, ExecProbe)),
-        hosts=given.hosts or tuple(p for p in recorded if isinstance(p, HostProbe)),
+        hosts=given.hosts,
         healthcheck=given.healthcheck or any(p.KIND == "healthcheck" for p in recorded),
         default_get=False,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from slimmer import __version__
-from slimmer.cli.base import default_cache_dir, setup_logging
+from slimmer.cli.base import default_cache_dir, run_cli, setup_logging
 from slimmer.cli.build import build_command
 from slimmer.cli.compare import compare
 from slimmer.cli.deps import deps
@@ -45,7 +45,7 @@ for command in (trace, build_command, verify, compare, explain, deps, schema):
 
 
 def main() -> None:
-    cli(prog_name="slim")
+    run_cli(cli)
 
 
 __all__ = ["cli", "default_cache_dir", "main"]

@@ -5,6 +5,7 @@ only the command line may read (environment, cache dir)."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from slimmer.engine import Engine
-from slimmer.errors import ExitCode, SlimError
+from slimmer.errors import ExitCode, NotFound, SlimError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +36,111 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         return
+
+
+GLOBAL_OPTIONS = ("-q", "--quiet", "--debug")
+
+
+class SlimCommand(click.Command):
+    """A command whose unknown options are usage errors (exit 2) that say
+    what to do: slim's own options go before the command, the app's after
+    `--`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            name = exc.option_name
+            if name in GLOBAL_OPTIONS:
+                exc.message = f"{name} is an option of slim itself"
+                exc.hint = f"give it before the command: slim {name} {self.name} ..."
+            else:
+                exc.message = f"no such option: {name}"
+                if exc.possibilities:
+                    exc.message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"
+                if any(param.name == "command" for param in self.params):
+                    exc.hint = (
+                        f"options meant for the app go after --, "
+                        f"e.g. slim {self.name} IMAGE -- /app {name}"
+                    )
+            raise
+
+
+def run_cli(group: click.Group) -> None:
+    """Run the command line: click's usage errors in slim's own words (one
+    line, a hint, exit 2), everything else through handles_errors."""
+    try:
+        group.main(prog_name="slim", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = getattr(exc, "hint", None)
+        if hint is None and exc.ctx is not None:
+            hint = f"slim {exc.ctx.command_path.removeprefix('slim ')} --help".replace(
+                "slim slim", "slim"
+            )
+            hint = f"see {hint}"
+        fail(exc.format_message(), hint, int(ExitCode.USAGE))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("slim: interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as exc:
+        fail(exc.format_message(), None, exc.exit_code)
+
+
+class NonNegative(click.ParamType):
+    """A finite number, 0 or more (nan, inf and -5 are refused)."""
+
+    def __init__(self, unit: str) -> None:
+        self.name = unit
+        self.unit = unit
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a number of {self.unit} (0 or more)", param, ctx)
+        return number
+
+
+SECONDS = NonNegative("seconds")
+RATIO = NonNegative("times")
+
+
+def output_file(path: Path, option: str) -> Path:
+    """Check, before anything runs, that the file an option names can be
+    written: its directory exists and is writable, it is not a directory."""
+    directory = path.parent
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory", "give the path of a file")
+    if not directory.is_dir():
+        raise NotFound(
+            f"{option} {path}: the directory {directory} does not exist",
+            "create it first, or choose another path",
+        )
+    if not os.access(directory, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        raise UsageError(
+            f"{option} {path} cannot be written", "choose a path in a directory you can write to"
+        )
+    return path
+
+
+def quiet() -> bool:
+    """Whether -q was given: summaries are left out, errors stay."""
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("quiet"))
+
+
+def summary(line: str) -> None:
+    """A line of a command's summary, on stderr, unless -q."""
+    if not quiet():
+        click.echo(line, err=True)
 
 
 def setup_logging(debug: bool, quiet: bool) -> None:

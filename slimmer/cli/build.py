@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from slimmer.builder import BuildOptions, build
-from slimmer.cli.base import connect, default_cache_dir, handles_errors
+from slimmer.cli.base import SlimCommand, connect, default_cache_dir, handles_errors, summary
 from slimmer.cli.options import build_options, trace_options
 from slimmer.cli.trace import print_trace_summary
 from slimmer.cli.verify import report_verified
 from slimmer.report import human_size
 
 
-@click.command("build", context_settings={"ignore_unknown_options": True})
+@click.command("build", cls=SlimCommand)
 @click.argument("image")
 @handles_errors
 @trace_options
@@ -37,14 +37,13 @@ def build_command(image: str, options: BuildOptions) -> None:
         print_trace_summary(outcome.traced.trace, outcome.traced.path)
     result = outcome.result
     if options.context_only is not None:
-        click.echo(f"context: {options.context_only}", err=True)
+        summary(f"context: {options.context_only}")
     else:
         ratio = result.fat_size / result.micro_size if result.micro_size else 0
-        click.echo(
+        summary(
             f"{image} {human_size(result.fat_size)} -> {options.tag} "
-            f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller)",
-            err=True,
+            f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller)"
         )
-    click.echo(f"report: {result.report_path}", err=True)
+    summary(f"report: {result.report_path}")
     if outcome.verified is not None:
         report_verified(outcome.verified, show_all=False)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import click
 
-from slimmer.cli.base import connect, default_cache_dir, exit_with, handles_errors
+from slimmer.cli.base import (
+    RATIO,
+    SlimCommand,
+    connect,
+    default_cache_dir,
+    exit_with,
+    handles_errors,
+)
 from slimmer.compare import check_gates, figures, parse_size, render
 from slimmer.errors import ExitCode
 
 
-@click.command()
+@click.command(cls=SlimCommand)
 @click.argument("images", nargs=-1, required=True)
 @click.option(
     "--format",
@@ -27,7 +34,7 @@ from slimmer.errors import ExitCode
 )
 @click.option(
     "--min-ratio",
-    type=float,
+    type=RATIO,
     default=None,
     metavar="N",
     help="Fail when an image after the first is not N times smaller than the first.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from slimmer import wire
-from slimmer.cli.base import connect, default_cache_dir, exit_with, handles_errors
+from slimmer.cli.base import SlimCommand, connect, default_cache_dir, exit_with, handles_errors
 from slimmer.deps import DepsSettings, closure_in_image, closure_in_root
 from slimmer.errors import ExitCode
 
@@ -20,7 +20,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-@click.command()
+@click.command(cls=SlimCommand)
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--root",

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from slimmer.cli.base import exit_with, handles_errors
+from slimmer.cli.base import SlimCommand, exit_with, handles_errors
 from slimmer.errors import ExitCode
 from slimmer.report import explain as explain_path
 from slimmer.report import load_report
 
 
-@click.command()
+@click.command(cls=SlimCommand)
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("path")
 @handles_errors

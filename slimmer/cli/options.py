@@ -8,6 +8,7 @@ from their values; the command receives only the object."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import Any, TypeVar
 
 import click
 
-from slimmer.builder import BuildOptions
-from slimmer.cli.base import host_env
-from slimmer.errors import NotFound
+from slimmer.builder import BuildOptions, SavedTrace
+from slimmer.cli.base import SECONDS, host_env, output_file
+from slimmer.errors import NotFound, UsageError
 from slimmer.probes import ProbeRequest, parse_http_probe, split_command
-from slimmer.trace import ExecProbe, HostProbe
+from slimmer.trace import ExecProbe, HostProbe, parse_signal
 from slimmer.tracer import TraceOptions
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
@@ -89,9 +90,9 @@ def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> lis
                      f"SLIM_TARGET_PORT set ({note}); repeatable."),
         click.option("--until-exit", is_flag=True,
                      help="Batch job: no HTTP probes; wait until the app exits."),
-        click.option("--exit-timeout", type=float, default=exit_timeout, metavar="S",
+        click.option("--exit-timeout", type=SECONDS, default=exit_timeout, metavar="S",
                      help="With --until-exit: give up on the app after S seconds."),
-        click.option("--ready-timeout", type=float, default=30.0, show_default=True, metavar="S",
+        click.option("--ready-timeout", type=SECONDS, default=30.0, show_default=True, metavar="S",
                      help="How long the app may take to answer HTTP."),
     ]  # fmt: skip
 
@@ -125,7 +126,7 @@ def _make_trace_options(
         until_exit=until_exit,
         exit_timeout=exit_timeout,
         stop_timeout=stop_timeout,
-        stop_signal=stop_signal,
+        stop_signal=parse_signal(stop_signal) if stop_signal else None,
         echo_app=not quiet_app,
     )
 
@@ -137,9 +138,9 @@ trace_options = option_group(
         *_probe_options("HTTP request to make once the app answers; repeatable "
                         "(default: GET / on each exposed TCP port).", "traced too", None),
         click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
-        click.option("--duration", type=float, default=0.0, metavar="S",
+        click.option("--duration", type=SECONDS, default=0.0, metavar="S",
                      help="Keep tracing S seconds after the probes."),
-        click.option("--stop-timeout", type=float, default=10.0, show_default=True,
+        click.option("--stop-timeout", type=SECONDS, default=10.0, show_default=True,
                      metavar="S", help="Grace time after the stop signal before SIGKILL."),
         click.option("--stop-signal", default=None, metavar="SIG",
                      help="Signal that stops the app (default: the image's STOPSIGNAL, "
@@ -185,9 +186,14 @@ verify_options = option_group(
 def read_include_file(path: str) -> list[str]:
     """Patterns from a file, one a line; blank lines and # comments skipped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise NotFound(f"cannot read --include-file {path}: {exc.strerror}") from None
+    if b"\0" in data:
+        raise UsageError(
+            f"--include-file {path} is not a text file", "one pattern a line, # comments"
+        )
+    lines = os.fsdecode(data).splitlines()  # image paths need not be UTF-8
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -206,6 +212,9 @@ def _make_build_options(
     run_verify: bool,
     trace_options: TraceOptions,
 ) -> BuildOptions:
+    for path, option in ((context_only, "--context-only"), (report_path, "--report")):
+        if path is not None:
+            output_file(path, option)
     patterns = list(includes)
     for include_file in include_files:
         patterns += read_include_file(include_file)
@@ -217,7 +226,7 @@ def _make_build_options(
         context_only=context_only,
         report=report_path,
         force=force,
-        trace_files=trace_files,
+        traces=tuple(SavedTrace.load(path) for path in trace_files),
         retrace=retrace,
         trace=trace_options,
         verify=run_verify,

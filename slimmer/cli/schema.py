@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from slimmer.cli.base import handles_errors
+from slimmer.cli.base import SlimCommand, handles_errors
 from slimmer.schema import NAMES, shipped
 
 
-@click.command()
+@click.command(cls=SlimCommand)
 @click.argument("name", type=click.Choice(NAMES))
 @handles_errors
 def schema(name: str) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from slimmer.cli.base import connect, default_cache_dir, handles_errors
+from slimmer.cli.base import (
+    SlimCommand,
+    connect,
+    default_cache_dir,
+    handles_errors,
+    output_file,
+    summary,
+)
 from slimmer.cli.options import trace_options
 from slimmer.trace import Trace, default_trace_path
 from slimmer.tracer import AppFailed, TraceOptions, trace_image
@@ -18,20 +25,19 @@ def print_trace_summary(trace: Trace, path: Path) -> None:
     exit_text = "?" if status is None else str(status)
     if trace.exit_signal:
         exit_text += f" (signal {trace.exit_signal})"
-    click.echo(f"trace: {path}", err=True)
-    click.echo(
+    summary(f"trace: {path}")
+    summary(
         f"  files seen {len(trace.files)} ({created} created by the app), "
         f"watches {trace.watches}, events {trace.events}"
-        + ("" if trace.complete else ", INCOMPLETE (queue overflow)"),
-        err=True,
+        + ("" if trace.complete else f", {trace.status.value.upper()}")
     )
     times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
-    click.echo(f"  app exit {exit_text}; {times}", err=True)
+    summary(f"  app exit {exit_text}; {times}")
     for probe in trace.probes:
-        click.echo(f"  probe {probe.probe.label()}: {probe.answer.outcome()}", err=True)
+        summary(f"  probe {probe.probe.label()}: {probe.answer.outcome()}")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(cls=SlimCommand)
 @click.argument("image")
 @click.option(
     "-o",
@@ -55,7 +61,7 @@ def trace(image: str, output: Path | None, trace_options: TraceOptions) -> None:
       slim trace nginx-build -- /opt/nginx/sbin/nginx -g 'daemon off;'
       slim trace myjob:fat --until-exit -- /app/run.sh --once
     """
-    path = output or default_trace_path(image)
+    path = output_file(output, "-o") if output else default_trace_path(image)
     with connect() as engine:
         try:
             result = trace_image(engine, image, trace_options, default_cache_dir())

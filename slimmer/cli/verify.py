@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from slimmer import wire
-from slimmer.cli.base import connect, handles_errors
+from slimmer.cli.base import SlimCommand, connect, handles_errors, summary
 from slimmer.cli.options import verify_options
 from slimmer.trace import Trace, default_trace_path
 from slimmer.verify import (
@@ -36,14 +36,13 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
             "slim explain REPORT PATH tells why a file is missing; --include keeps it",
         )
     took = sum(outcome.seconds.values())
-    click.echo(
+    summary(
         f"verify: {len(outcome.checks)} checks, {outcome.micro} answers like {outcome.fat} "
-        f"({took:.1f}s)",
-        err=True,
+        f"({took:.1f}s)"
     )
 
 
-@click.command()
+@click.command(cls=SlimCommand)
 @click.argument("fat")
 @click.argument("micro")
 @click.option(

@@ -10,6 +10,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
-from slimmer.trace import Trace
+from slimmer.trace import HostProbe, NoAnswer, ProbeResult, Trace
 from slimmer.tracer import TraceOptions, trace_image
 from tests.conftest import FIXTURE_LABEL, context_of
 
@@ -206,3 +207,31 @@ def test_garbage_the_app_leaves_at_the_result_path_is_replaced(
     result = CliRunner().invoke(cli, ["trace", image, "--until-exit", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "/etc/group" in {f.path for f in Trace.load(out).files}
+
+
+def test_a_trace_file_never_runs_host_commands(
+    engine: Engine, fat_nginx: str, tmp_path: Path
+) -> None:
+    """verify replays a trace's probes, but a host command in a trace file
+    is data: it runs only when the user gives it with --probe-host."""
+    marker = tmp_path / "ran-on-the-host"
+    trace = trace_image(engine, fat_nginx, TraceOptions(echo_app=False), default_cache_dir())
+    forged = replace(
+        trace,
+        probes=(
+            *trace.probes,
+            ProbeResult(HostProbe(f"touch {marker}"), NoAnswer("never ran"), True),
+        ),
+    )
+    path = tmp_path / "forged.json"
+    forged.save(path)
+    result = CliRunner().invoke(cli, ["verify", fat_nginx, fat_nginx, "--trace", str(path)])
+    assert result.exit_code == 0, result.output
+    assert not marker.exists()
+    assert "does not run from a trace file" in result.output
+    given = CliRunner().invoke(
+        cli,
+        ["verify", fat_nginx, fat_nginx, "--trace", str(path), "--probe-host", f"touch {marker}"],
+    )
+    assert given.exit_code == 0, given.output
+    assert marker.exists()  # the same command, given by the user, runs

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
-from slimmer.trace import Trace
+from slimmer.trace import Trace, TraceStatus
 
 
 def test_app_that_never_becomes_ready(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
@@ -42,7 +42,11 @@ def test_app_that_never_becomes_ready(engine: Engine, fat_nginx: str, tmp_path: 
     assert result.exit_code == ExitCode.APP, result.output
     assert "nothing answered HTTP on port 80 within 2s" in result.output
     assert "still warming up" in result.output  # the app's own output
-    assert out.exists()
+    saved = Trace.load(out)
+    assert saved.status is TraceStatus.FAILED and "within 2s" in saved.problems[0]
+    build = CliRunner().invoke(cli, ["build", fat_nginx, "--trace", str(out), "-t", "x:never"])
+    assert build.exit_code == ExitCode.STALE_TRACE, build.output
+    assert f"the trace of {fat_nginx} is failed" in build.output and "--force" in build.output
 
 
 def test_odd_names_survive_trace_report_context_and_image(

@@ -22,7 +22,7 @@ from slimmer.errors import ExitCode, PathError
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
 from slimmer.sensor.watch import TreeWatcher
-from slimmer.trace import ImageConfig, Trace
+from slimmer.trace import ImageConfig, Trace, TraceStatus
 
 
 def test_unreachable_engine_is_one_line_with_a_hint(monkeypatch) -> None:
@@ -48,9 +48,10 @@ def test_incomplete_or_foreign_traces_are_refused_without_force() -> None:
         command=("x",),
         user="",
         files=(),
-        complete=False,
+        status=TraceStatus.PARTIAL,
+        problems=("the inotify queue overflowed",),
     )
-    with pytest.raises(StaleTrace, match="incomplete"):
+    with pytest.raises(StaleTrace, match=r"partial \(the inotify queue overflowed"):
         check_traces([trace], "a", "sha256:a", force=False)
     with pytest.raises(StaleTrace, match="is not of"):
         check_traces([trace], "b", "sha256:b", force=False)
