@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from slimmer import __version__, wire
 from slimmer.bundle import sensor_bundle
+from slimmer.cleanup import scratch_directory, signals_held
 from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
@@ -254,8 +254,8 @@ def build_micro(
     labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
     dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
 
-    with tempfile.TemporaryDirectory(prefix="slim-build-") as scratch:
-        rootfs_path = Path(scratch) / "rootfs.tar"
+    with scratch_directory("slim-build-") as scratch:
+        rootfs_path = scratch / "rootfs.tar"
         log.info("collecting files in a container of %s", image)
         job = CollectJob(selection=request)
         with sensor_container(
@@ -282,12 +282,13 @@ def build_micro(
         for warning in selection.warnings:
             log.warning("%s", warning)
 
-        context_path = options.context_only or Path(scratch) / "context.tar"
+        context_path = options.context_only or scratch / "context.tar"
         try:
             with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
                 write_context(dockerfile, rootfs, rootfs_path.stat().st_size, out)
         except BaseException as exc:
-            context_path.unlink(missing_ok=True)  # no half-written context is left
+            with signals_held():
+                context_path.unlink(missing_ok=True)  # no half-written context is left
             if isinstance(exc, OSError):
                 error = ContextError(
                     f"cannot write the build context {context_path}: {exc.strerror}",

@@ -9,9 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-import signal
 import tarfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -22,27 +20,13 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 
+from slimmer.cleanup import signals_held
 from slimmer.errors import EngineError, NotFound, UsageError
 
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "io.slim.run"
 ENGINE_HINT = "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or set DOCKER_HOST"
-
-
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while cleaning up, so a second Ctrl-C cannot
-    leave a container behind; they are delivered right after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def published_host_for(base_url: str) -> str:
@@ -316,7 +300,7 @@ class Engine:
             members = tar.getmembers()
             if len(members) != 1 or not members[0].isreg():
                 raise EngineError(f"unexpected archive for {path}")
-            if members[0].name != path.rsplit("/", 1)[-1] or members[0].size > max_bytes:
+            if members[0].name != basename(path) or members[0].size > max_bytes:
                 raise EngineError(f"unexpected member {members[0].name!r} for {path}")
             handle = tar.extractfile(members[0])
             return handle.read() if handle else None
@@ -325,23 +309,39 @@ class Engine:
     def open_file_stream(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
         """Stream one regular file out of a (stopped) container, without
         holding it in memory. The engine's archive is untrusted: it must hold
-        exactly that one regular file."""
+        exactly that one regular file.
+
+        The HTTP response is closed on the way out, also on Ctrl-C: while
+        it is open the engine keeps the container busy, and removing it
+        would wait for the whole archive."""
+        api = self.client.api
         try:
-            chunks, _ = self.client.api.get_archive(ref.id, path)
+            # docker-py's get_archive gives no handle on the response to close.
+            response = api._get(
+                api._url("/containers/{0}/archive", ref.id),
+                params={"path": path},
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+            )
+            api._raise_for_status(response)
         except docker.errors.NotFound:
             raise EngineError(f"{path} is not in the container") from None
         except docker.errors.APIError as exc:
             raise EngineError(
                 f"copying {path} out of the container failed: {_short(exc)}"
             ) from None
-        with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as outer:
-            member = outer.next()
-            if member is None or not member.isreg() or member.name != path.rsplit("/", 1)[-1]:
-                raise EngineError(f"unexpected archive for {path}")
-            handle = outer.extractfile(member)
-            if handle is None:
-                raise EngineError(f"unexpected archive for {path}")
-            yield handle
+        try:
+            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+            with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as outer:
+                member = outer.next()
+                if member is None or not member.isreg() or member.name != basename(path):
+                    raise EngineError(f"unexpected archive for {path}")
+                handle = outer.extractfile(member)
+                if handle is None:
+                    raise EngineError(f"unexpected archive for {path}")
+                yield handle
+        finally:
+            response.close()
 
     def archive(self, ref: ContainerRef, path: str) -> bytes:
         """The engine's tar of a path in a container (for small trees)."""
@@ -460,6 +460,10 @@ class Engine:
             except docker.errors.NotFound:
                 continue
         return removed
+
+
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 class ChunkReader(io.RawIOBase):

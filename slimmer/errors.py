@@ -56,3 +56,12 @@ class UsageError(SlimError):
     """Options that do not fit together, or a value that cannot be read."""
 
     exit_code = ExitCode.USAGE
+
+
+class Terminated(KeyboardInterrupt):
+    """slim got a terminating signal (SIGTERM, SIGHUP): cleaned up like
+    Ctrl-C, with exit status 128 + the signal."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number

@@ -108,6 +108,13 @@ class SensorLayout:
 # The sensor's own lines on stderr start with this; everything else is the app's.
 MESSAGE_PREFIX = "slim-sensor: "
 
+# The host asks the sensor to stop the app with this signal (SIGRTMAX on
+# Linux); the sensor then sends the app its stop signal. The stop signal
+# itself never goes to the sensor: SIGKILL would end it before it writes
+# the result, and one it does not handle (SIGPWR) would be ignored by a
+# PID 1.
+STOP_REQUEST_SIGNAL = 64
+
 # Exit statuses of the sensor itself (the app's own status otherwise).
 EXIT_SENSOR_FAILED = 125
 

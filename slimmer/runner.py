@@ -27,6 +27,7 @@ from slimmer.errors import ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
     SENSOR_ENV,
+    STOP_REQUEST_SIGNAL,
     AppExited,
     FailureReason,
     Job,
@@ -144,10 +145,11 @@ class SensorContainer:
                 return False
         return True
 
-    def stop(self, signal_number: int, timeout: float) -> int:
-        """Ask the app to stop; the sensor kills it after its own stop
-        timeout, so the result is written either way. Returns the status."""
-        self.engine.kill(self.container, signal_number)
+    def stop(self, timeout: float) -> int:
+        """Ask the sensor to stop the app (with the app's stop signal, then
+        SIGKILL after `timeout`); the result is written either way. Returns
+        the container's status."""
+        self.engine.kill(self.container, STOP_REQUEST_SIGNAL)
         status = self.engine.wait(self.container, timeout + 15)
         if status is None:
             self.engine.kill(self.container, 9)

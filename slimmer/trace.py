@@ -10,6 +10,7 @@ trace again.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import tempfile
 from dataclasses import dataclass, field
@@ -147,12 +148,22 @@ class ImageConfig:
         return command_line(self, None, None)
 
 
+SIGRTMIN, SIGRTMAX = 34, 64  # Linux, as the engine names them (RTMIN+n, RTMAX-n)
+_REALTIME = re.compile(r"SIG(RTMIN|RTMAX)(?:([+-])(\d+))?")
+
+
 def parse_signal(spec: str) -> int:
-    """'SIGQUIT', 'QUIT' or '3' -> 3."""
+    """'SIGQUIT', 'QUIT', '3', 'SIGRTMIN+3' or 'RTMAX-1' -> the number."""
     text = spec.strip().upper()
-    if text.isdigit():
+    if text.isdigit() and 0 < int(text) <= SIGRTMAX:
         return int(text)
     name = text if text.startswith("SIG") else f"SIG{text}"
+    realtime = _REALTIME.fullmatch(name)
+    if realtime:
+        base = SIGRTMIN if realtime.group(1) == "RTMIN" else SIGRTMAX
+        offset = int(realtime.group(3) or 0) * (-1 if realtime.group(2) == "-" else 1)
+        if SIGRTMIN <= base + offset <= SIGRTMAX:
+            return base + offset
     try:
         return int(signal.Signals[name])
     except KeyError:

@@ -113,7 +113,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
             if sensor.wait_exit(options.exit_timeout) is None:
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
                 problems.append(f"the job was stopped after --exit-timeout {options.exit_timeout}s")
-                sensor.stop(stop_signal, options.stop_timeout)
+                sensor.stop(options.stop_timeout)
         else:
             try:
                 run = run_probes(
@@ -137,7 +137,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                 failure = AppFailed(exc.message, exc.hint, None)
             seconds["probes"] = round(time.monotonic() - started - seconds["setup"], 3)
             if sensor.running():
-                sensor.stop(stop_signal, options.stop_timeout)
+                sensor.stop(options.stop_timeout)
             else:
                 engine.wait(sensor.container, 10)
 

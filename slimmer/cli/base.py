@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from slimmer.engine import Engine
-from slimmer.errors import ExitCode, NotFound, SlimError, UsageError
+from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,9 +67,19 @@ class SlimCommand(click.Command):
             raise
 
 
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _terminate(number: int, _frame: object) -> None:
+    raise Terminated(number)
+
+
 def run_cli(group: click.Group) -> None:
     """Run the command line: click's usage errors in slim's own words (one
-    line, a hint, exit 2), everything else through handles_errors."""
+    line, a hint, exit 2), everything else through handles_errors. SIGTERM
+    and SIGHUP clean up like Ctrl-C: every container slim made is removed."""
+    for number in TERMINATING_SIGNALS:
+        signal.signal(number, _terminate)
     try:
         group.main(prog_name="slim", standalone_mode=False)
     except click.UsageError as exc:
@@ -173,6 +184,10 @@ def handles_errors(command: F) -> F:
             if debug:
                 raise
             fail(exc.message, exc.hint, int(exc.exit_code))
+        except Terminated as exc:
+            name = signal.Signals(exc.signal_number).name
+            click.echo(f"slim: stopped by {name}; cleaned up", err=True)
+            sys.exit(128 + exc.signal_number)
         except KeyboardInterrupt:
             click.echo("slim: interrupted", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))

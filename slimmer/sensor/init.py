@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from slimmer.protocol import STOP_REQUEST_SIGNAL
 from slimmer.sensor.users import AppUser
 
 FORWARDED_SIGNALS = (
@@ -53,6 +54,7 @@ class Supervisor:
     ) -> int:
         for number in FORWARDED_SIGNALS:
             signal.signal(number, self._forward)
+        signal.signal(STOP_REQUEST_SIGNAL, self._stop_requested)
         self.process = subprocess.Popen(
             [argv[0], *argv[1:]],
             executable=program,
@@ -73,7 +75,21 @@ class Supervisor:
             os.kill(self.process.pid, number)
         except ProcessLookupError:
             return
-        if number in (self.stop_signal, signal.SIGTERM, signal.SIGINT) and self._kill_timer is None:
+        if number in (self.stop_signal, signal.SIGTERM, signal.SIGINT):
+            self._start_kill_timer()
+
+    def _stop_requested(self, _number: int, _frame: object) -> None:
+        """The host asks to stop the app: send it the stop signal, whatever
+        that is (SIGKILL, SIGPWR, a real-time signal), and SIGKILL after the
+        grace time. The sensor itself stays, to write the result."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, self.stop_signal)
+        self._start_kill_timer()
+
+    def _start_kill_timer(self) -> None:
+        if self._kill_timer is None:
             self._kill_timer = threading.Timer(self.stop_timeout, self._kill)
             self._kill_timer.daemon = True
             self._kill_timer.start()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from slimmer.engine import Engine
-from tests.conftest import SESSION_PREFIX, leftover_keys
+from tests.conftest import FIXTURE_LABEL, SESSION_PREFIX, context_of, leftover_keys
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +27,29 @@ def _session_leaves_nothing(engine: Engine) -> Iterator[None]:
     engine.remove_leftovers(prefix=SESSION_PREFIX)
     if remaining:
         pytest.fail(f"the test session left these on the engine: {remaining}", pytrace=False)
+
+
+@pytest.fixture
+def image_from(engine: Engine, tmp_path: Path) -> Iterator[Callable[[dict[str, str | bytes]], str]]:
+    """Build an image from files a test writes (a Dockerfile among them);
+    removed when the test ends."""
+    made: list[str] = []
+
+    def build(files: dict[str, str | bytes]) -> str:
+        directory = tmp_path / f"ctx-{len(made)}"
+        for name, content in files.items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+            path.chmod(0o755)
+        tag = f"slim-test-image-{uuid.uuid4().hex[:8]}:latest"
+        engine.build(context_of(directory), tag, labels={FIXTURE_LABEL: "in-test"})
+        made.append(tag)
+        return tag
+
+    yield build
+    for tag in made:
+        engine.remove_image(tag)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
 from slimmer.trace import HostProbe, NoAnswer, ProbeResult, Trace
 from slimmer.tracer import TraceOptions, trace_image
-from tests.conftest import FIXTURE_LABEL, context_of
 
 # A library that, when loaded into slim's sensor (whose process runs the
 # bundled loader from /.slim...), kills it with status 66 and says so.
@@ -40,31 +37,6 @@ __attribute__((constructor)) static void take_over(void) {
     }
 }
 """
-
-
-@pytest.fixture
-def image_from(engine: Engine, tmp_path: Path) -> Iterator[Callable[[dict[str, str | bytes]], str]]:
-    """Build an image from files written here (a Dockerfile among them)."""
-    made: list[str] = []
-
-    def build(files: dict[str, str | bytes]) -> str:
-        directory = tmp_path / f"ctx-{len(made)}"
-        for name, content in files.items():
-            path = directory / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-            path.chmod(0o755)
-        tag = f"slim-test-hostile-{uuid.uuid4().hex[:8]}:latest"
-        engine.build(context_of(directory), tag, labels={FIXTURE_LABEL: "hostile"})
-        made.append(tag)
-        return tag
-
-    yield build
-    for tag in made:
-        engine.remove_image(tag)
 
 
 @pytest.fixture

@@ -194,3 +194,84 @@ def test_unknown_base_image_is_not_found(engine: Engine, fixture_image, tmp_path
     )
     assert result.exit_code == ExitCode.NOT_FOUND
     assert "slim-no-such-base:1" in result.output and "slim: hint:" in result.output
+
+
+def _slim_process(*args: str, tmpdir: Path | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return subprocess.Popen(
+        [sys.executable, "-m", "slimmer", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _wait_for(process: subprocess.Popen[str], text: str) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if text in line:
+            return
+    pytest.fail(f"slim ended before saying {text!r}")
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(
+    engine: Engine, fixture_image, tmp_path: Path, number: int
+) -> None:
+    """A real slim process tracing an app that never ends gets the signal:
+    it removes its container (the no_leftovers fixture checks) and exits
+    with 128 + the signal, at once."""
+    image = fixture_image("batch")
+    process = _slim_process(
+        "trace", image, "--until-exit", "-o", str(tmp_path / "t.json"), "--", "sleep", "600"
+    )
+    _wait_for(process, "waiting for sleep to exit")
+    sent = time.monotonic()
+    process.send_signal(number)
+    assert process.wait(timeout=60) == 128 + number
+    assert time.monotonic() - sent < 20
+    assert not (tmp_path / "t.json").exists()
+
+
+@pytest.fixture
+def big_image(image_from) -> str:
+    """An image with 200 MB that does not compress, so that its archive
+    takes a moment to stream."""
+    return image_from(
+        {
+            "Dockerfile": "FROM busybox:latest\n"
+            "RUN head -c 200000000 /dev/urandom > /big\n"
+            'CMD ["cat", "/etc/passwd"]\n'
+        }
+    )
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_the_archive_streams(
+    engine: Engine, big_image: str, tmp_path: Path, presses: int
+) -> None:
+    """Ctrl-C (once, or twice in a row) while the collected files stream out
+    of the container: slim stops at once (not after the engine's 120 s
+    time-out) and leaves nothing in TMPDIR or on the engine."""
+    trace = tmp_path / "t.json"
+    assert (
+        CliRunner().invoke(cli, ["trace", big_image, "--until-exit", "-o", str(trace)]).exit_code
+        == 0
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = _slim_process(
+        "build", big_image, "--trace", str(trace), "--include", "/big",
+        "--context-only", str(tmp_path / "ctx.tar"), tmpdir=scratch,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 5_000_000 for p in scratch.glob("*/rootfs.tar")):
+        assert process.poll() is None, "the build ended before it was interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    sent = time.monotonic()
+    for _ in range(presses):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    assert process.wait(timeout=60) == ExitCode.INTERRUPTED
+    assert time.monotonic() - sent < 20
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "ctx.tar").exists()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from slimmer.cli import cli, default_cache_dir
@@ -179,3 +180,31 @@ def test_deps_inside_an_image_without_python_or_ldd(
     assert static.exit_code == 0 and static.output.startswith("/busybox (/busybox)")
     missing = runner.invoke(cli, ["deps", "--image", fat_nginx, "/no/such/file"])
     assert missing.exit_code == ExitCode.NOT_FOUND and "/no/such/file" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "script", "status"),
+    [
+        ("SIGKILL", "sleep 600", 128 + 9),
+        ("SIGPWR", "trap 'exit 6' PWR; while true; do sleep 0.1; done", 6),
+        ("SIGRTMIN+3", "trap 'exit 7' 37; while true; do sleep 0.1; done", 7),
+    ],
+)
+def test_any_stop_signal_stops_the_app_and_keeps_the_trace(
+    engine: Engine, image_from, stop_signal: str, script: str, status: int
+) -> None:
+    """The image's STOPSIGNAL goes to the app, never to the sensor: SIGKILL
+    would end the sensor before it writes the trace, and a signal it does
+    not handle (SIGPWR) would be ignored by a PID 1."""
+    image = image_from(
+        {
+            "Dockerfile": "FROM busybox:latest\n"
+            f"STOPSIGNAL {stop_signal}\n"
+            f'CMD ["sh", "-c", "cat /etc/group >/dev/null; {script}"]\n'
+        }
+    )
+    started = time.monotonic()
+    trace = traced(engine, image, duration=0.5, stop_timeout=30)
+    assert time.monotonic() - started < 20
+    assert trace.exit_status == status
+    assert "/etc/group" in accessed(trace)
