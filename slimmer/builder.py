@@ -196,15 +196,21 @@ def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) ->
 
 
 def created_epoch(created: str | None) -> int | None:
-    """The image's creation time (RFC 3339, nanoseconds) as epoch seconds."""
+    """The image's creation time (RFC 3339, nanoseconds) as epoch seconds;
+    None when it is missing, unreadable, or not after 1970 (the engine shows
+    a missing one as year 1)."""
     if not created:
         return None
     match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", created)
     if not match:
         return None
     zone = match.group(3) or "Z"
-    moment = datetime.fromisoformat(match.group(1) + ("+00:00" if zone == "Z" else zone))
-    return int(moment.timestamp())
+    try:
+        moment = datetime.fromisoformat(match.group(1) + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    epoch = int(moment.timestamp())
+    return epoch if epoch > 0 else None
 
 
 def selection_request(
@@ -224,7 +230,7 @@ def selection_request(
         workdir=config.workdir or "/",
         volumes=config.volumes,
         runtime_extras=options.runtime_extras,
-        mtime_clamp=created_epoch(created),
+        engine_mtime=created_epoch(created),
     )
 
 

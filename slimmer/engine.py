@@ -10,6 +10,7 @@ import io
 import logging
 import re
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
+import requests
 
 from slimmer.cleanup import signals_held
 from slimmer.errors import EngineError, NotFound, UsageError
@@ -41,6 +43,49 @@ def published_host_for(base_url: str) -> str:
 RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
 
 
+ANSWER_TIMEOUT = 10.0  # how long a connected engine may take to answer a ping
+
+
+def _engine_address() -> str:
+    try:
+        return str(docker.utils.kwargs_from_env().get("base_url") or "the default socket")
+    except docker.errors.DockerException:
+        return "DOCKER_HOST"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether an error of the SDK comes from a time-out (the engine is
+    there but silent) rather than a refused or missing connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TimeoutError, requests.exceptions.Timeout)):
+            return True
+        if "timed out" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost system error under an SDK error ("Connection refused"),
+    else its first line."""
+    found: BaseException = exc
+    seen: BaseException | None = exc
+    while seen is not None:
+        found = seen
+        for arg in getattr(seen, "args", ()):
+            if isinstance(arg, OSError) and arg.strerror:
+                return arg.strerror
+            if isinstance(arg, BaseException):
+                nested = _root_cause(arg)
+                if nested:
+                    return nested
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return _short(found)
+
+
 def new_run_id(prefix: str = "") -> str:
     """A run id: the prefix (which names a group of runs, e.g. one CI job),
     then 12 random hex digits."""
@@ -54,6 +99,14 @@ class ContainerRef:
 
     id: str
     name: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None  # None: still running when the time was up
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
 
 
 @dataclass(frozen=True)
@@ -85,18 +138,29 @@ class Engine:
         self.close()
 
     @classmethod
-    def connect(cls, timeout: int = 120, run_prefix: str = "") -> Engine:
+    def connect(
+        cls, timeout: int = 120, run_prefix: str = "", answer_timeout: float = ANSWER_TIMEOUT
+    ) -> Engine:
         """Connect with the environment's settings (DOCKER_HOST and friends).
-        Every run id this engine hands out starts with `run_prefix`."""
+        An engine that does not answer within `answer_timeout` seconds is an
+        error that says so; one that is not there fails at once. Every run
+        id this engine hands out starts with `run_prefix`."""
         if not RUN_ID_PREFIX.fullmatch(run_prefix):
             raise UsageError(f"bad run prefix {run_prefix!r}", "use up to 32 of a-z, 0-9 and -")
         try:
-            client = docker.from_env(timeout=timeout)
+            client = docker.from_env(timeout=answer_timeout)  # asks the API version too
             client.ping()
         except docker.errors.DockerException as exc:
+            where = _engine_address()
+            if _timed_out(exc):
+                raise EngineError(
+                    f"the Docker engine at {where} did not answer within {answer_timeout:.0f}s",
+                    "is it overloaded or hung? check its log, or restart it",
+                ) from None
             raise EngineError(
-                f"the Docker engine is not reachable ({_short(exc)})", ENGINE_HINT
+                f"the Docker engine at {where} is not reachable ({_root_cause(exc)})", ENGINE_HINT
             ) from None
+        client.api.timeout = timeout  # long operations (builds, archives) get longer
         return cls(client, run_prefix)
 
     @property
@@ -385,17 +449,34 @@ class Engine:
             return False
         return str(state.get("Status")) in ("created", "running", "restarting")
 
-    def exec_run(self, ref: ContainerRef, argv: list[str], user: str) -> tuple[int, bytes, bytes]:
-        try:
-            result = self._container(ref).exec_run(argv, user=user, demux=True)
-        except docker.errors.APIError as exc:
-            raise EngineError(f"exec in the container failed: {_short(exc)}") from None
-        stdout, stderr = result.output if result.output else (b"", b"")
-        return (
-            int(result.exit_code if result.exit_code is not None else -1),
-            stdout or b"",
-            stderr or b"",
-        )
+    def exec_run(self, ref: ContainerRef, argv: list[str], user: str, timeout: float) -> ExecResult:
+        """Run a command in a running container, waiting at most `timeout`
+        seconds. A command still running then is left to the container's
+        end (the engine cannot kill one exec) and reported as timed out."""
+        container = self._container(ref)
+        outcome: list[ExecResult | BaseException] = []
+
+        def run() -> None:
+            try:
+                result = container.exec_run(argv, user=user, demux=True)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome.append(exc)
+                return
+            stdout, stderr = result.output if result.output else (b"", b"")
+            code = int(result.exit_code) if result.exit_code is not None else -1
+            outcome.append(ExecResult(code, stdout or b"", stderr or b"", False))
+
+        worker = threading.Thread(target=run, name="exec", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not outcome:
+            return ExecResult(None, b"", b"", True)
+        result = outcome[0]
+        if isinstance(result, docker.errors.APIError):
+            raise EngineError(f"exec in the container failed: {_short(result)}") from None
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def published_port(self, ref: ContainerRef, port: int) -> int:
         """The host port a container's TCP port was published on."""

@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from slimmer.errors import ExitCode, PathError, SlimError
@@ -81,9 +81,12 @@ class SelectionRequest:
     # Mount points of the collecting container (/etc/hosts, volumes...): the
     # engine provides them at run time; their content here is not the image's.
     mount_points: tuple[str, ...] = ()
-    # Newer mtimes than the image's creation come from the container runtime
-    # (its init layer touches /etc); they are clamped to this, deterministically.
-    mtime_clamp: int | None = None
+    # The mtime of what the engine touched in the collecting container (its
+    # mount points and their directories, /etc for /etc/hosts): the image's
+    # creation time. None (an image without a usable one): the newest mtime
+    # of the other kept entries, which is as deterministic. Every other entry
+    # keeps its own mtime.
+    engine_mtime: int | None = None
     # Directories of the image built upon (--base); a kept symlink there would
     # replace the base's directory, so its kept children are linked instead.
     base_dirs: tuple[str, ...] = ()
@@ -369,47 +372,54 @@ class _Selector:
             for ancestor in parents(path):
                 self.add(ancestor, Reason.PARENT)
 
-    def clamp(self, mtime: int) -> int:
-        limit = self.request.mtime_clamp
-        return mtime if limit is None else min(mtime, limit)
+    def engine_touched(self) -> set[str]:
+        """Paths whose mtime is the collecting container's, not the image's."""
+        mounts = [m for m in self.request.mount_points if m != "/"]
+        return {*mounts, *(parent(m) for m in mounts)}
 
     def entries(self, base_links: dict[str, str]) -> list[Entry]:
-        made = self.request.mtime_clamp or 0  # links slim makes: the image's time
-        entries = [
-            Entry(alias, Kind.SYMLINK, (Reason.BASE_MERGE,), 0, 0o777, 0, 0, made, target)
+        entries = [self.entry(path) for path in sorted(self.reasons)]
+        kept = [entry for entry in entries if entry is not None]
+        touched = self.engine_touched()
+        engine_mtime = self.request.engine_mtime
+        if engine_mtime is None:
+            own = [e.mtime for e in kept if e.path not in touched]
+            engine_mtime = max(own, default=0)
+        kept = [replace(e, mtime=engine_mtime) if e.path in touched else e for e in kept]
+        links = [  # links slim makes get the same time
+            Entry(alias, Kind.SYMLINK, (Reason.BASE_MERGE,), 0, 0o777, 0, 0, engine_mtime, target)
             for alias, target in base_links.items()
         ]
-        for path in sorted(self.reasons):
-            if basename(path).startswith(WHITEOUT_PREFIX):
-                self.drop(path, "a .wh. name would delete files in the image layers; refused")
-                continue
-            try:
-                info = self.fs.lstat(path)
-            except OSError:
-                self.drop(path, "vanished from the image")
-                continue
-            kind = kind_of(info.st_mode)
-            if kind in SKIPPED_KINDS:
-                self.drop(path, f"skipped: {kind.value}")
-                continue
-            mode = stat.S_IMODE(info.st_mode)
-            if kind is Kind.FILE and mode & (stat.S_ISUID | stat.S_ISGID):
-                bits = "setuid" if mode & stat.S_ISUID else "setgid"
-                self.warnings.append(f"{path} is {bits} (kept, owner {info.st_uid}:{info.st_gid})")
-            entries.append(
-                Entry(
-                    path=path,
-                    kind=kind,
-                    reasons=tuple(sorted(self.reasons[path], key=lambda r: r.value)),
-                    size=info.st_size if kind is Kind.FILE else 0,
-                    mode=mode,
-                    uid=info.st_uid,
-                    gid=info.st_gid,
-                    mtime=self.clamp(int(info.st_mtime)),
-                    link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
-                )
-            )
-        return entries
+        return [*links, *kept]
+
+    def entry(self, path: str) -> Entry | None:
+        if basename(path).startswith(WHITEOUT_PREFIX):
+            self.drop(path, "a .wh. name would delete files in the image layers; refused")
+            return None
+        try:
+            info = self.fs.lstat(path)
+        except OSError:
+            self.drop(path, "vanished from the image")
+            return None
+        kind = kind_of(info.st_mode)
+        if kind in SKIPPED_KINDS:
+            self.drop(path, f"skipped: {kind.value}")
+            return None
+        mode = stat.S_IMODE(info.st_mode)
+        if kind is Kind.FILE and mode & (stat.S_ISUID | stat.S_ISGID):
+            bits = "setuid" if mode & stat.S_ISUID else "setgid"
+            self.warnings.append(f"{path} is {bits} (kept, owner {info.st_uid}:{info.st_gid})")
+        return Entry(
+            path=path,
+            kind=kind,
+            reasons=tuple(sorted(self.reasons[path], key=lambda r: r.value)),
+            size=info.st_size if kind is Kind.FILE else 0,
+            mode=mode,
+            uid=info.st_uid,
+            gid=info.st_gid,
+            mtime=int(info.st_mtime),
+            link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
+        )
 
 
 def select_files(fs: RootFS, request: SelectionRequest) -> Selection:

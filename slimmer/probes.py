@@ -46,6 +46,8 @@ COMPARED_HEADERS = (
 )
 OUTPUT_KEPT = 4096  # characters of a command's output kept in the trace
 HOST_PROBE_TIMEOUT = 60.0
+EXEC_PROBE_TIMEOUT = 60.0
+HEALTHCHECK_TIMEOUT = 30.0  # the engine's default HEALTHCHECK --timeout
 
 _METHOD = re.compile(r"^[A-Z]+$")
 
@@ -127,6 +129,7 @@ class ProbePlan:
     execs: tuple[ExecProbe, ...]
     hosts: tuple[HostProbe, ...]
     user: str  # HEALTHCHECK and exec probes run as this user
+    healthcheck_timeout: float  # the image's HEALTHCHECK --timeout
     ready_timeout: float
     host_env: Mapping[str, str]
 
@@ -165,9 +168,15 @@ def plan_probes(request: ProbeRequest, config: ImageConfig, user: str) -> ProbeP
         execs=request.execs,
         hosts=request.hosts,
         user=user or "0",
+        healthcheck_timeout=_healthcheck_timeout(config),
         ready_timeout=request.ready_timeout,
         host_env=request.host_env,
     )
+
+
+def _healthcheck_timeout(config: ImageConfig) -> float:
+    nanoseconds = config.healthcheck.timeout if config.healthcheck else 0
+    return nanoseconds / 1e9 if nanoseconds > 0 else HEALTHCHECK_TIMEOUT
 
 
 # -- running it ---------------------------------------------------------------
@@ -209,13 +218,16 @@ def run_probes(
         results.append(ProbeResult(probe, answer, isinstance(answer, HttpAnswer)))
         log.info("probe %s on %d: %s", f"{probe.method} {probe.path}", probe.port, answer.outcome())
     if plan.healthcheck is not None:
-        code, out, err = engine.exec_run(container, list(plan.healthcheck.argv), plan.user)
-        results.append(ProbeResult(plan.healthcheck, command_answer(code, out, err), code == 0))
-        log.info("probe HEALTHCHECK: exit %d", code)
+        answer = exec_answer(
+            engine, container, plan.healthcheck.argv, plan.user, plan.healthcheck_timeout
+        )
+        ok = isinstance(answer, CommandAnswer) and answer.exit_code == 0
+        results.append(ProbeResult(plan.healthcheck, answer, ok))
+        log.info("probe HEALTHCHECK: %s", answer.outcome())
     for probe in plan.execs:
-        code, out, err = engine.exec_run(container, list(probe.argv), plan.user)
-        results.append(ProbeResult(probe, command_answer(code, out, err), True))
-        log.info("probe %s: exit %d", probe.label(), code)
+        answer = exec_answer(engine, container, probe.argv, plan.user, EXEC_PROBE_TIMEOUT)
+        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
+        log.info("probe %s: %s", probe.label(), answer.outcome())
     exposed = sorted(host_ports)
     first_port = host_ports[exposed[0]] if exposed else None
     for probe in plan.hosts:
@@ -223,6 +235,16 @@ def run_probes(
         results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
         log.info("probe %s: %s", probe.label(), answer.outcome())
     return ProbeRun(tuple(results), ready)
+
+
+def exec_answer(
+    engine: Engine, container: ContainerRef, argv: tuple[str, ...], user: str, timeout: float
+) -> Answer:
+    """A command run in the container, bounded in time."""
+    result = engine.exec_run(container, list(argv), user, timeout)
+    if result.timed_out or result.exit_code is None:
+        return NoAnswer(f"timed out after {timeout:g}s")
+    return command_answer(result.exit_code, result.stdout, result.stderr)
 
 
 def _http_ports(plan: ProbePlan) -> list[int]:

@@ -11,6 +11,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.helpers.images import derive_image
 from tests.helpers.schemas import assert_valid
 
 MIB = 1024 * 1024
@@ -276,3 +278,41 @@ def test_build_without_a_trace_traces_first_then_reuses_it(
         assert f"using the trace {Path('.slim') / trace.name}" in second.output
     finally:
         engine.remove_image(tag)
+
+
+@pytest.mark.parametrize("created", ["1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z", None])
+def test_files_keep_their_mtimes_whatever_the_image_says_it_was_created(
+    engine: Engine, image_from, tmp_path: Path, run_id: str, created: str | None
+) -> None:
+    """An image whose Created is 1970, year 1 or missing: the micro image's
+    files keep the fat image's mtimes (an ETag or Last-Modified depends on
+    them)."""
+    base = image_from(
+        {
+            "Dockerfile": "FROM busybox:latest\n"
+            "RUN mkdir /data && echo hello > /data/page && touch -d @1600000000 /data/page\n"
+            'CMD ["cat", "/data/page"]\n'
+        }
+    )
+    fat = f"slim-test-created-{uuid.uuid4().hex[:8]}:latest"
+
+    def set_created(config: dict) -> None:
+        if created is None:
+            config.pop("created", None)
+        else:
+            config["created"] = created
+
+    derive_image(engine, base, fat, set_created)
+    micro = f"{fat.split(':')[0]}:micro"
+    try:
+        trace = tmp_path / "t.json"
+        runner = CliRunner()
+        assert runner.invoke(cli, ["trace", fat, "--until-exit", "-o", str(trace)]).exit_code == 0
+        built = runner.invoke(cli, ["build", fat, "-t", micro, "--trace", str(trace)])
+        assert built.exit_code == 0, built.output
+        for image in (fat, micro):
+            page = image_members(engine, image, "/data/page", run_id)["page"]
+            assert page.mtime == 1600000000, image
+    finally:
+        engine.remove_image(micro)
+        engine.remove_image(fat)

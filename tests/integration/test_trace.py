@@ -19,7 +19,7 @@ from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from slimmer.probes import ProbeRequest, split_command
-from slimmer.trace import CommandAnswer, ExecProbe, HttpAnswer, HttpProbe, Trace
+from slimmer.trace import CommandAnswer, ExecProbe, HttpAnswer, HttpProbe, NoAnswer, Trace
 from slimmer.tracer import TraceOptions, trace_image
 from tests.conftest import REPO
 from tests.helpers.schemas import assert_valid
@@ -208,3 +208,28 @@ def test_any_stop_signal_stops_the_app_and_keeps_the_trace(
     assert time.monotonic() - started < 20
     assert trace.exit_status == status
     assert "/etc/group" in accessed(trace)
+
+
+def test_a_healthcheck_that_never_ends_is_bounded_by_its_timeout(
+    engine: Engine, image_from, tmp_path: Path
+) -> None:
+    """The HEALTHCHECK runs once during the trace; one that never ends is
+    given up on after its own --timeout, as the engine would, and the trace
+    goes on (a real slim process, bounded by the test)."""
+    image = image_from(
+        {
+            "Dockerfile": "FROM busybox:latest\n"
+            "HEALTHCHECK --timeout=2s CMD sleep 600\n"
+            'CMD ["sh", "-c", "while true; do sleep 0.1; done"]\n'
+        }
+    )
+    out = tmp_path / "t.json"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "slimmer", "trace", image, "-o", str(out)],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 40
+    (health,) = [p for p in Trace.load(out).probes if p.probe.KIND == "healthcheck"]
+    assert health.answer == NoAnswer("timed out after 2s") and not health.ok

@@ -5,8 +5,10 @@ nobody listens on: reaching it would be exit 4, not what is asked)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,10 +96,39 @@ def test_non_utf8_include_files_are_image_paths(tmp_path: Path) -> None:
     patterns = tmp_path / "patterns"
     patterns.write_bytes(b"# keep\n/data/caf\xe9\n")
     result = slim("build", "img", "-t", "x", "--include-file", str(patterns))
-    assert_clear(result, ExitCode.ENGINE, "the Docker engine is not reachable")
+    assert_clear(result, ExitCode.ENGINE, "is not reachable (No such file or directory)")
 
 
 def test_quiet_leaves_only_errors(tmp_path: Path) -> None:
     result = slim("-q", "explain", "/nonexistent-report.json", "/x")
     assert result.returncode == ExitCode.USAGE
     assert result.stdout == ""
+
+
+def test_an_engine_that_is_not_there_fails_at_once() -> None:
+    started = time.monotonic()
+    result = slim("compare", "img")
+    assert_clear(result, ExitCode.ENGINE, f"the Docker engine at {NO_ENGINE} is not reachable")
+    assert "slim: hint:" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_an_engine_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    """A socket that accepts connections but never answers (a hung
+    engine): slim says so after a bounded wait, not the SDK's 120 s."""
+    path = tmp_path / "silent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(16)
+    try:
+        started = time.monotonic()
+        env = {**os.environ, "DOCKER_HOST": f"unix://{path}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "slimmer", "compare", "img"],
+            capture_output=True, text=True, env=env, timeout=90,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert_clear(result, ExitCode.ENGINE, "did not answer within 10s")
+    assert took < 40

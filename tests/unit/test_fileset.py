@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from slimmer.builder import created_epoch
 from slimmer.fileset import (
     Reason,
     SelectionError,
@@ -143,15 +144,54 @@ def test_non_utf8_and_newline_names_survive(image: ElfRoot) -> None:
     assert kept[odd].kind is Kind.FILE and stat.S_IMODE(kept[odd].mode) == 0o644
 
 
-def test_mount_points_are_dropped_and_mtimes_clamped(image: ElfRoot) -> None:
+def test_mount_points_are_dropped_and_only_what_the_engine_touched_gets_its_time(
+    image: ElfRoot,
+) -> None:
     image.write("/etc/hosts", "127.0.0.1 collect-container\n")
+    image.write("/etc/app.conf", "x")
     os.utime(image.host("/opt/app/conf/app.conf"), (2_000_000_000, 2_000_000_000))
-    rows = traced(("/etc/hosts", "opened,read"), ("/opt/app/conf/app.conf", "opened,read"))
+    os.utime(image.host("/etc/app.conf"), (1_500_000_000, 1_500_000_000))
+    rows = traced(
+        ("/etc/hosts", "opened,read"),
+        ("/opt/app/conf/app.conf", "opened,read"),
+        ("/etc/app.conf", "opened,read"),
+    )
     _, kept, dropped = select(
-        image, traced=rows, mount_points=["/", "/etc/hosts"], mtime_clamp=1_900_000_000
+        image, traced=rows, mount_points=["/", "/etc/hosts"], engine_mtime=1_900_000_000
     )
     assert "/etc/hosts" not in kept and "mount point" in dropped["/etc/hosts"]
-    assert kept["/opt/app/conf/app.conf"].mtime == 1_900_000_000
+    assert kept["/opt/app/conf/app.conf"].mtime == 2_000_000_000  # its own, newer or not
+    assert kept["/etc/app.conf"].mtime == 1_500_000_000
+    assert kept["/etc"].mtime == 1_900_000_000  # the engine made /etc/hosts in it
+
+
+def test_without_a_creation_time_files_keep_theirs(image: ElfRoot) -> None:
+    """An image whose Created is missing (year 1) or 1970: every file keeps
+    its own mtime; what the engine touched gets the newest of them."""
+    os.utime(image.host("/opt/app/conf/app.conf"), (1_600_000_000, 1_600_000_000))
+    image.write("/etc/app.conf", "x")
+    rows = traced(("/opt/app/conf/app.conf", "opened,read"), ("/etc/app.conf", "opened"))
+    selection, kept, _ = select(image, traced=rows, mount_points=["/etc/hosts"])
+    assert kept["/opt/app/conf/app.conf"].mtime == 1_600_000_000
+    newest = max(e.mtime for e in selection.entries if e.path != "/etc")
+    assert kept["/etc"].mtime == newest
+
+
+@pytest.mark.parametrize(
+    ("created", "epoch"),
+    [
+        ("2024-05-01T10:00:00.123456789Z", 1714557600),
+        ("2024-05-01T12:00:00+02:00", 1714557600),
+        ("1970-01-01T00:00:00Z", None),
+        ("0001-01-01T00:00:00Z", None),
+        ("", None),
+        (None, None),
+        ("yesterday", None),
+        ("2024-13-45T99:99:99Z", None),
+    ],
+)
+def test_creation_times_that_are_not_one(created: str | None, epoch: int | None) -> None:
+    assert created_epoch(created) == epoch
 
 
 def test_bytecode_keeps_its_source(image: ElfRoot) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -29,7 +31,10 @@ def test_unreachable_engine_is_one_line_with_a_hint(monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     result = CliRunner().invoke(cli, ["trace", "anything"])
     assert result.exit_code == ExitCode.ENGINE
-    assert result.output.startswith("slim: error: the Docker engine is not reachable")
+    assert result.output.startswith(
+        "slim: error: the Docker engine at unix:///nonexistent/docker.sock is not reachable "
+        "(No such file or directory)"
+    )
     assert "slim: hint:" in result.output and "engine.sh" in result.output
 
 
@@ -206,3 +211,32 @@ def test_fuzz_context_writer_is_total_and_deterministic(tmp_path_factory, entrie
 )
 def test_probes_reach_a_remote_engine_on_its_host(base_url: str, host: str) -> None:
     assert published_host_for(base_url) == host
+
+
+_SAVER = """
+import sys
+from pathlib import Path
+from slimmer.trace import ImageConfig, Trace
+trace = Trace(image=sys.argv[2], image_id="sha256:1", config=ImageConfig(), command=("x",),
+              user="", files=())
+for _ in range(300):
+    trace.save(Path(sys.argv[1]))
+"""
+
+
+def test_two_runs_saving_the_same_trace_never_clash(tmp_path: Path) -> None:
+    """Two slim processes write .slim/<image>.trace.json at once: neither
+    fails, and the file is always one whole trace."""
+    target = tmp_path / "same.trace.json"
+    root = Path(__file__).resolve().parents[2]
+    savers = [
+        subprocess.Popen([sys.executable, "-c", _SAVER, str(target), name], cwd=root)
+        for name in ("first", "second")
+    ]
+    seen = set()
+    while any(saver.poll() is None for saver in savers):
+        if target.exists():
+            seen.add(Trace.load(target).image)
+    assert [saver.wait() for saver in savers] == [0, 0]
+    assert Trace.load(target).image in {"first", "second"} and seen
+    assert [p.name for p in tmp_path.iterdir()] == ["same.trace.json"]  # no temporaries left

@@ -106,7 +106,7 @@ def test_run_config_round_trips_odd_names() -> None:
     odd = os.fsdecode(b"/data/caf\xe9 \n name")
     for job in (
         DepsJob(paths=(odd,), env={"A": "b=c"}),
-        CollectJob(selection=SelectionRequest(includes=(odd,), mtime_clamp=5)),
+        CollectJob(selection=SelectionRequest(includes=(odd,), engine_mtime=5)),
         TraceJob(argv=(odd, "-x"), user="app:grp", stop_signal=3),
     ):
         config = RunConfig(sensor_dir="/.slim-00", job=job)
