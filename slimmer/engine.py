@@ -505,7 +505,9 @@ class Engine:
 
     def leftovers(self, run_id: str | None = None, *, prefix: str | None = None) -> list[Leftover]:
         """Everything on the engine labelled by slim: of one run, of the runs
-        whose id starts with a prefix, or (neither given) of any run."""
+        whose id starts with a prefix, or (neither given) of any run. Read
+        from the engine's lists alone, so what another run removes meanwhile
+        does not make this fail."""
         label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         found = [
             Leftover(
@@ -513,13 +515,18 @@ class Engine:
             )
             for c in self.client.api.containers(all=True, filters={"label": label})
         ]
+        volumes = self.client.api.volumes(filters={"label": label}).get("Volumes") or []
         found += [
-            Leftover("volume", v.name, (v.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
-            for v in self.client.volumes.list(filters={"label": label})
+            Leftover("volume", v["Name"], (v.get("Labels") or {}).get(RUN_LABEL, ""))
+            for v in volumes
         ]
         found += [
-            Leftover("image", (i.tags or [i.id])[0], i.labels.get(RUN_LABEL, ""))
-            for i in self.client.images.list(filters={"label": label})
+            Leftover(
+                "image",
+                (i.get("RepoTags") or [i["Id"]])[0],
+                (i.get("Labels") or {}).get(RUN_LABEL, ""),
+            )
+            for i in self.client.api.images(filters={"label": label})
         ]
         if prefix is not None:
             found = [item for item in found if item.run_id.startswith(prefix)]
@@ -535,9 +542,9 @@ class Engine:
                 if item.kind == "container":
                     self.remove_container(item.name)
                 elif item.kind == "volume":
-                    self.client.volumes.get(item.name).remove(force=True)
+                    self.client.api.remove_volume(item.name, force=True)
                 else:
-                    self.client.images.remove(item.name, force=True)
+                    self.client.api.remove_image(item.name, force=True)
             except docker.errors.NotFound:
                 continue
         return removed
