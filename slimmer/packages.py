@@ -469,6 +469,42 @@ class PackageDB:
         owners = self.owners(path, directories=False)
         return owners[0] if owners else None
 
+    def base_names(self) -> frozenset[str]:
+        """The distribution's own base: for dpkg the Essential and
+        Priority: required packages and everything they depend on
+        (Pre-Depends, Depends, through Provides); libc6 is in it without
+        being Essential itself. For apk, the closure of musl and busybox,
+        which every Alpine system has. Names, not keys."""
+        if self.manager is PackageManager.DPKG:
+            roots = {p.name for p in self.packages if p.essential or p.priority == "required"}
+            fields = ("Pre-Depends", "Depends")
+        elif self.manager is PackageManager.APK:
+            roots = {"musl", "busybox"} & {p.name for p in self.packages}
+            fields = ("D",)
+        else:
+            return frozenset()
+        providers: dict[str, set[str]] = {}
+        for package in self.packages:
+            providers.setdefault(package.name, set()).add(package.name)
+            provides = package.field("Provides" if package.manager is PackageManager.DPKG else "p")
+            for name in _relation_names(provides or "", package.manager):
+                providers.setdefault(name, set()).add(package.name)
+        by_name: dict[str, list[Package]] = {}
+        for package in self.packages:
+            by_name.setdefault(package.name, []).append(package)
+        base: set[str] = set()
+        pending = sorted(roots)
+        while pending:
+            name = pending.pop()
+            if name in base:
+                continue
+            base.add(name)
+            for package in by_name.get(name, ()):
+                for field_name in fields:
+                    for wanted in _relation_names(package.field(field_name) or "", package.manager):
+                        pending.extend(sorted(providers.get(wanted, set()) - base))
+        return frozenset(base)
+
     def kept(self, fs: RootFS, kept_paths: Iterable[str]) -> KeptPackages:
         """The packages with a kept file, each with the records of its kept
         paths (directories too, so ownership of a kept dir is known), their
@@ -488,10 +524,12 @@ class PackageDB:
             if self.manager is PackageManager.DPKG:
                 records = self._with_md5sums(fs, package, records, warnings)
             result.append(KeptPackage(package, tuple(records)))
+        base = self.base_names()
         return KeptPackages(
             manager=self.manager,
             packages=tuple(result),
             os_release=read_os_release(fs),
+            base=tuple(sorted(base & {k.package.name for k in result})),
             warnings=(*self.warnings, *warnings.final()),
         )
 
@@ -508,6 +546,24 @@ class PackageDB:
             r if r.directory or r.listed not in digests else _replace_digest(r, digests[r.listed])
             for r in records
         ]
+
+
+def _relation_names(value: str, manager: PackageManager) -> Iterator[str]:
+    """Package names in a relation field: dpkg `a (>= 1) | b:any, c`, apk
+    `so:libc.musl-x86_64.so.1 musl>=1.2 !conflict`."""
+    if manager is PackageManager.DPKG:
+        for group in value.split(","):
+            for alternative in group.split("|"):
+                name = alternative.strip().split(" ", 1)[0].split("(", 1)[0].split(":", 1)[0]
+                if name:
+                    yield name
+        return
+    for word in value.split():
+        if word.startswith("!"):
+            continue
+        name = re.split(r"[<>=~]", word, maxsplit=1)[0]
+        if name:
+            yield name
 
 
 def _is_dir(fs: RootFS, path: str, cache: dict[str, bool]) -> bool:
@@ -773,6 +829,7 @@ class KeptPackages:
     manager: PackageManager | None
     packages: tuple[KeptPackage, ...]
     os_release: OsRelease = field(default_factory=OsRelease)
+    base: tuple[str, ...] = ()  # names of kept packages in the distribution's base
     warnings: tuple[str, ...] = ()
 
     def owner_map(self) -> dict[str, Package]:
@@ -786,6 +843,33 @@ class KeptPackages:
             for record in kept.files:
                 owners.setdefault(record.path, kept.package)
         return owners
+
+    def dependency_ranks(self) -> dict[str, int]:
+        """For each kept package's name, how many kept packages it needs,
+        itself included (Pre-Depends/Depends for dpkg, D: for apk, followed
+        transitively): libc6 2 (with libgcc-s1), libssl3 3, python3.11 more.
+        Layers are ordered by it, the foundation first."""
+        kept_names = {k.package.name for k in self.packages}
+        needs: dict[str, set[str]] = {}
+        for item in self.packages:
+            package = item.package
+            fields = (
+                ("Pre-Depends", "Depends") if package.manager is PackageManager.DPKG else ("D",)
+            )
+            names = needs.setdefault(package.name, set())
+            for field_name in fields:
+                names.update(_relation_names(package.field(field_name) or "", package.manager))
+        ranks = {}
+        for name in kept_names:
+            seen = {name}
+            pending = [name]
+            while pending:
+                for wanted in needs.get(pending.pop(), ()):
+                    if wanted in kept_names and wanted not in seen:
+                        seen.add(wanted)
+                        pending.append(wanted)
+            ranks[name] = len(seen)
+        return ranks
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -801,6 +885,7 @@ class KeptPackages:
                 "id_like": list(self.os_release.id_like),
                 "pretty_name": self.os_release.pretty_name,
             },
+            "base": list(self.base),
             "warnings": list(self.warnings),
         }
 
@@ -823,6 +908,7 @@ class KeptPackages:
                 id_like=tuple(str(x) for x in release.get("id_like", ())),
                 pretty_name=str(release.get("pretty_name", "")),
             ),
+            base=tuple(str(name) for name in data.get("base", ())),
             warnings=tuple(str(w) for w in data.get("warnings", ())),
         )
 
