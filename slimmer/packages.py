@@ -56,6 +56,10 @@ RPM_DATABASES = (
     "/usr/lib/sysimage/rpm/Packages.db",
 )
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
+# What scanners read to know the distribution before they read its package
+# database (Trivy: os-release or debian_version/alpine-release): a micro
+# image with package records keeps these too.
+RELEASE_FILES = (*OS_RELEASE_PATHS, "/etc/debian_version", "/etc/alpine-release")
 
 # Bounds on what is read from an image: far above any real database
 # (Debian's full archive installed is a status file of ~60 MB).
@@ -930,11 +934,20 @@ class RecordError(ValueError):
 
 
 def _deb822(fields: Iterable[tuple[str, str]]) -> str:
+    """Fields as a stanza. The values come back from the container: a name
+    that is not a field name is dropped, and a blank continuation line
+    (which would end the stanza) is written as " .", deb822's empty line."""
     lines = []
     for name, value in fields:
+        if not FIELD_NAME.match(name):
+            continue
         first, *rest = value.split("\n")
         lines.append(f"{name}: {first}".rstrip(" ") if first else f"{name}:")
-        lines.extend(line if line[:1] in (" ", "\t") else f" {line}" for line in rest)
+        for line in rest:
+            if not line.strip():
+                lines.append(" .")
+            else:
+                lines.append(line if line[:1] in (" ", "\t") else f" {line}")
     return "\n".join(lines) + "\n"
 
 
@@ -1002,9 +1015,15 @@ def apk_installed(kept: KeptPackages) -> str:
     F:/R: records of its kept files (and the directories holding them)."""
     blocks = []
     for item in kept.packages:
-        lines = [f"{letter}:{value}" for letter, value in item.package.fields]
+        lines = [
+            f"{letter}:{value}"
+            for letter, value in item.package.fields
+            if len(letter) == 1 and "\n" not in value
+        ]
         wanted_dirs = {parent(r.listed) for r in item.kept_files}
         for record in item.files:
+            if not _one_line(record.listed, *(f"{k}{v}" for k, v in record.attributes)):
+                continue  # cannot come from a real database: a record per line
             if record.directory:
                 if record.listed in wanted_dirs:
                     lines.append(f"F:{record.listed.lstrip('/')}")
@@ -1016,6 +1035,10 @@ def apk_installed(kept: KeptPackages) -> str:
                 lines.extend(f"{k}:{v}" for k, v in record.attributes)
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks) + ("\n" if blocks else "")
+
+
+def _one_line(*values: str) -> bool:
+    return not any("\n" in value for value in values)
 
 
 def apk_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:

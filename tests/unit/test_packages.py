@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 from slimmer import packages
 from slimmer.packages import (
     APK_INSTALLED,
+    FileRecord,
+    KeptPackage,
     KeptPackages,
+    Package,
     PackageManager,
     apk_installed,
     dpkg_records,
@@ -428,3 +431,36 @@ def test_garbage_never_raises(tmp_path_factory: pytest.TempPathFactory, text: st
     (root / "var/lib/dpkg/status").unlink()
     apk_db = read_package_db(fs)
     package_records(apk_db.kept(fs, [r.path for p in apk_db.packages for r in apk_db.files(p)]))
+
+
+def test_records_from_a_tampered_answer_stay_well_formed() -> None:
+    """The kept packages come back from a container of the image: values
+    that would end a stanza or add a record are neutralised."""
+    package = Package(
+        PackageManager.DPKG,
+        "libfoo",
+        "1.0",
+        "amd64",
+        "foo",
+        "1.0",
+        fields=(
+            ("Package", "libfoo"),
+            ("Version", "1.0"),
+            ("Description", "short\n\nPackage: injected\nVersion: 6.6"),
+            ("Bad Name", "x"),
+        ),
+    )
+    record = FileRecord("/usr/lib/libfoo.so.1", "/usr/lib/libfoo.so.1", False, "5" * 32)
+    kept = KeptPackages(PackageManager.DPKG, (KeptPackage(package, (record,)),))
+    (stanza, _) = dpkg_records(kept)
+    text = stanza.data.decode()
+    assert "\n\n" not in text and "Bad Name" not in text
+    assert text.count("\nPackage:") == 0 and text.startswith("Package: libfoo\n")
+    evil = Package(PackageManager.DPKG, "../../etc/cron.d/x", "1", "amd64", "x", "1")
+    assert dpkg_records(KeptPackages(PackageManager.DPKG, (KeptPackage(evil, (record,)),))) == ()
+    apk = Package(
+        PackageManager.APK, "x", "1", "x86_64", "x", "1", fields=(("P", "x\nP:y"), ("V", "1"))
+    )
+    crafted = FileRecord("/lib/a\nR:b", "/lib/a", False)
+    text = apk_installed(KeptPackages(PackageManager.APK, (KeptPackage(apk, (crafted,)),)))
+    assert "P:y" not in text and "R:b" not in text
