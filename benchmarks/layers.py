@@ -221,11 +221,6 @@ class ImageInput:
     base_full_bytes: int
 
 
-def record_owner(kept: KeptPackages, path: str) -> Package | None:
-    stem = path.rsplit("/", 1)[1].removesuffix(".md5sums")
-    return next((k.package for k in kept.packages if stem in (k.package.name, k.package.key)), None)
-
-
 def image_input(app: str, rootfs: Path, probed: dict[str, Any]) -> ImageInput:
     from slimmer.layers import entries_from_rootfs_tar
 
@@ -236,7 +231,7 @@ def image_input(app: str, rootfs: Path, probed: dict[str, Any]) -> ImageInput:
     records = package_records(kept)
     generated = []
     for record in records:
-        package = record_owner(kept, record.path)
+        package = next((k.package for k in kept.packages if k.package.key == record.package), None)
         # a record is as old as the newest kept file of its package: no clock enters
         mtime = max(
             (e.mtime for e in entries if package is not None and owners.get(e.path) == package),

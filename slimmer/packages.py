@@ -927,6 +927,7 @@ class GeneratedFile:
     path: str
     data: bytes
     mode: int = 0o644
+    package: str | None = None  # key of the package it describes (None: several)
 
 
 class RecordError(ValueError):
@@ -1003,10 +1004,14 @@ def dpkg_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:
         except RecordError as exc:
             log.warning("%s; no record written for it", exc)
             continue
-        files.append(GeneratedFile(f"{DPKG_STATUS_D}/{stem}", dpkg_stanza(item).encode()))
+        key = item.package.key
+        files.append(
+            GeneratedFile(f"{DPKG_STATUS_D}/{stem}", dpkg_stanza(item).encode(), package=key)
+        )
         md5sums = dpkg_md5sums(item)
         if md5sums:
-            files.append(GeneratedFile(f"{DPKG_STATUS_D}/{stem}.md5sums", md5sums.encode()))
+            path = f"{DPKG_STATUS_D}/{stem}.md5sums"
+            files.append(GeneratedFile(path, md5sums.encode(), package=key))
     return tuple(sorted(files, key=lambda f: f.path))
 
 
