@@ -9,6 +9,7 @@ mtimes, where COPY would make every file root's.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -90,12 +91,35 @@ class RootfsStats:
     file_bytes: int
 
 
-def copy_validated(source: BinaryIO, selection: Selection, out: BinaryIO) -> RootfsStats:
+class _HashingReader(io.RawIOBase):
+    """Reads through to a file, hashing what passes (sha256)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        data = self.inner.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def copy_validated(
+    source: BinaryIO,
+    selection: Selection,
+    out: BinaryIO,
+    digests: dict[str, str] | None = None,
+) -> RootfsStats:
     """Re-write the rootfs tar that came back from the container, checking
     every member first: only requested paths, relative names without `..`,
     the kind and size that were selected, symlinks as selected, hard links
     only to members already written, no devices or FIFOs. Nothing is
-    extracted on the host."""
+    extracted on the host. With `digests`, the sha256 of every regular file
+    (hard links: their file's) is filled in by image path, as the bytes pass
+    (for the SBOM)."""
     expected = {e.path.lstrip("/"): e for e in selection.entries if e.path != "/"}
     written: set[str] = set()
     file_bytes = 0
@@ -129,10 +153,15 @@ def copy_validated(source: BinaryIO, selection: Selection, out: BinaryIO) -> Roo
             clean.uname = clean.gname = ""
             clean.linkname, clean.size = member.linkname, member.size if member.isreg() else 0
             if member.isreg():
-                writer.addfile(clean, tar.extractfile(member))
+                reader = _HashingReader(tar.extractfile(member))  # type: ignore[arg-type]
+                writer.addfile(clean, reader)
                 file_bytes += member.size
+                if digests is not None:
+                    digests["/" + name] = reader.sha256.hexdigest()
             else:
                 writer.addfile(clean)
+                if digests is not None and member.islnk():
+                    digests["/" + name] = digests.get("/" + member.linkname, "")
             written.add(name)
     missing = set(expected) - written
     if missing:

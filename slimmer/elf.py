@@ -174,6 +174,12 @@ def _structs_for(ident: ElfIdent, header: bytes) -> tuple[ELFStructs, Any]:
     return structs, ehdr
 
 
+def elf_structs(ident: ElfIdent, header: bytes) -> tuple[ELFStructs, Any]:
+    """pyelftools' structs for this file's ABI (cached), and its parsed ELF
+    header: for code that reads or writes headers (strip)."""
+    return _structs_for(ident, header)
+
+
 def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
     stream.seek(offset)
     data = stream.read(size)

@@ -280,9 +280,12 @@ class Engine:
         timeout: float = 120,
         *,
         entrypoint: list[str] | None = None,
+        user: str | None = None,
     ) -> tuple[int, bytes, bytes]:
         """Run a container to its end: exit status, stdout, stderr."""
-        with self.container(image, run_id, command=command, entrypoint=entrypoint) as ref:
+        with self.container(
+            image, run_id, command=command, entrypoint=entrypoint, user=user
+        ) as ref:
             self.start(ref)
             status = self.wait(ref, timeout)
             if status is None:

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     INTERPRETER_LANDMARK = "interpreter-landmark"
     BASE_MERGE = "base-merge"
     SCRATCH_DIR = "scratch-dir"
+    PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})

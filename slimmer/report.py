@@ -33,6 +33,7 @@ REASON_TEXT: dict[str, str] = {
     "directory symlink of the fat image that would have replaced it",
     Reason.SCRATCH_DIR.value: "a scratch directory programs expect (kept empty)",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
+    Reason.PACKAGE_RECORD.value: "slim wrote it: the record of a kept OS package, for scanners",
 }
 
 

@@ -1,0 +1,184 @@
+"""Which init runs as PID 1 in front of the app (`--init`), and whether it
+can run in the image.
+
+The image's own init comes first: `tini`, `tini-static` or `dumb-init` on
+the image's PATH, or `/tini` (where tini's README puts it). Otherwise the
+`dumb-init` binary of its PyPI wheel, which slim has on the host: the wheel
+(manylinux, x86_64 and aarch64) installs it into the environment's scripts
+directory (`<venv>/bin/dumb-init`, listed in the distribution's RECORD as
+`../../../bin/dumb-init`). It is an 18 kB executable linked against glibc
+(libc.so.6, symbols up to GLIBC_2.7, interpreter /lib64/ld-linux-x86-64.so.2
+on x86_64), so it runs only in an image with a glibc of the same
+architecture; its ELF closure (libc, ld.so) then comes from the image like
+any kept binary's. In the micro image it is WHEEL_INIT_PATH, a path no
+distribution or app uses.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import stat
+import sysconfig
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from slimmer.elf import ElfInfo, ElfProblem, parse_elf
+from slimmer.errors import PathError
+from slimmer.execpath import find_program
+from slimmer.loader import is_musl_interpreter
+from slimmer.rootfs import RootFS
+
+WHEEL_DISTRIBUTION = "dumb-init"
+WHEEL_BINARY = "dumb-init"
+WHEEL_INIT_PATH = "/usr/libexec/slim/dumb-init"
+IMAGE_INIT_NAMES = ("tini", "tini-static", "dumb-init")
+IMAGE_INIT_PATHS = ("/tini", "/sbin/tini", "/usr/bin/tini", "/usr/local/bin/tini")
+MUSL_LOADER_DIR = "/lib"
+MAX_INIT_BYTES = 16 * 1024 * 1024
+
+
+class InitSource(StrEnum):
+    IMAGE = "image"  # the fat image's own tini or dumb-init
+    WHEEL = "dumb-init-wheel"  # the binary of slim's dumb-init dependency
+
+
+@dataclass(frozen=True)
+class InitChoice:
+    source: InitSource
+    path: str  # where it is in the micro image
+    host_file: Path | None = None  # the wheel's binary on the host, to copy in
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The init's part of the entrypoint: both tini and dumb-init take
+        `--` as the end of their own options."""
+        return (self.path, "--")
+
+
+@dataclass(frozen=True)
+class InitProblem:
+    reason: str
+
+
+def find_image_init(fs: RootFS, env: Mapping[str, str], workdir: str = "/") -> str | None:
+    """The image's own init, as an image path (a regular executable file)."""
+    candidates = [find_program(fs, name, env.get("PATH"), workdir) for name in IMAGE_INIT_NAMES]
+    for path in [*candidates, *IMAGE_INIT_PATHS]:
+        if path is None:
+            continue
+        try:
+            info = fs.stat(path)
+        except (PathError, OSError):
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o111:
+            return path
+    return None
+
+
+def find_wheel_init() -> Path | None:
+    """The dumb-init binary the installed wheel put on the host, from the
+    distribution's file list; else the scripts directory of this Python."""
+    try:
+        distribution = importlib.metadata.distribution(WHEEL_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        distribution = None
+    candidates: list[Path] = []
+    if distribution is not None:
+        candidates += [
+            Path(str(distribution.locate_file(f)))
+            for f in distribution.files or ()
+            if f.name == WHEEL_BINARY and ".dist-info" not in str(f)
+        ]
+    candidates.append(Path(sysconfig.get_path("scripts")) / WHEEL_BINARY)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def read_init(path: Path) -> ElfInfo | InitProblem:
+    """The loader's facts of the wheel's binary (bounded read)."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_INIT_BYTES + 1)
+    if len(data) > MAX_INIT_BYTES:
+        return InitProblem(f"{path} is larger than {MAX_INIT_BYTES} bytes")
+    info = parse_elf(data)
+    if isinstance(info, ElfProblem):
+        return InitProblem(f"{path} is not a program this loader runs ({info.reason})")
+    return info
+
+
+def check_init_fits(fs: RootFS, init: ElfInfo) -> InitProblem | None:
+    """Can the image run this binary? Its interpreter must be in the image,
+    a loader of the same class, byte order and machine, and not musl's for
+    a glibc binary. (The ELF closure computed in the image then finds its
+    libraries, or names what is missing.)"""
+    if init.interpreter is None:
+        return None  # static: the architecture check is the caller's (image config)
+    try:
+        resolved = fs.resolve(init.interpreter)
+        data = fs.read_bytes(resolved.path, limit=MAX_INIT_BYTES)
+    except PathError:
+        if _has_musl(fs):
+            return InitProblem(
+                f"the image's C library is musl; dumb-init from the wheel needs glibc"
+                f" ({init.interpreter} is not in the image)"
+            )
+        return InitProblem(f"the image has no {init.interpreter}, the loader dumb-init needs")
+    loader = parse_elf(data)
+    if isinstance(loader, ElfProblem):
+        return InitProblem(f"{init.interpreter} in the image is not a loader ({loader.reason})")
+    if is_musl_interpreter(resolved.path) and not is_musl_interpreter(init.interpreter):
+        return InitProblem("the image's loader is musl's; dumb-init from the wheel needs glibc")
+    ours, theirs = init.ident, loader.ident
+    if (ours.elf_class, ours.data, ours.machine) != (theirs.elf_class, theirs.data, theirs.machine):
+        return InitProblem(
+            f"the image is for another architecture (ELF machine {theirs.machine},"
+            f" class {theirs.elf_class.name}) than dumb-init from the wheel"
+            f" (machine {ours.machine}, class {ours.elf_class.name})"
+        )
+    return None
+
+
+def _has_musl(fs: RootFS) -> bool:
+    try:
+        names = fs.listdir(fs.resolve(MUSL_LOADER_DIR).path)
+    except (PathError, OSError):
+        return False
+    return any(name.startswith("ld-musl-") for name in names)
+
+
+def choose_init(fs: RootFS, env: Mapping[str, str], workdir: str = "/") -> InitChoice | InitProblem:
+    """The init for `--init`: the image's own, else the wheel's when it fits."""
+    own = find_image_init(fs, env, workdir)
+    if own is not None:
+        return InitChoice(InitSource.IMAGE, own)
+    binary = find_wheel_init()
+    if binary is None:
+        return InitProblem(
+            "the image has no tini or dumb-init, and the dumb-init package is not installed"
+            " with slim (pip install dumb-init)"
+        )
+    info = read_init(binary)
+    if isinstance(info, InitProblem):
+        return info
+    problem = check_init_fits(fs, info)
+    if problem is not None:
+        return InitProblem(f"{problem.reason}; add tini or dumb-init to the image to use --init")
+    return InitChoice(InitSource.WHEEL, WHEEL_INIT_PATH, binary)
+
+
+def with_init(
+    entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, init: InitChoice
+) -> tuple[list[str] | None, list[str] | None]:
+    """The micro image's ENTRYPOINT and CMD with the init in front: CMD
+    stays CMD (so `docker run IMAGE other-command` still works, under the
+    init). An entrypoint that already starts with an init is left alone."""
+    current = list(entrypoint or [])
+    if current and Path(current[0]).name in IMAGE_INIT_NAMES:
+        return (current or None), (list(cmd) if cmd is not None else None)
+    if not current and not cmd:
+        return None, None  # nothing to run: nothing to put an init in front of
+    return [*init.argv, *current], (list(cmd) if cmd is not None else None)
