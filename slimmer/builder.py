@@ -76,6 +76,7 @@ class BuildOptions:
     report: Path | None = None  # default .slim/<tag>.report.json
     force: bool = False
     runtime_extras: bool = True
+    app_content: bool = True  # keep the rest of the app's own directories it read from
     traces: tuple[SavedTrace, ...] = ()  # given; default: the image's default trace, or trace first
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
@@ -230,6 +231,7 @@ def selection_request(
         workdir=config.workdir or "/",
         volumes=config.volumes,
         runtime_extras=options.runtime_extras,
+        app_content=options.app_content,
         engine_mtime=created_epoch(created),
     )
 

@@ -226,10 +226,12 @@ class Engine:
         working_dir: str | None = None,
         ports: list[int] | tuple[int, ...] = (),
         environment: dict[str, str] | None = None,
+        network_of: ContainerRef | None = None,
     ) -> Iterator[ContainerRef]:
         """A created (not started) container, labelled and always removed.
         `ports` are published on a free host port each (see `publish`);
-        `environment` adds to (and overrides) the image's ENV."""
+        `environment` adds to (and overrides) the image's ENV; `network_of`
+        shares another container's network (its 127.0.0.1 is this one's)."""
         options: dict[str, Any] = {"command": command, "labels": {RUN_LABEL: run_id}}
         if environment:
             options["environment"] = environment
@@ -241,6 +243,8 @@ class Engine:
             options["working_dir"] = working_dir
         if ports:
             options["ports"] = self.publish(list(ports))
+        if network_of is not None:
+            options["network_mode"] = f"container:{network_of.id}"
         created = None
         try:
             created = self.client.containers.create(image, detach=True, **options)
@@ -281,10 +285,11 @@ class Engine:
         *,
         entrypoint: list[str] | None = None,
         user: str | None = None,
+        network_of: ContainerRef | None = None,
     ) -> tuple[int, bytes, bytes]:
         """Run a container to its end: exit status, stdout, stderr."""
         with self.container(
-            image, run_id, command=command, entrypoint=entrypoint, user=user
+            image, run_id, command=command, entrypoint=entrypoint, user=user, network_of=network_of
         ) as ref:
             self.start(ref)
             status = self.wait(ref, timeout)

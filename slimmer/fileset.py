@@ -24,6 +24,7 @@ from enum import StrEnum
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
 from slimmer.loader import Loader
+from slimmer.packages import read_package_db
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
 from slimmer.trace import Access, TracedFile
 
@@ -53,6 +54,8 @@ class Reason(StrEnum):
     BASE_MERGE = "base-merge"
     SCRATCH_DIR = "scratch-dir"
     PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
+    APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
+    APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -91,6 +94,9 @@ class SelectionRequest:
     # Directories of the image built upon (--base); a kept symlink there would
     # replace the base's directory, so its kept children are linked instead.
     base_dirs: tuple[str, ...] = ()
+    # Keep the other regular files of the app's own directories it read a
+    # data file from (see _Selector.app_content).
+    app_content: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,7 @@ class _Selector:
     def __init__(self, fs: RootFS, request: SelectionRequest) -> None:
         self.fs = fs
         self.request = request
+        self.data_files: list[str] = []  # regular files the app read (not ran)
         self.reasons: dict[str, set[Reason]] = {}
         self.dropped: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -198,26 +205,66 @@ class _Selector:
         return resolved.path
 
     def traced(self) -> list[str]:
-        """Traced paths kept; returns the files to take the closure of."""
+        """Traced paths kept; returns the files to take the closure of.
+
+        What the image has at a traced path is kept, whatever the app did to
+        it: a file it read, and also one it wrote, replaced (sed -i renames a
+        new file over it) or deleted. The collecting container holds the
+        image's own version, so the bytes are the image's, never the
+        trace's. What the app created and the image did not have is not
+        copied; directories it wrote into come empty."""
         closure_inputs = []
         for row in self.request.traced:
             path, access = row.path, set(row.access)
-            if Access.CREATED in access:
-                self.drop(path, "created by the app during the trace")
-                continue
             try:
                 info = self.fs.lstat(self.fs.resolve(path, follow=False).path)
             except (PathError, OSError):
-                self.drop(path, "not in the image")
+                gone = "created by the app during the trace" if Access.CREATED in access else None
+                self.drop(path, gone or "not in the image")
                 continue
             if stat.S_ISDIR(info.st_mode):
                 written = Access.WRITTEN in access
                 self.add(path, Reason.WRITTEN_DIR if written else Reason.LISTED_DIR)
-            elif access & {Access.OPENED, Access.READ, Access.EXECUTED}:
-                canonical = self.add_resolved(path, Reason.TRACED)
-                if canonical is not None and stat.S_ISREG(info.st_mode):
-                    closure_inputs.append(canonical)
+                continue
+            changed = access & {Access.WRITTEN, Access.CREATED, Access.DELETED}
+            if not (changed or access & {Access.OPENED, Access.READ, Access.EXECUTED}):
+                continue
+            canonical = self.add_resolved(path, Reason.APP_CHANGED if changed else Reason.TRACED)
+            if canonical is None or not stat.S_ISREG(info.st_mode):
+                continue
+            closure_inputs.append(canonical)
+            if not changed and Access.EXECUTED not in access:
+                self.data_files.append(canonical)
         return closure_inputs
+
+    def app_content(self) -> list[str]:
+        """Content next to what the probes touched: a directory the app read
+        a data file from (not a program or library) whose files no OS
+        package owns keeps its other regular files (nginx served index.html;
+        its 50x.html is the next answer). Returns them, for the closure."""
+        if not self.request.app_content or not self.data_files:
+            return []
+        packaged = read_package_db(self.fs).layout()
+        added = []
+        for directory in sorted({parent(path) for path in self.data_files}):
+            if packaged.is_os_content(directory):
+                continue
+            try:
+                names = self.fs.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = join(directory, name)
+                if _under(path, self.request.skipped_trees) or path in self.reasons:
+                    continue
+                try:
+                    info = self.fs.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    self.add(path, Reason.APP_CONTENT)
+                    added.append(path)
+        return added
 
     def bytecode_sources(self) -> None:
         """CPython reads __pycache__/m.cpython-311.pyc but only stats m.py,
@@ -284,10 +331,24 @@ class _Selector:
                 if any(fnmatch.fnmatchcase(path, pattern) for pattern in globs):
                     self.add(path, Reason.INCLUDE)
 
+    def volume_content(self) -> None:
+        """Everything the image has in its VOLUMEs: the engine copies it into
+        a new volume when a container first mounts one, so the app finds it
+        there (a database's initial files, a default config)."""
+        for volume in self.request.volumes:
+            try:
+                canonical = self.fs.resolve(volume).path
+            except PathError:
+                continue
+            if stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
+                for path, _ in walk(self.fs, canonical, self.request.skipped_trees):
+                    self.add(path, Reason.VOLUME)
+
     def contract_dirs(self) -> None:
         """WORKDIR and VOLUMEs, and the scratch dirs programs expect to find
         (tempfile, mktemp) even when the trace did not happen to use them;
-        all come empty, with their own mode (1777 for /tmp)."""
+        all come empty (but VOLUMEs, see volume_content), with their own
+        mode (1777 for /tmp)."""
         dirs = [(self.request.workdir, Reason.WORKDIR)]
         dirs += [(volume, Reason.VOLUME) for volume in self.request.volumes]
         dirs += [(scratch, Reason.SCRATCH_DIR) for scratch in SCRATCH_DIRS]
@@ -303,9 +364,13 @@ class _Selector:
                 self.add_resolved(path, Reason.USER_DB)
 
     def links_to_kept(self) -> None:
-        """Every symlink of the image whose target is kept comes too (the app
-        went through /etc/localtime; inotify only named the zoneinfo file)."""
+        """Every symlink of the image whose target (resolved inside the root)
+        is kept, or is a directory on the way to something kept, comes too: a
+        link costs no file bytes, and inotify names only real paths, never
+        the links the app went through (/etc/localtime, /var/run -> /run,
+        lib/perl5/5.36 -> 5.36.0, current -> releases/v1)."""
         kept = set(self.reasons)
+        on_the_way = {ancestor for path in kept for ancestor in parents(path)}
         for path, info in walk(self.fs, skipped=self.request.skipped_trees):
             if not stat.S_ISLNK(info.st_mode) or path in kept:
                 continue
@@ -313,7 +378,7 @@ class _Selector:
                 resolved = self.fs.resolve(path)
             except PathError:
                 continue
-            if resolved.path in kept and not stat.S_ISDIR(self.fs.lstat(resolved.path).st_mode):
+            if resolved.path in kept or resolved.path in on_the_way:
                 self.add(path, Reason.SYMLINK)
                 for hop in resolved.hops:
                     self.add(hop.path, Reason.SYMLINK)
@@ -326,13 +391,15 @@ class _Selector:
                 self.drop(path, f"excluded by --exclude {pattern}")
 
     def mounts(self) -> None:
-        mounts = [m for m in self.request.mount_points if m != "/"]
+        """What the engine mounts in the collecting container (/etc/hosts,
+        /etc/resolv.conf) is the engine's, not the image's; a VOLUME is a
+        mount too, but what is in it there is the image's own content."""
+        volumes = set(self.request.volumes)
+        mounts = [m for m in self.request.mount_points if m != "/" and m not in volumes]
         for path in list(self.reasons):
             mount = next((m for m in mounts if _under(path, [m])), None)
             if mount is None:
                 continue
-            if path == mount and path in self.request.volumes:
-                continue  # the VOLUME's directory itself stays
             del self.reasons[path]
             self.drop(path, "provided by the container engine at run time (a mount point)")
 
@@ -427,6 +494,7 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     """The file set of a micro image, with provenance."""
     selector = _Selector(fs, request)
     closure_inputs = selector.traced()
+    closure_inputs += selector.app_content()
     selector.bytecode_sources()
     selector.python_landmarks()
     closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
@@ -434,6 +502,7 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     selector.closure(closure_inputs)
     selector.includes()
     selector.contract_dirs()
+    selector.volume_content()
     selector.user_db()
     selector.links_to_kept()
     selector.excludes()

@@ -421,6 +421,26 @@ def _conffile_lines(value: str) -> Iterator[tuple[str, str]]:
             yield words[0], words[1]
 
 
+@dataclass(frozen=True)
+class PackagedDirs:
+    """Where the OS packages are: the directories they list, and those that
+    hold a file of theirs."""
+
+    listed: frozenset[str]
+    holding_files: frozenset[str]
+
+    def is_os_content(self, directory: str) -> bool:
+        """A directory is the distribution's when a package lists it or has a
+        file in it, or in its parent (a __pycache__ beside a package's
+        modules, made by its maintainer scripts). Anything else (an app's
+        docroot, its install dir, pip's site-packages) is the app's own."""
+        return (
+            directory in self.listed
+            or directory in self.holding_files
+            or (directory != "/" and parent(directory) in self.holding_files)
+        )
+
+
 class PackageDB:
     """The packages of one image and which canonical paths each owns."""
 
@@ -448,6 +468,17 @@ class PackageDB:
 
     def __len__(self) -> int:
         return len(self.packages)
+
+    def layout(self) -> PackagedDirs:
+        """Which directories the packages made or put files in."""
+        listed, holding = set(), set()
+        for records in self._files.values():
+            for record in records:
+                if record.directory:
+                    listed.add(record.path)
+                else:
+                    holding.add(parent(record.path))
+        return PackagedDirs(frozenset(listed), frozenset(holding))
 
     def package(self, key: str) -> Package:
         return self._by_key[key]

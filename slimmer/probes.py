@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from slimmer.engine import ContainerRef, Engine
-from slimmer.errors import ExitCode, SlimError
+from slimmer.errors import EngineError, ExitCode, SlimError
 from slimmer.trace import (
     Answer,
+    ClientProbe,
     CommandAnswer,
     ExecProbe,
     HealthcheckProbe,
@@ -110,14 +111,16 @@ class ProbeRequest:
 
     http: tuple[HttpProbe, ...] = ()
     execs: tuple[ExecProbe, ...] = ()
+    clients: tuple[ClientProbe, ...] = ()
     hosts: tuple[HostProbe, ...] = ()
-    default_get: bool = True  # GET / on each exposed TCP port when no HTTP probe is given
+    default_get: bool = True  # GET / on each exposed TCP port when no other probe is given
     healthcheck: bool = True  # run the image's HEALTHCHECK command once
     ready_timeout: float = 30.0
     host_env: Mapping[str, str] = field(default_factory=dict)  # base env of host probes
 
-    def is_empty(self) -> bool:
-        return not (self.http or self.execs or self.hosts or self.default_get or self.healthcheck)
+    def exercises(self) -> bool:
+        """Whether anything but the default GET exercises the app."""
+        return bool(self.http or self.execs or self.clients or self.hosts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +130,8 @@ class ProbePlan:
     http: tuple[HttpProbe, ...]
     healthcheck: HealthcheckProbe | None
     execs: tuple[ExecProbe, ...]
+    clients: tuple[ClientProbe, ...]
+    client_image: str  # clients run in a container of the fat image
     hosts: tuple[HostProbe, ...]
     user: str  # HEALTHCHECK and exec probes run as this user
     healthcheck_timeout: float  # the image's HEALTHCHECK --timeout
@@ -139,15 +144,24 @@ class ProbePlan:
 
     def probes(self) -> list[Probe]:
         healthcheck: list[Probe] = [self.healthcheck] if self.healthcheck else []
-        return [*self.http, *healthcheck, *self.execs, *self.hosts]
+        return [*self.http, *healthcheck, *self.execs, *self.clients, *self.hosts]
+
+    def exercises(self) -> bool:
+        return bool(self.http or self.execs or self.clients or self.hosts)
 
 
-def plan_probes(request: ProbeRequest, config: ImageConfig, user: str) -> ProbePlan:
+def plan_probes(
+    request: ProbeRequest, config: ImageConfig, user: str, client_image: str
+) -> ProbePlan:
     """The probes of a request for an image: HTTP probes without a port go to
-    each exposed TCP port, and a port that is not exposed is refused."""
+    each exposed TCP port, and a port that is not exposed is refused.
+    Clients run in containers of `client_image` (the fat image, also when
+    the micro image is verified: it has no client)."""
     ports = config.tcp_ports()
     http = list(request.http)
-    if not http and request.default_get:
+    if not request.exercises() and request.default_get:
+        # GET / only when nothing else exercises the app: a database probed by
+        # its own client must not fail with "nothing answered HTTP".
         http = [HttpProbe("GET", "/", None)]
     planned: list[HttpProbe] = []
     for probe in http:
@@ -166,6 +180,8 @@ def plan_probes(request: ProbeRequest, config: ImageConfig, user: str) -> ProbeP
         http=tuple(planned),
         healthcheck=HealthcheckProbe(tuple(health)) if health else None,
         execs=request.execs,
+        clients=request.clients,
+        client_image=client_image,
         hosts=request.hosts,
         user=user or "0",
         healthcheck_timeout=_healthcheck_timeout(config),
@@ -228,6 +244,10 @@ def run_probes(
         answer = exec_answer(engine, container, probe.argv, plan.user, EXEC_PROBE_TIMEOUT)
         results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
         log.info("probe %s: %s", probe.label(), answer.outcome())
+    for probe in plan.clients:
+        answer = client_answer(engine, container, plan.client_image, probe.argv)
+        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
+        log.info("probe %s: %s", probe.label(), answer.outcome())
     exposed = sorted(host_ports)
     first_port = host_ports[exposed[0]] if exposed else None
     for probe in plan.hosts:
@@ -245,6 +265,24 @@ def exec_answer(
     if result.timed_out or result.exit_code is None:
         return NoAnswer(f"timed out after {timeout:g}s")
     return command_answer(result.exit_code, result.stdout, result.stderr)
+
+
+def client_answer(
+    engine: Engine, container: ContainerRef, image: str, argv: tuple[str, ...]
+) -> Answer:
+    """A client run in its own container of `image`, in `container`'s network."""
+    try:
+        code, out, err = engine.run_to_exit(
+            image,
+            [],
+            engine.new_run_id(),
+            timeout=EXEC_PROBE_TIMEOUT,
+            entrypoint=list(argv),
+            network_of=container,
+        )
+    except EngineError as exc:
+        return NoAnswer(exc.message)
+    return command_answer(code, out, err)
 
 
 def _http_ports(plan: ProbePlan) -> list[int]:

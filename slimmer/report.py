@@ -4,7 +4,7 @@ And the answers of `slim explain`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -21,18 +21,23 @@ REASON_TEXT: dict[str, str] = {
     Reason.ENTRYPOINT.value: "it is the image's entrypoint command",
     Reason.HEALTHCHECK.value: "the HEALTHCHECK runs it",
     Reason.INCLUDE.value: "--include names it",
-    Reason.SYMLINK.value: "a symlink on the way to a kept file, or one pointing to it",
+    Reason.SYMLINK.value: "a symlink on the way to a kept path, or one pointing to it",
     Reason.PARENT.value: "a parent directory of a kept path",
     Reason.WRITTEN_DIR.value: "the app wrote into it (created empty, original metadata)",
     Reason.LISTED_DIR.value: "the app listed or opened this directory",
     Reason.WORKDIR.value: "it is the image's WORKDIR",
-    Reason.VOLUME.value: "it is one of the image's VOLUMEs",
+    Reason.VOLUME.value: "it is one of the image's VOLUMEs or in one (the engine copies a "
+    "VOLUME's content into a new volume)",
     Reason.BYTECODE_SOURCE.value: "CPython uses the kept bytecode only when this source exists",
     Reason.INTERPRETER_LANDMARK.value: "CPython looks for it to find its standard library",
     Reason.BASE_MERGE.value: "a link into the base image's directory, standing in for a "
     "directory symlink of the fat image that would have replaced it",
     Reason.SCRATCH_DIR.value: "a scratch directory programs expect (kept empty)",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
+    Reason.APP_CHANGED.value: "the app wrote, replaced or deleted it during the trace; "
+    "the image's own version is kept",
+    Reason.APP_CONTENT.value: "the app read a data file in this directory, whose files no OS "
+    "package owns; its other files come too (--no-app-content leaves them out)",
     Reason.PACKAGE_RECORD.value: "slim wrote it: the record of a kept OS package, for scanners",
 }
 
@@ -75,6 +80,8 @@ class Sizes:
     micro: int | None  # None with --context-only
     files: int  # bytes of the kept regular files
     ratio: float | None
+    # bytes of the files kept for one reason alone (what that rule added)
+    only_for: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +137,7 @@ def build_report(
             micro=micro_size,
             files=sum(e.size for e in selection.entries),
             ratio=round(fat_size / micro_size, 1) if micro_size else None,
+            only_for=bytes_only_for(selection),
         ),
         files=files,
         dropped=tuple(DroppedRecord(printable(d.path), d.why) for d in selection.dropped),
@@ -137,6 +145,16 @@ def build_report(
         traces=tuple(traces),
         seconds=seconds,
     )
+
+
+def bytes_only_for(selection: Selection) -> dict[str, int]:
+    """Bytes of the regular files each reason alone brought in."""
+    totals: dict[str, int] = {}
+    for entry in selection.entries:
+        if len(entry.reasons) == 1 and entry.size:
+            reason = entry.reasons[0].value
+            totals[reason] = totals.get(reason, 0) + entry.size
+    return dict(sorted(totals.items()))
 
 
 def load_report(path: Path) -> BuildReport:

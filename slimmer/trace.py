@@ -221,6 +221,19 @@ class ExecProbe:
 
 
 @dataclass(frozen=True)
+class ClientProbe:
+    """A command run in a separate container of the fat image that shares
+    the app's network (a client such as redis-cli that reaches the app at
+    127.0.0.1): it exercises the app, and its own files are not traced."""
+
+    KIND: ClassVar[str] = "client"
+    argv: tuple[str, ...]
+
+    def label(self) -> str:
+        return "client " + " ".join(self.argv)
+
+
+@dataclass(frozen=True)
 class HostProbe:
     """A shell command run on the host, pointed at the app."""
 
@@ -242,7 +255,7 @@ class HealthcheckProbe:
         return "HEALTHCHECK"
 
 
-Probe = HttpProbe | ExecProbe | HostProbe | HealthcheckProbe
+Probe = HttpProbe | ExecProbe | ClientProbe | HostProbe | HealthcheckProbe
 
 
 @dataclass(frozen=True)

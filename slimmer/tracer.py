@@ -84,7 +84,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     request = options.probes
     if options.until_exit:
         request = ProbeRequest(healthcheck=False, default_get=False)
-    plan = plan_probes(request, config, user)
+    plan = plan_probes(request, config, user, client_image=image)
     bundle = sensor_bundle(cache_dir)
     seconds: dict[str, float] = {}
     probes: tuple[ProbeResult, ...] = ()
@@ -124,7 +124,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                     seconds["ready"] = round(run.ready_seconds, 3)
                 if options.duration:
                     time.sleep(options.duration)
-                elif not (plan.http or plan.execs or plan.hosts):
+                elif not plan.exercises():
                     log.info("no probes: tracing %.0fs of the app's run", IDLE_TRACE_SECONDS)
                     time.sleep(IDLE_TRACE_SECONDS)
             except AppGone as exc:

@@ -15,6 +15,7 @@ from slimmer.errors import ExitCode, SlimError
 from slimmer.probes import ProbeRequest, command_answer, plan_probes, run_probes
 from slimmer.trace import (
     Answer,
+    ClientProbe,
     CommandAnswer,
     ExecProbe,
     HostProbe,
@@ -50,8 +51,7 @@ class VerifyRequest:
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT
 
     def gives_probes(self) -> bool:
-        probes = self.probes
-        return bool(probes.http or probes.execs or probes.hosts or self.until_exit)
+        return self.probes.exercises() or self.until_exit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,9 +64,7 @@ class VerifyPlan:
 
     def is_empty(self) -> bool:
         probes = self.probes
-        return not (
-            self.until_exit or probes.http or probes.execs or probes.hosts or probes.healthcheck
-        )
+        return not (self.until_exit or probes.exercises() or probes.healthcheck)
 
 
 def plan_from_request(request: VerifyRequest) -> VerifyPlan:
@@ -97,6 +95,7 @@ def plan_from_trace(trace: Trace, request: VerifyRequest) -> VerifyPlan:
         given,
         http=given.http or tuple(p for p in recorded if isinstance(p, HttpProbe)),
         execs=given.execs or tuple(p for p in recorded if isinstance(p, ExecProbe)),
+        clients=given.clients or tuple(p for p in recorded if isinstance(p, ClientProbe)),
         hosts=given.hosts,
         healthcheck=given.healthcheck or any(p.KIND == "healthcheck" for p in recorded),
         default_get=False,
@@ -138,8 +137,11 @@ class VerifyOutcome:
         return [check for check in self.checks if not check.same]
 
 
-def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, Answer]:
-    """Run one image and collect an answer per probe."""
+def answers_of(
+    engine: Engine, image: str, plan: VerifyPlan, client_image: str
+) -> dict[str, Answer]:
+    """Run one image and collect an answer per probe; clients run in
+    containers of `client_image` (the fat one)."""
     config = ImageConfig.from_inspect(engine.image_attrs(image))
     run_id = engine.new_run_id()
     entrypoint = list(plan.command) if plan.command is not None else None
@@ -148,7 +150,7 @@ def answers_of(engine: Engine, image: str, plan: VerifyPlan) -> dict[str, Answer
             image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
         )
         return {RUN_LABEL: command_answer(code, out, err)}
-    probe_plan = plan_probes(plan.probes, config, config.user)
+    probe_plan = plan_probes(plan.probes, config, config.user, client_image)
     with engine.container(
         image, run_id, ports=probe_plan.ports(config), entrypoint=entrypoint
     ) as container:
@@ -227,10 +229,10 @@ def verify_images(engine: Engine, fat: str, micro: str, plan: VerifyPlan) -> Ver
     seconds: dict[str, float] = {}
     started = time.monotonic()
     log.info("running %s", fat)
-    fat_answers = answers_of(engine, fat, plan)
+    fat_answers = answers_of(engine, fat, plan, fat)
     seconds["fat"] = round(time.monotonic() - started, 3)
     log.info("running %s", micro)
-    micro_answers = answers_of(engine, micro, plan)
+    micro_answers = answers_of(engine, micro, plan, fat)
     seconds["micro"] = round(time.monotonic() - started - seconds["fat"], 3)
     checks = tuple(compare_answers(fat_answers, micro_answers, plan.headers))
     return VerifyOutcome(

@@ -20,7 +20,7 @@ from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
 from slimmer.errors import NotFound, UsageError
 from slimmer.probes import ProbeRequest, parse_http_probe, split_command
-from slimmer.trace import ExecProbe, HostProbe, parse_signal
+from slimmer.trace import ClientProbe, ExecProbe, HostProbe, parse_signal
 from slimmer.tracer import TraceOptions
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
@@ -63,6 +63,7 @@ def _probe_request(
     *,
     http_probes: tuple[str, ...],
     exec_probes: tuple[str, ...],
+    client_probes: tuple[str, ...],
     host_probes: tuple[str, ...],
     ready_timeout: float,
     default_get: bool,
@@ -71,6 +72,7 @@ def _probe_request(
     return ProbeRequest(
         http=tuple(parse_http_probe(p) for p in http_probes),
         execs=tuple(ExecProbe(split_command(p)) for p in exec_probes),
+        clients=tuple(ClientProbe(split_command(p)) for p in client_probes),
         hosts=tuple(HostProbe(p) for p in host_probes),
         default_get=default_get,
         healthcheck=healthcheck,
@@ -85,6 +87,10 @@ def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> lis
                      help=http_help),
         click.option("--probe-exec", "exec_probes", multiple=True, metavar="CMD",
                      help=f"Command run inside the container ({note}); repeatable."),
+        click.option("--probe-client", "client_probes", multiple=True, metavar="CMD",
+                     help="Command run in a separate container of the fat image that shares "
+                     "the app's network (127.0.0.1 is the app), e.g. a database's own client; "
+                     "its files are not traced; repeatable."),
         click.option("--probe-host", "host_probes", multiple=True, metavar="CMD",
                      help=f"Shell command run on the host with SLIM_TARGET_HOST and "
                      f"SLIM_TARGET_PORT set ({note}); repeatable."),
@@ -210,6 +216,7 @@ def _make_build_options(
     report_path: Path | None,
     force: bool,
     run_verify: bool,
+    no_app_content: bool,
     trace_options: TraceOptions,
 ) -> BuildOptions:
     for path, option in ((context_only, "--context-only"), (report_path, "--report")):
@@ -226,6 +233,7 @@ def _make_build_options(
         context_only=context_only,
         report=report_path,
         force=force,
+        app_content=not no_app_content,
         traces=tuple(SavedTrace.load(path) for path in trace_files),
         retrace=retrace,
         trace=trace_options,
@@ -262,6 +270,9 @@ build_options = option_group(
                      help="Where to write report.json (default .slim/<tag>.report.json)."),
         click.option("--force", is_flag=True,
                      help="Use traces of another image id, or incomplete ones."),
+        click.option("--no-app-content", is_flag=True,
+                     help="Do not keep the other files of the app's own directories it read a "
+                     "data file from (those no OS package owns)."),
         click.option("--verify", "run_verify", is_flag=True,
                      help="Run slim verify on the fat and the micro image right after "
                      "building."),

@@ -8,9 +8,6 @@ import json
 import stat
 import subprocess
 import tarfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from tests.helpers.images import derive_image
 from tests.helpers.schemas import assert_valid
+from tests.helpers.serve import serve_and_get
 
 MIB = 1024 * 1024
 
@@ -63,32 +61,6 @@ def micro(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., tuple[str, d
     yield make
     for tag in tags:
         engine.remove_image(tag)
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def serve_and_get(
-    engine: Engine, image: str, port: int, paths: list[str], run_id: str
-) -> list[tuple[int, bytes]]:
-    with engine.container(image, run_id, ports=[port]) as container:
-        engine.start(container)
-        host_port = engine.published_port(container, port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http_get(host_port, "/")
-                break
-            except OSError:
-                assert engine.is_running(container), engine.logs(container).decode()
-                assert time.monotonic() < deadline, "no answer"
-                time.sleep(0.1)
-        return [http_get(host_port, path) for path in paths]
 
 
 def image_members(engine: Engine, image: str, path: str, run_id: str) -> dict[str, tarfile.TarInfo]:

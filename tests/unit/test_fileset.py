@@ -59,7 +59,7 @@ def test_traced_closure_links_and_parents(image: ElfRoot) -> None:
         ("/opt/app/conf/app.conf", "opened,read"),
         ("/usr/share/zoneinfo/Etc/UTC", "opened,read"),
     )
-    selection, kept, _ = select(image, traced=rows)
+    selection, kept, _ = select(image, traced=rows, app_content=False)
     assert Reason.TRACED in kept["/opt/app/conf/app.conf"].reasons
     assert "/opt/app/conf/unused.conf" not in kept
     lib = "/usr/lib/x86_64-linux-gnu/libapp.so.1"
@@ -81,9 +81,11 @@ def test_created_files_are_not_copied_and_written_dirs_come_empty(image: ElfRoot
     )
     _, kept, dropped = select(image, traced=rows)
     logs = kept["/opt/app/logs"]
-    assert logs.reasons == (Reason.WRITTEN_DIR,) and logs.mode == 0o1733
-    assert "/opt/app/logs/old.log" not in kept and "/opt/app/logs/app.log" not in kept
+    assert Reason.WRITTEN_DIR in logs.reasons and logs.mode == 0o1733
+    assert "/opt/app/logs/app.log" not in kept
     assert dropped["/opt/app/logs/app.log"] == "created by the app during the trace"
+    # the image's own file that the app deleted stays, as the image has it
+    assert kept["/opt/app/logs/old.log"].reasons == (Reason.APP_CHANGED,)
 
 
 def test_entrypoint_is_found_on_path(image: ElfRoot) -> None:
@@ -245,3 +247,93 @@ def test_scratch_dirs_come_empty_with_their_mode(image: ElfRoot) -> None:
     assert kept["/tmp"].reasons == (Reason.SCRATCH_DIR,) and kept["/tmp"].mode == 0o1777
     assert "/tmp/leftover-from-the-build" not in kept
     assert "/var/tmp" not in kept  # not in this image: not made up
+
+
+def _dpkg(image: ElfRoot, package: str, paths: list[str]) -> None:
+    image.write(
+        "/var/lib/dpkg/status",
+        f"Package: {package}\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n\n",
+    )
+    image.write(f"/var/lib/dpkg/info/{package}.list", "\n".join(paths) + "\n")
+
+
+def test_app_content_beside_what_the_app_read(image: ElfRoot) -> None:
+    """The app read one data file in its own directory: the directory's
+    other files come too; a directory of an OS package does not, nor one
+    beside a package's files (bytecode caches), nor one the app only ran
+    a program from."""
+    image.write("/opt/app/html/index.html", "<p>index</p>")
+    image.write("/opt/app/html/50x.html", "<p>error</p>")
+    image.mkdir("/opt/app/html/sub")
+    image.write("/opt/app/html/sub/deeper.html", "not a sibling")
+    image.write("/usr/share/pkg/data.txt", "the package's")
+    image.write("/usr/share/pkg/other.txt", "the package's too")
+    image.write("/usr/share/pkg/__pycache__/mod.pyc", b"\x00")
+    image.write("/usr/share/pkg/__pycache__/unused.pyc", b"\x00")
+    image.write("/opt/app/bin/helper", "#!/bin/sh")
+    _dpkg(image, "pkg", ["/usr/share/pkg", "/usr/share/pkg/data.txt", "/usr/share/pkg/other.txt"])
+    rows = traced(
+        ("/opt/app/html/index.html", "opened,read"),
+        ("/usr/share/pkg/data.txt", "opened,read"),
+        ("/usr/share/pkg/__pycache__/mod.pyc", "opened,read"),
+        ("/opt/app/bin/app", "opened,executed"),
+    )
+    _, kept, _ = select(image, traced=rows)
+    assert kept["/opt/app/html/50x.html"].reasons == (Reason.APP_CONTENT,)
+    assert "/opt/app/html/sub/deeper.html" not in kept
+    assert "/usr/share/pkg/other.txt" not in kept
+    assert "/usr/share/pkg/__pycache__/unused.pyc" not in kept
+    assert "/opt/app/bin/helper" not in kept
+    _, without, _ = select(image, traced=rows, app_content=False)
+    assert "/opt/app/html/50x.html" not in without
+
+
+def test_what_the_app_changed_keeps_the_images_bytes(image: ElfRoot) -> None:
+    """sed -i replaces a config (created, in inotify's eyes), a start script
+    deletes a stale file, a log is appended to: the image's own versions
+    are kept. What the image did not have is not."""
+    image.write("/opt/app/conf/edited.conf", "the image's version")
+    image.write("/opt/app/run/stale.pid", "123")
+    rows = (
+        TracedFile("/opt/app/conf/edited.conf", Kind.FILE, (Access.CREATED, Access.WRITTEN)),
+        TracedFile("/opt/app/run/stale.pid", "gone", (Access.DELETED,)),
+        TracedFile("/opt/app/logs/old.log", Kind.FILE, (Access.WRITTEN,)),
+        TracedFile("/opt/app/logs/new.log", Kind.FILE, (Access.CREATED, Access.WRITTEN)),
+    )
+    _, kept, dropped = select(image, traced=rows)
+    for path in ("/opt/app/conf/edited.conf", "/opt/app/run/stale.pid", "/opt/app/logs/old.log"):
+        assert kept[path].reasons == (Reason.APP_CHANGED,), path
+    assert kept["/opt/app/conf/edited.conf"].size == len("the image's version")
+    assert "created by the app" in dropped["/opt/app/logs/new.log"]
+
+
+def test_volume_content_comes_along(image: ElfRoot) -> None:
+    image.write("/var/lib/db/seed.sql", "CREATE TABLE t;")
+    image.write("/var/lib/db/nested/more.sql", "x")
+    _, kept, _ = select(
+        image, volumes=["/var/lib/db"], mount_points=["/", "/var/lib/db", "/etc/hosts"]
+    )
+    assert Reason.VOLUME in kept["/var/lib/db/seed.sql"].reasons
+    assert Reason.VOLUME in kept["/var/lib/db/nested/more.sql"].reasons
+
+
+def test_directory_links_on_the_way_come_along(image: ElfRoot) -> None:
+    """inotify names real directories only; links to kept directories, or
+    to directories on the way to kept paths, are kept (they cost nothing)."""
+    image.mkdir("/run/lock")
+    image.symlink("/var/run", "/run")
+    image.write("/usr/share/perl/5.36.0/strict.pm", "1;")
+    image.symlink("/usr/share/perl/5.36", "5.36.0")
+    image.write("/srv/releases/v1/app.conf", "v1")
+    image.symlink("/srv/current", "releases/v1")
+    image.symlink("/srv/unrelated", "/usr/share/doc")
+    rows = (
+        TracedFile("/run/lock", Kind.DIR, (Access.WRITTEN,)),
+        TracedFile("/usr/share/perl/5.36.0/strict.pm", Kind.FILE, (Access.OPENED,)),
+        TracedFile("/srv/releases/v1/app.conf", Kind.FILE, (Access.OPENED,)),
+    )
+    _, kept, _ = select(image, traced=rows)
+    assert kept["/var/run"].link == "/run"
+    assert kept["/usr/share/perl/5.36"].link == "5.36.0"
+    assert kept["/srv/current"].link == "releases/v1"
+    assert "/srv/unrelated" not in kept

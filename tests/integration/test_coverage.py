@@ -1,0 +1,127 @@
+"""Coverage: the micro image holds every path the app goes through, not
+only what inotify saw opened. Each fixture is a general form of one way a
+micro image used to build fine and then break; each micro image must behave
+exactly like its fat image, checked with plain containers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slimmer.cli import cli
+from slimmer.engine import Engine
+from tests.helpers.serve import serve_and_get
+
+Micro = Callable[..., tuple[str, dict]]
+
+
+@pytest.fixture
+def micro(engine: Engine, tmp_path: Path):
+    """trace + build with the CLI; the micro image is removed afterwards."""
+    made: list[str] = []
+
+    def make(image: str, *trace_args: str) -> tuple[str, dict]:
+        name = image.split(":")[0].replace("/", "-")
+        tag = f"{name}:micro"
+        trace, report = tmp_path / f"{name}.trace.json", tmp_path / f"{name}.report.json"
+        runner = CliRunner()
+        traced = runner.invoke(cli, ["trace", image, "-o", str(trace), "--quiet-app", *trace_args])
+        assert traced.exit_code == 0, traced.output
+        built = runner.invoke(
+            cli, ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
+        )
+        assert built.exit_code == 0, built.output
+        made.append(tag)
+        return tag, json.loads(report.read_text())
+
+    yield make
+    for tag in made:
+        engine.remove_image(tag)
+
+
+def run_both(engine: Engine, fat: str, micro: str, run_id: str) -> None:
+    """The same exit code, stdout and stderr, byte for byte."""
+    expected = engine.run_to_exit(fat, None, run_id)
+    assert expected[0] == 0, expected
+    assert engine.run_to_exit(micro, None, run_id) == expected
+
+
+def test_a_lock_dir_reached_through_a_directory_link(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """The server takes its lock in /var/run/app; /var/run is a link to
+    /run, which inotify never names."""
+    image = fixture_image("lockserver")
+    tag, report = micro(image)
+    kept = {f["path"]: f for f in report["files"]}
+    assert kept["/var/run"]["link"] == "/run"
+    paths = ["/", "/index.html"]
+    assert serve_and_get(engine, tag, 8080, paths, run_id) == serve_and_get(
+        engine, image, 8080, paths, run_id
+    )
+
+
+def test_an_unprobed_sibling_page_of_the_docroot(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """The trace asked for / only; the docroot is the app's own (no package
+    owns it), so its error page comes too and a missing page answers the
+    same."""
+    image = fixture_image("lockserver")
+    tag, report = micro(image)
+    kept = {f["path"]: f for f in report["files"]}
+    assert kept["/srv/www/404.html"]["why"] == ["app-content"]
+    assert report["sizes"]["only_for"]["app-content"] == len("<h1>not here, sorry</h1>\n")
+    paths = ["/nothing-here", "/"]
+    fat = serve_and_get(engine, image, 8080, paths, run_id)
+    assert fat[0][0] == 404 and b"not here" in fat[0][1]
+    assert serve_and_get(engine, tag, 8080, paths, run_id) == fat
+
+
+def test_a_supervisor_through_a_linked_service_dir(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    image = fixture_image("supervised")
+    tag, report = micro(image)
+    kept = {f["path"]: f for f in report["files"]}
+    assert kept["/etc/service"]["link"] == "/etc/runit/runsvdir/default"
+    assert kept["/etc/runit/runsvdir/default/web"]["link"] == "/etc/sv/web"
+    assert serve_and_get(engine, tag, 8081, ["/"], run_id) == serve_and_get(
+        engine, image, 8081, ["/"], run_id
+    )
+
+
+def test_an_interpreter_whose_search_path_is_a_versioned_link(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """perl finds its core modules through /usr/share/perl/5.36 (a link to
+    5.36.0) and its x86_64 lib dir, the same way."""
+    image = fixture_image("prodperl")
+    tag, report = micro(image, "--until-exit")
+    links = {f["path"]: f["link"] for f in report["files"] if f.get("link")}
+    assert links.get("/usr/share/perl/5.36") == "5.36.0"
+    run_both(engine, image, tag, run_id)
+
+
+def test_a_config_the_app_replaced_during_the_trace(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """sed -i renames a new file over the image's; the micro image must
+    hold the image's own version, not lack it."""
+    image = fixture_image("editjob")
+    tag, report = micro(image, "--until-exit")
+    kept = {f["path"]: f for f in report["files"]}
+    assert "app-changed" in kept["/etc/app.conf"]["why"]
+    run_both(engine, image, tag, run_id)
+
+
+def test_a_volume_with_content(engine: Engine, fixture_image, micro: Micro, run_id: str) -> None:
+    image = fixture_image("volumedata")
+    tag, report = micro(image, "--until-exit")
+    kept = {f["path"] for f in report["files"]}
+    assert {"/data/seed.txt", "/data/later.txt"} <= kept
+    run_both(engine, image, tag, run_id)
