@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint engine base-images fat-image bench clean
+.PHONY: demo test unit lint engine base-images fat-image test-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +23,21 @@ base-images: engine
 fat-image: base-images
 	bash scripts/fat-image.sh
 
+## The compilers and tools the tests use (gcc with 32-bit support, musl-gcc...).
+test-deps:
+	bash scripts/test-deps.sh
+
 ## The demo: engine, base images, fat nginx build, then slim's main job on it.
 demo: $(STAMP) fat-image
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 ## The whole test suite: unit tests, then integration tests on a real engine.
-test: $(STAMP) fat-image
+test: $(STAMP) test-deps fat-image
 	$(BIN)/ruff check slimmer tests benchmarks
 	$(BIN)/pytest tests
 
 ## Unit tests only: no engine needed.
-unit: $(STAMP)
+unit: $(STAMP) test-deps
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP)
