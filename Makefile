@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint engine base-images fat-image test-deps bench clean
+.PHONY: demo test test-podman unit lint engine base-images fat-image test-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ demo: $(STAMP) fat-image
 test: $(STAMP) test-deps fat-image
 	$(BIN)/ruff check slimmer tests benchmarks
 	$(BIN)/pytest tests
+
+## The Podman lane: the engine_lane tests (trace, build, verify of fixtures/healthuser)
+## and the Podman-only ones, on a rootful Podman, then the engine_lane tests on a
+## rootless one. scripts/podman.sh installs and starts each and prints its DOCKER_HOST.
+test-podman: $(STAMP) test-deps base-images
+	host=$$(bash scripts/podman.sh rootful) && \
+	    DOCKER_HOST=$$host $(BIN)/pytest tests/integration -m 'engine_lane or podman'
+	host=$$(bash scripts/podman.sh rootless) && \
+	    DOCKER_HOST=$$host $(BIN)/pytest tests/integration -m engine_lane
 
 ## Unit tests only: no engine needed.
 unit: $(STAMP) test-deps
