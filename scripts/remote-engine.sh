@@ -55,14 +55,20 @@ ssh_local_port=$((22000 + id))
 # cgroup mounts from dockerd ("Devices cgroup isn't mounted").
 in_ns() { nsenter --net="/run/netns/$ns" "$@"; }
 
+alive() {  # alive PID: running, and not a zombie nobody has reaped yet
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 stop_pidfile() {  # stop the process whose pid is in FILE, and wait for it
     local file=$1 pid
     [ -f "$file" ] || return 0
     pid=$(cat "$file")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && alive "$pid"; then
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
+        for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.1; done
+        alive "$pid" && kill -9 "$pid" 2>/dev/null
     fi
     rm -f "$file"
 }

@@ -135,9 +135,7 @@ def test_verify_answers_alike(lane_run: LaneRun) -> None:
     assert "answers like" in lane_run.verified.output
 
 
-def test_verify_compares_the_healthcheck(
-    request: pytest.FixtureRequest, lane_run: LaneRun
-) -> None:
+def test_verify_compares_the_healthcheck(request: pytest.FixtureRequest, lane_run: LaneRun) -> None:
     expect_podman_gap(request, lane_run, PODMAN_HEALTHCHECK_FIX)
     lines = lane_run.verified.stdout.splitlines()
     health = [line for line in lines if line.startswith("HEALTHCHECK")]

@@ -78,7 +78,13 @@ def test_a_runtime_refusal_is_not_an_unreachable_engine(
     refusing_podman: str, tmp_path: Path
 ) -> None:
     ran = run_slim(
-        "trace", "busybox:latest", "--until-exit", "-o", str(tmp_path / "t.json"), "--", "true",
+        "trace",
+        "busybox:latest",
+        "--until-exit",
+        "-o",
+        str(tmp_path / "t.json"),
+        "--",
+        "true",
         env={"DOCKER_HOST": refusing_podman},
     )
     assert ran.exit_code not in (ExitCode.OK, ExitCode.ENGINE), ran.describe()
