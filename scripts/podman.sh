@@ -98,6 +98,7 @@ prepare_rootless() {
 }
 
 if ! answers; then
+    bash "$(dirname "$0")/cgroups.sh"
     if [ "$mode" = rootless ]; then
         prepare_rootless
     else

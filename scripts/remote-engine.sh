@@ -113,6 +113,7 @@ install_missing() {
 
 install_missing iproute2 socat openssh-server openssh-client openssl iptables
 command -v dockerd >/dev/null 2>&1 || die "no dockerd here; run scripts/engine.sh first (it installs docker.io)"
+bash "$(dirname "$0")/cgroups.sh"
 [ -d "$state" ] && die "$state exists: instance $id is up or was not taken down; run: scripts/remote-engine.sh down $id"
 
 # A failure half-way leaves nothing behind.
