@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import slimmer.engine
 from slimmer.engine import Engine, Leftover, new_run_id
 from slimmer.errors import EngineError
 
@@ -20,8 +22,36 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FAT_NGINX = os.environ.get("SLIM_FAT_TAG", "nginx-build")
 
 
+# Other sessions share the engine: the leftover checks below judge and remove
+# only runs whose id slim handed out in this process (slim run as a separate
+# process removes its own containers; its runs are not tracked here).
+_NEW_RUN_ID = slimmer.engine.new_run_id
+RUN_IDS_MADE_HERE: set[str] = set()
+
+
+def _recording_new_run_id() -> str:
+    run_id = _NEW_RUN_ID()
+    RUN_IDS_MADE_HERE.add(run_id)
+    return run_id
+
+
+def record_run_ids() -> None:
+    """Make every loaded slimmer module's new_run_id record what it hands out."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("slimmer") and (
+            getattr(module, "new_run_id", None) is _NEW_RUN_ID
+        ):
+            module.new_run_id = _recording_new_run_id  # type: ignore[attr-defined]
+
+
+def leftovers_made_here(engine: Engine) -> list[Leftover]:
+    record_run_ids()
+    return [item for item in engine.leftovers() if item.run_id in RUN_IDS_MADE_HERE]
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
+    record_run_ids()
     try:
         connected = Engine.connect()
     except EngineError as exc:
@@ -35,7 +65,9 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture
 def run_id() -> str:
-    return new_run_id()
+    made = new_run_id()
+    RUN_IDS_MADE_HERE.add(made)
+    return made
 
 
 def leftover_keys(items: list[Leftover]) -> set[tuple[str, str]]:
@@ -46,9 +78,9 @@ def leftover_keys(items: list[Leftover]) -> set[tuple[str, str]]:
 def no_leftovers(engine: Engine) -> Iterator[None]:
     """Fail the test when it leaves anything labelled io.slim.run behind;
     remove what it left so the next test starts clean."""
-    before = leftover_keys(engine.leftovers())
+    before = leftover_keys(leftovers_made_here(engine))
     yield
-    after = engine.leftovers()
+    after = leftovers_made_here(engine)
     new = [item for item in after if (item.kind, item.name) not in before]
     for item in new:
         engine.remove_leftovers(item.run_id)

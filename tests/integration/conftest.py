@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from slimmer.engine import Engine
-from tests.conftest import leftover_keys
+from tests.conftest import leftover_keys, leftovers_made_here
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +17,11 @@ def _integration_needs_engine_and_cleans_up(no_leftovers: None) -> None:
 def _session_leaves_nothing(engine: Engine) -> Iterator[None]:
     """At the end of the session, no container, volume or image labelled
     io.slim.run that this session made may remain."""
-    before = leftover_keys(engine.leftovers())
+    before = leftover_keys(leftovers_made_here(engine))
     yield
-    remaining = [item for item in engine.leftovers() if (item.kind, item.name) not in before]
-    engine.remove_leftovers()
+    mine = leftovers_made_here(engine)
+    remaining = [item for item in mine if (item.kind, item.name) not in before]
+    for run_id in sorted({item.run_id for item in mine}):
+        engine.remove_leftovers(run_id)
     if remaining:
         pytest.fail(f"the test session left these on the engine: {remaining}", pytrace=False)
