@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint engine base-images fat-image bench schemas clean
+.PHONY: demo test test-podman unit lint engine base-images fat-image test-deps bench schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +23,30 @@ base-images: engine
 fat-image: base-images
 	bash scripts/fat-image.sh
 
+## The compilers and tools the tests use (gcc with 32-bit support, musl-gcc...).
+test-deps:
+	bash scripts/test-deps.sh
+
 ## The demo: engine, base images, fat nginx build, then slim's main job on it.
 demo: $(STAMP) fat-image
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 ## The whole test suite: unit tests, then integration tests on a real engine.
-test: $(STAMP) fat-image
+test: $(STAMP) test-deps fat-image
 	$(BIN)/ruff check slimmer tests benchmarks
 	$(BIN)/pytest tests
 
+## The Podman lane: the engine_lane tests (trace, build, verify of fixtures/healthuser)
+## and the Podman-only ones, on a rootful Podman, then the engine_lane tests on a
+## rootless one. scripts/podman.sh installs and starts each and prints its DOCKER_HOST.
+test-podman: $(STAMP) test-deps base-images
+	host=$$(bash scripts/podman.sh rootful) && \
+	    DOCKER_HOST=$$host $(BIN)/pytest tests/integration -m 'engine_lane or podman'
+	host=$$(bash scripts/podman.sh rootless) && \
+	    DOCKER_HOST=$$host $(BIN)/pytest tests/integration -m engine_lane
+
 ## Unit tests only: no engine needed.
-unit: $(STAMP)
+unit: $(STAMP) test-deps
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP)

@@ -37,6 +37,7 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
 fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
+    bash "$(dirname "$0")/cgroups.sh"
     say "starting dockerd (log: $log)"
     mkdir -p "$(dirname "$log")"
     # setsid: dockerd outlives this script and the make/CI step that ran it.
