@@ -87,7 +87,7 @@ def expect_podman_gap(request: pytest.FixtureRequest, run: LaneRun, fix: str) ->
 def test_trace_runs_the_app_as_the_image_user(lane_run: LaneRun) -> None:
     assert lane_run.trace["config"]["user"] == "web"
     assert lane_run.trace["config"]["exposed_ports"] == ["8080/tcp"]
-    http = [probe for probe in lane_run.trace["probes"] if probe["kind"] == "http"]
+    http = [probe for probe in lane_run.trace["probes"] if probe["probe"]["kind"] == "http"]
     assert [probe["answer"]["status"] for probe in http] == [200]
 
 
@@ -95,8 +95,8 @@ def test_trace_reads_the_healthcheck_and_runs_it(
     request: pytest.FixtureRequest, lane_run: LaneRun
 ) -> None:
     expect_podman_gap(request, lane_run, PODMAN_HEALTHCHECK_FIX)
-    assert (lane_run.trace["config"]["healthcheck"] or {}).get("Test") == HEALTH_TEST
-    health = [probe for probe in lane_run.trace["probes"] if probe["kind"] == "healthcheck"]
+    assert (lane_run.trace["config"]["healthcheck"] or {}).get("test") == HEALTH_TEST
+    health = [p for p in lane_run.trace["probes"] if p["probe"]["kind"] == "healthcheck"]
     assert health and health[0]["ok"], lane_run.trace["probes"]
 
 
