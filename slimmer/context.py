@@ -1,5 +1,6 @@
 """The build context: a deterministic rootfs tar, its validation when it
-comes back from the container, the Dockerfile, and the context tar.
+comes back from the container, and the context tar (the Dockerfile is
+slimmer.dockerfile's).
 
 The context holds `Dockerfile` (first, with a plain ustar header, so that
 `docker build - < context.tar` works) and `rootfs.tar`, which the Dockerfile
@@ -11,18 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from slimmer.errors import SlimError
 from slimmer.fileset import Entry, Selection
 from slimmer.rootfs import Kind, RootFS
-from slimmer.trace import Healthcheck, ImageConfig
 
 TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times
 TAR_ENCODING = "utf-8"
@@ -171,86 +169,6 @@ def copy_validated(
     return RootfsStats(len(written), file_bytes)
 
 
-# -- the Dockerfile ------------------------------------------------------------
-
-
-def _quote(value: str) -> str:
-    """A double-quoted Dockerfile word: backslash, quote and $ escaped."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'
-
-
-def _exec_form(argv: Sequence[str]) -> str:
-    return json.dumps(list(argv))
-
-
-def _duration(nanoseconds: int | None) -> str | None:
-    if not nanoseconds:
-        return None
-    return f"{nanoseconds // 1_000_000}ms"
-
-
-def render_healthcheck(check: Healthcheck) -> str | None:
-    test = list(check.test)
-    if not test:
-        return None
-    if test[0] == "NONE":
-        return "HEALTHCHECK NONE"
-    flags = []
-    for flag, nanoseconds in (
-        ("interval", check.interval),
-        ("timeout", check.timeout),
-        ("start-period", check.start_period),
-    ):
-        value = _duration(nanoseconds)
-        if value:
-            flags.append(f"--{flag}={value}")
-    if check.retries:
-        flags.append(f"--retries={check.retries}")
-    command = " ".join(test[1:]) if test[0] == "CMD-SHELL" else _exec_form(test[1:])
-    return " ".join(["HEALTHCHECK", *flags, "CMD", command])
-
-
-def render_dockerfile(
-    config: ImageConfig, base: str, labels: Mapping[str, str]
-) -> tuple[str, list[str]]:
-    """The micro image's Dockerfile: the fat image's contract on top of one
-    ADD of the rootfs. Returns the text and warnings for what could not be
-    expressed."""
-    warnings: list[str] = []
-    lines = [f"FROM {base}", f"ADD {ROOTFS_MEMBER} /"]
-    for item in config.env:
-        name, _, value = item.partition("=")
-        if "\n" in value or not name:
-            warnings.append(f"ENV {name} has a newline in its value and was left out")
-            continue
-        lines.append(f"ENV {name}={_quote(value)}")
-    all_labels = {**config.labels, **labels}
-    for name in sorted(all_labels):
-        lines.append(f"LABEL {_quote(name)}={_quote(all_labels[name])}")
-    if config.workdir:
-        lines.append(f"WORKDIR {config.workdir.replace('$', chr(92) + '$')}")
-    for port in config.exposed_ports:
-        lines.append(f"EXPOSE {port}")
-    if config.volumes:
-        lines.append(f"VOLUME {_exec_form(config.volumes)}")
-    if config.stop_signal:
-        lines.append(f"STOPSIGNAL {config.stop_signal}")
-    if config.shell:
-        lines.append(f"SHELL {_exec_form(config.shell)}")
-    if config.healthcheck:
-        rendered = render_healthcheck(config.healthcheck)
-        if rendered:
-            lines.append(rendered)
-    if config.user:
-        lines.append(f"USER {config.user.replace('$', chr(92) + '$')}")
-    if config.entrypoint is not None:
-        lines.append(f"ENTRYPOINT {_exec_form(config.entrypoint)}")
-    if config.cmd is not None:
-        lines.append(f"CMD {_exec_form(config.cmd)}")
-    return "\n".join(lines) + "\n", warnings
-
-
 def write_context(dockerfile: str, rootfs: BinaryIO, rootfs_size: int, out: BinaryIO) -> None:
     """The context tar: Dockerfile first (plain ustar header, integer mtime),
     then rootfs.tar. Same inputs, same bytes."""
@@ -270,7 +188,6 @@ __all__ = [
     "ContextError",
     "RootfsStats",
     "copy_validated",
-    "render_dockerfile",
     "write_context",
     "write_rootfs_tar",
 ]
