@@ -94,6 +94,8 @@ ARG_PREFIX = "SLIM_ARG_"
 MIN_DURATION_NS = 1_000_000  # the builder refuses HEALTHCHECK durations below 1ms
 MAX_INT64 = 2**63 - 1
 MAX_RETRIES = 2**31 - 1
+NAME_MAX = 255  # bytes in a file name
+MAX_PATH_BYTES = 3072  # PATH_MAX is 4096 with the engine's own prefix in front
 
 # Words the lexer reads back unchanged without quotes (kept for readability):
 # no quotes, `\\`, `$`, blanks or `#`, and no leading `-` (a `--flag`).
@@ -253,8 +255,9 @@ class Values:
 # -- the instructions ----------------------------------------------------------
 
 
-def env_lines(config: ImageConfig, values: Values) -> list[list[str]]:
-    lines = []
+def env_line(config: ImageConfig, values: Values) -> list[str] | None:
+    """One ENV instruction with every variable, in the image's order."""
+    pairs: list[list[str]] = []
     seen: set[str] = set()
     for item in config.env:
         check_text("ENV entry", item)
@@ -267,25 +270,48 @@ def env_lines(config: ImageConfig, values: Values) -> list[list[str]]:
             raise refuse("ENV name", name, "is set twice; a Dockerfile keeps only one")
         seen.add(name)
         what = f"ENV {shown(name)}"
-        lines.append(["ENV ", *values.key(name, what), "=", *values.word(value, what)])
-    return lines
+        pairs.append([*values.key(name, what), "=", *values.word(value, what)])
+    return instruction("ENV", pairs)
 
 
-def label_lines(
+def label_line(
     labels: Mapping[str, str], values: Values, engine_labels: dict[str, str]
-) -> list[list[str]]:
-    lines = []
+) -> list[str] | None:
+    """One LABEL instruction; labels it cannot write go to `engine_labels`."""
+    pairs: list[list[str]] = []
     for name in sorted(labels):
         value = labels[name]
+        what = f"LABEL {shown(name)}"
         check_text("LABEL key", name)
-        check_text(f"LABEL {shown(name)}", value)
+        check_text(what, value)
         if "=" in name or "\n" in name or "\n" in value:
             engine_labels[name] = value
-            values.needs_engine.append(f"LABEL {shown(name)}")
+            values.needs_engine.append(what)
             continue
-        what = f"LABEL {shown(name)}"
-        lines.append(["LABEL ", *values.key(name, what), "=", *values.word(value, what)])
-    return lines
+        pairs.append([*values.key(name, what), "=", *values.word(value, what)])
+    return instruction("LABEL", pairs)
+
+
+def instruction(keyword: str, words: list[list[str]]) -> list[str] | None:
+    """KEYWORD word word ...; None without words."""
+    if not words:
+        return None
+    pieces = [keyword]
+    for word in words:
+        pieces += [" ", *word]
+    return pieces
+
+
+def path_problem(path: str) -> str | None:
+    """Why the engine could not create or resolve `path` (it does both for
+    WORKDIR and VOLUME, as it does for every container of the fat image)."""
+    if "\0" in path:
+        return "holds a NUL byte, which no path can"
+    if len(path.encode()) > MAX_PATH_BYTES or any(
+        len(part.encode()) > NAME_MAX for part in path.split("/")
+    ):
+        return "is longer than a path or a file name can be"
+    return None
 
 
 def workdir_line(workdir: str, values: Values) -> list[str] | None:
@@ -293,8 +319,9 @@ def workdir_line(workdir: str, values: Values) -> list[str] | None:
         return None
     if not workdir.startswith("/"):
         raise refuse("WORKDIR", workdir, "is not absolute; the engine cannot run it")
-    if "\0" in workdir:
-        raise refuse("WORKDIR", workdir, "holds a NUL byte, which no path can")
+    problem = path_problem(workdir)
+    if problem:
+        raise refuse("WORKDIR", workdir, problem)
     return ["WORKDIR ", *values.path(workdir, "WORKDIR")]
 
 
@@ -303,9 +330,7 @@ def expose_line(ports: Sequence[str]) -> list[str] | None:
     for spec in ports:
         match = PORT.fullmatch(spec)
         if not match or int(match.group(1)) > 65535:
-            raise refuse(
-                "EXPOSE port", spec, "is not a port the builder accepts (N[/tcp|udp|sctp])"
-            )
+            raise refuse("EXPOSE port", spec, "is not N, N/tcp, N/udp or N/sctp with N <= 65535")
         written.add(f"{int(match.group(1))}/{(match.group(2) or 'tcp').lower()}")
     if not written:
         return None
@@ -319,8 +344,9 @@ def volume_line(volumes: Sequence[str], values: Values) -> list[str] | None:
     for volume in volumes:
         if not volume:
             raise refuse("VOLUME", volume, "is empty, which the builder refuses")
-        if "\0" in volume:
-            raise refuse("VOLUME", volume, "holds a NUL byte, which no path can")
+        problem = path_problem(volume)
+        if problem:
+            raise refuse("VOLUME", volume, problem)
         # VOLUME's JSON strings go through the lexer too
         words.append("".join(values.path(volume, f"VOLUME {shown(volume)}")))
     return ["VOLUME ", *json_pieces(words)]
@@ -445,8 +471,8 @@ def render_dockerfile(config: ImageConfig, base: str, labels: Mapping[str, str])
     values = Values(reserved=frozenset(item.partition("=")[0] for item in config.env))
     engine_labels: dict[str, str] = {}
     body: list[list[str] | None] = [
-        *env_lines(config, values),
-        *label_lines({**config.labels, **labels}, values, engine_labels),
+        env_line(config, values),
+        label_line({**config.labels, **labels}, values, engine_labels),
         workdir_line(config.workdir, values),
         expose_line(config.exposed_ports),
         volume_line(config.volumes, values),
@@ -467,7 +493,7 @@ def render_dockerfile(config: ImageConfig, base: str, labels: Mapping[str, str])
 
     head = [[f"FROM {base}"], *([f"ARG {name}"] for name in values.build_args)]
     head.append([f"ADD {ROOTFS_MEMBER} /"])
-    lines = [fold(pieces, pieces[0].strip()) for pieces in [*head, *body] if pieces]
+    lines = [fold(pieces, pieces[0].strip()) for pieces in [*head, *body] if pieces is not None]
     payload = json.dumps(values.build_args) + json.dumps(engine_labels)
     if len(payload) > MAX_ENGINE_PAYLOAD:
         raise DockerfileError(

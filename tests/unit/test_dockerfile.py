@@ -71,10 +71,8 @@ def test_dockerfile_keeps_the_contract() -> None:
     lines = dockerfile.text.split("\n")
     assert lines[:2] == ["FROM scratch", "ADD rootfs.tar /"]
     for line in (
-        'ENV PATH="/usr/bin"',
-        'ENV PRICE="\\$5 \\"quoted\\" \\\\ back"',
-        'LABEL org.example="yes"',
-        'LABEL io.slim.version="1"',
+        'ENV PATH="/usr/bin" PRICE="\\$5 \\"quoted\\" \\\\ back"',
+        'LABEL io.slim.version="1" org.example="yes"',
         "WORKDIR /srv",
         "USER app:grp",
         "EXPOSE 80/tcp",
@@ -123,7 +121,7 @@ def test_values_needing_the_engine_are_named_once_per_value() -> None:
     config = ImageConfig(env=("A=x\ny", "B=x\ny", "SLIM_ARG_0=z"), workdir="/x\ny")
     dockerfile = render_dockerfile(config, "scratch", {})
     assert dockerfile.build_args == {"SLIM_ARG_1": "x\ny", "SLIM_ARG_2": "/x\ny"}
-    assert 'ENV A="${SLIM_ARG_1}"' in dockerfile.text.split("\n")
+    assert 'ENV A="${SLIM_ARG_1}" B="${SLIM_ARG_1}" SLIM_ARG_0="z"' in dockerfile.text.split("\n")
     assert dockerfile.text.split("\n")[1:3] == ["ARG SLIM_ARG_1", "ARG SLIM_ARG_2"]
 
 
@@ -135,7 +133,9 @@ def test_values_needing_the_engine_are_named_once_per_value() -> None:
         (ImageConfig(env=("A=1", "A=2")), "ENV name"),
         (ImageConfig(workdir="srv"), "WORKDIR"),
         (ImageConfig(workdir="/a\0b"), "WORKDIR"),
+        (ImageConfig(workdir="/" + "a" * 256), "WORKDIR"),
         (ImageConfig(volumes=("",)), "VOLUME"),
+        (ImageConfig(volumes=("/a" * 2000,)), "VOLUME"),
         (ImageConfig(volumes=("/a\0",)), "VOLUME"),
         (ImageConfig(exposed_ports=("80/tcp\nCOPY",)), "EXPOSE"),
         (ImageConfig(exposed_ports=("65536/tcp",)), "EXPOSE"),
@@ -185,9 +185,9 @@ def test_odd_but_writable_values_stay_inline() -> None:
     dockerfile = render_dockerfile(config, "scratch", {})
     assert dockerfile.build_args == {} and dockerfile.labels == {}
     lines = logical_lines(dockerfile.text)
-    assert 'ENV A="  lead and trail  "' in lines
-    assert 'ENV "E F"="1"' in lines
-    assert 'LABEL ""=""' in lines and 'LABEL "k\\\\"="\\""' in lines
+    env = 'ENV A="  lead and trail  " B="" C="#x" D="\0\r\u2028\x85\\${x}\\$y`" "E F"="1"'
+    assert env in lines
+    assert 'LABEL ""="" "k\\\\"="\\""' in lines
     assert 'USER "-u"' in lines and "WORKDIR /--flag" in lines
     assert "EXPOSE 53/udp 80/tcp" in lines and "STOPSIGNAL rtmax-3" in lines
     assert "HEALTHCHECK --timeout=1500us CMD [ -f /x ] # ok" in lines
