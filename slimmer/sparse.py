@@ -30,7 +30,8 @@ from dataclasses import dataclass
 BLOCK = 4096
 SPARSE_MIN_HOLES = 64 * 1024
 READ_CHUNK = 1 << 20  # a multiple of BLOCK
-ZEROS = memoryview(bytes(READ_CHUNK))
+ZEROS = bytes(READ_CHUNK)  # compared as bytes: memcmp (a memoryview compares 100x slower)
+ZERO_BLOCK = bytes(BLOCK)
 PLACEHOLDER = "GNUSparseFile.0/file"  # the ustar name; readers use GNU.sparse.name
 
 
@@ -130,11 +131,11 @@ def data_map(fd: int, size: int) -> DataMap:
             chunk = os.pread(fd, min(READ_CHUNK, end - position), position)
             if not chunk:
                 raise SparseMapError("the file is shorter than its size")
-            view = memoryview(chunk)
-            if view != ZEROS[: len(chunk)]:
+            full = ZEROS if len(chunk) == READ_CHUNK else ZEROS[: len(chunk)]
+            if chunk != full:
                 for start in range(0, len(chunk), BLOCK):
-                    block = view[start : start + BLOCK]
-                    if block != ZEROS[: len(block)]:
+                    block = chunk[start : start + BLOCK]
+                    if block != ZERO_BLOCK[: len(block)]:
                         data(position + start, position + start + len(block))
             position += len(chunk)
     return DataMap(size, tuple((start, end - start) for start, end in segments))
