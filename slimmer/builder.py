@@ -253,6 +253,10 @@ def build_micro(
     config = ImageConfig.from_inspect(attrs)
     request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
+    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
+    dockerfile = render_dockerfile(config, base, labels)  # refuses before any container
+    if options.context_only is not None:
+        dockerfile.check_self_contained()
     bundle = sensor_bundle(cache_dir)
     if base != "scratch":
         if not engine.image_exists(base):
@@ -260,10 +264,6 @@ def build_micro(
             engine.pull(base)
         inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
         request = replace(request, base_dirs=inventory.dir_paths)
-    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
-    dockerfile = render_dockerfile(config, base, labels)
-    if options.context_only is not None:
-        dockerfile.check_self_contained()
 
     with scratch_directory("slim-build-") as scratch:
         rootfs_path = scratch / "rootfs.tar"
