@@ -178,3 +178,14 @@ def test_a_sparse_member_of_another_size_is_refused(tmp_path: Path) -> None:
     archive = hostile_sparse("data/big", DataMap(20 * MiB, ((0, 1),)), 20 * MiB, b"x")
     with pytest.raises(ContextError, match="not the file that was selected"):
         copy_validated(io.BytesIO(archive), selection, io.BytesIO())  # type: ignore[arg-type]
+
+
+def test_the_digest_of_a_sparse_member_is_the_whole_files(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    big = sparse_file(root / "data/big", 90 * MiB + 5, {**PIECES, 90 * MiB: b"end"})
+    os.link(big, root / "data/link")
+    selection, data = rootfs_tar(root)
+    digests: dict[str, str] = {}
+    copy_validated(io.BytesIO(data), selection, BoundedSink(), digests)  # type: ignore[arg-type]
+    expected = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert digests["/data/big"] == digests["/data/link"] == expected
