@@ -19,7 +19,8 @@ from pathlib import Path
 from slimmer import __version__, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
-from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
+from slimmer.context import ContextError, copy_validated, write_context
+from slimmer.dockerfile import render_dockerfile
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
@@ -252,6 +253,10 @@ def build_micro(
     config = ImageConfig.from_inspect(attrs)
     request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
+    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
+    dockerfile = render_dockerfile(config, base, labels)  # refuses before any container
+    if options.context_only is not None:
+        dockerfile.check_self_contained()
     bundle = sensor_bundle(cache_dir)
     if base != "scratch":
         if not engine.image_exists(base):
@@ -259,8 +264,6 @@ def build_micro(
             engine.pull(base)
         inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
         request = replace(request, base_dirs=inventory.dir_paths)
-    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
-    dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
 
     with scratch_directory("slim-build-") as scratch:
         rootfs_path = scratch / "rootfs.tar"
@@ -293,7 +296,7 @@ def build_micro(
         context_path = options.context_only or scratch / "context.tar"
         try:
             with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
-                write_context(dockerfile, rootfs, rootfs_path.stat().st_size, out)
+                write_context(dockerfile.text, rootfs, rootfs_path.stat().st_size, out)
         except BaseException as exc:
             with signals_held():
                 context_path.unlink(missing_ok=True)  # no half-written context is left
@@ -311,7 +314,11 @@ def build_micro(
             build_started = time.monotonic()
             with context_path.open("rb") as context:
                 micro_id = engine.build(
-                    context, options.tag, progress=lambda line: log.debug("%s", line)
+                    context,
+                    options.tag,
+                    labels=dockerfile.labels,
+                    build_args=dockerfile.build_args,
+                    progress=lambda line: log.debug("%s", line),
                 )
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
@@ -326,7 +333,7 @@ def build_micro(
         fat_size=fat_size,
         micro_size=micro_size,
         selection=selection,
-        dockerfile_warnings=dockerfile_warnings,
+        dockerfile_warnings=[],
         traces=[str(saved.path) for saved in traces],
         seconds=seconds,
     )

@@ -305,10 +305,13 @@ class Engine:
         tag: str,
         *,
         labels: dict[str, str] | None = None,
+        build_args: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> str:
         """Build an image from a tar context (Dockerfile at its top); returns
-        the image id. Build output goes to `progress` line by line."""
+        the image id. `labels` and `build_args` reach the builder as data,
+        never parsed as Dockerfile text. Build output goes to `progress`
+        line by line."""
         image_id = None
         try:
             for message in self.client.api.build(
@@ -316,6 +319,7 @@ class Engine:
                 custom_context=True,
                 tag=tag,
                 labels=labels,
+                buildargs=build_args,
                 rm=True,
                 forcerm=True,
                 decode=True,

@@ -1,4 +1,4 @@
-"""The rootfs tar, its validation, the Dockerfile and the context tar."""
+"""The rootfs tar, its validation and the context tar."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.context import (
-    ContextError,
-    copy_validated,
-    render_dockerfile,
-    render_healthcheck,
-    write_context,
-    write_rootfs_tar,
-)
+from slimmer.context import ContextError, copy_validated, write_context, write_rootfs_tar
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
-from slimmer.trace import Healthcheck, ImageConfig
 
 
 @pytest.fixture
@@ -123,47 +115,6 @@ def test_missing_members_are_an_error(tree: Path) -> None:
     selection, _ = rootfs_bytes(tree)
     with pytest.raises(ContextError, match="missing"):
         copy_validated(io.BytesIO(hostile(selection, lambda tar: None)), selection, io.BytesIO())
-
-
-CONFIG = ImageConfig(
-    entrypoint=("/entry",),
-    cmd=("serve", "--x"),
-    env=("PATH=/usr/bin", 'PRICE=$5 "quoted" \\ back'),
-    workdir="/srv",
-    user="app:grp",
-    exposed_ports=("80/tcp",),
-    labels={"org.example": "yes"},
-    stop_signal="SIGQUIT",
-    healthcheck=Healthcheck(test=("CMD", "/entry", "health"), interval=5_000_000_000, retries=3),
-    volumes=("/data",),
-)
-
-
-def test_dockerfile_keeps_the_contract() -> None:
-    text, warnings = render_dockerfile(CONFIG, "scratch", {"io.slim.version": "1"})
-    lines = text.splitlines()
-    assert lines[:2] == ["FROM scratch", "ADD rootfs.tar /"]
-    assert 'ENV PRICE="\\$5 \\"quoted\\" \\\\ back"' in lines
-    assert 'LABEL "org.example"="yes"' in lines and 'LABEL "io.slim.version"="1"' in lines
-    for line in (
-        "WORKDIR /srv",
-        "USER app:grp",
-        "EXPOSE 80/tcp",
-        'VOLUME ["/data"]',
-        "STOPSIGNAL SIGQUIT",
-        'HEALTHCHECK --interval=5000ms --retries=3 CMD ["/entry", "health"]',
-        'ENTRYPOINT ["/entry"]',
-        'CMD ["serve", "--x"]',
-    ):
-        assert line in lines
-    assert lines.index('ENTRYPOINT ["/entry"]') < lines.index('CMD ["serve", "--x"]')
-    assert warnings == []
-
-
-def test_healthcheck_forms() -> None:
-    assert render_healthcheck(Healthcheck(test=("NONE",))) == "HEALTHCHECK NONE"
-    shell = render_healthcheck(Healthcheck(test=("CMD-SHELL", "curl -f localhost || exit 1")))
-    assert shell == "HEALTHCHECK CMD curl -f localhost || exit 1"
 
 
 def test_context_tar_starts_with_a_plain_dockerfile(tree: Path) -> None:
