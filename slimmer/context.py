@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from slimmer.errors import SlimError
-from slimmer.fileset import Entry, Selection
+from slimmer.fileset import Entry, Selection, Xattr
 from slimmer.rootfs import Kind, RootFS
 from slimmer.sparse import (
     SPARSE_MIN_HOLES,
     ZEROS,
+    PaxMember,
     SparseContent,
     SparseMapError,
     checked_map,
@@ -41,8 +42,22 @@ class ContextError(SlimError):
     """The archive from the container is not what was asked for."""
 
 
+XATTR_HEADER = "SCHILY.xattr."  # how tar (and ADD) carry an extended attribute
+
+
+def xattr_headers(xattrs: tuple[Xattr, ...]) -> dict[str, str]:
+    """PAX records for extended attributes; binary values go as raw bytes
+    (tarfile writes them with hdrcharset=BINARY)."""
+    return {XATTR_HEADER + x.name: x.data.decode(TAR_ENCODING, TAR_ERRORS) for x in xattrs}
+
+
 def _member(entry: Entry) -> tarfile.TarInfo:
-    member = tarfile.TarInfo(entry.path.lstrip("/"))
+    member: tarfile.TarInfo = (
+        PaxMember(entry.path.lstrip("/"))
+        if entry.xattrs
+        else tarfile.TarInfo(entry.path.lstrip("/"))
+    )
+    member.pax_headers = xattr_headers(entry.xattrs)
     member.mode = entry.mode
     member.uid, member.gid = entry.uid, entry.gid
     member.uname = member.gname = ""
@@ -83,6 +98,7 @@ def write_rootfs_tar(fs: RootFS, selection: Selection, out: BinaryIO) -> None:
                 member.type = tarfile.LNKTYPE
                 member.linkname = seen_inodes[inode]
                 member.size = 0
+                member.pax_headers = {}  # the attributes are the inode's: on its first name
                 tar.addfile(member)
                 continue
             seen_inodes[inode] = member.name
@@ -149,11 +165,17 @@ def check_member(member: tarfile.TarInfo, entry: Entry | None, written: set[str]
             raise ContextError(f"{name!r} is not the file that was selected")
     else:
         raise ContextError(f"{name!r}: device, FIFO or unknown member type refused")
+    found = {k: v for k, v in member.pax_headers.items() if k.startswith(XATTR_HEADER)}
+    if found and (member.islnk() or found != xattr_headers(entry.xattrs)):
+        raise ContextError(f"{name!r}: extended attributes that were not selected")
 
 
 def clean_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """The member as slim writes it: numeric owners, integer mtime, plain types."""
-    clean = tarfile.TarInfo(member.name)
+    """The member as slim writes it: numeric owners, integer mtime, plain
+    types, only the extended attributes (checked against the selection)."""
+    xattrs = {k: v for k, v in member.pax_headers.items() if k.startswith(XATTR_HEADER)}
+    clean = PaxMember(member.name) if xattrs else tarfile.TarInfo(member.name)
+    clean.pax_headers = xattrs
     clean.type = tarfile.REGTYPE if member.isreg() else member.type
     clean.mode = stat.S_IMODE(member.mode)
     clean.uid, clean.gid, clean.mtime = member.uid, member.gid, int(member.mtime)

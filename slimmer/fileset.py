@@ -100,6 +100,29 @@ class SelectionRequest:
 
 
 @dataclass(frozen=True)
+class Xattr:
+    """An extended attribute a micro image keeps (a file capability)."""
+
+    name: str
+    value: str  # hex
+
+    @property
+    def data(self) -> bytes:
+        return bytes.fromhex(self.value)
+
+
+# Extended attributes that change what a file does and that ADD of a tar
+# carries: file capabilities (setcap), and the user namespace. Not SELinux
+# labels (the host's policy) nor trusted.* (root of the host only).
+MAX_XATTRS = 32
+MAX_XATTR_BYTES = 64 * 1024
+
+
+def kept_xattr(name: str) -> bool:
+    return name == "security.capability" or name.startswith("user.")
+
+
+@dataclass(frozen=True)
 class Entry:
     path: str
     kind: Kind
@@ -110,6 +133,7 @@ class Entry:
     gid: int
     mtime: int
     link: str | None = None  # symlink target, as written
+    xattrs: tuple[Xattr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -477,6 +501,7 @@ class _Selector:
         if kind is Kind.FILE and mode & (stat.S_ISUID | stat.S_ISGID):
             bits = "setuid" if mode & stat.S_ISUID else "setgid"
             self.warnings.append(f"{path} is {bits} (kept, owner {info.st_uid}:{info.st_gid})")
+        xattrs = self.xattrs(path) if kind in (Kind.FILE, Kind.DIR) else ()
         return Entry(
             path=path,
             kind=kind,
@@ -487,7 +512,17 @@ class _Selector:
             gid=info.st_gid,
             mtime=int(info.st_mtime),
             link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
+            xattrs=xattrs,
         )
+
+    def xattrs(self, path: str) -> tuple[Xattr, ...]:
+        found = self.fs.xattrs(path, kept_xattr)
+        if len(found) > MAX_XATTRS or any(len(v) > MAX_XATTR_BYTES for v in found.values()):
+            self.warnings.append(f"{path}: extended attributes too large, left out")
+            return ()
+        if "security.capability" in found:
+            self.warnings.append(f"{path} has file capabilities (kept)")
+        return tuple(Xattr(name, value.hex()) for name, value in sorted(found.items()))
 
 
 def select_files(fs: RootFS, request: SelectionRequest) -> Selection:

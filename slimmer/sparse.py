@@ -141,8 +141,9 @@ def data_map(fd: int, size: int) -> DataMap:
     return DataMap(size, tuple((start, end - start) for start, end in segments))
 
 
-class _PaxMember(tarfile.TarInfo):
-    """A member written with its PAX header in an otherwise GNU archive."""
+class PaxMember(tarfile.TarInfo):
+    """A member written with its PAX header in an otherwise GNU archive
+    (sparse maps, extended attributes)."""
 
     def tobuf(
         self,
@@ -155,7 +156,7 @@ class _PaxMember(tarfile.TarInfo):
 
 def sparse_member(member: tarfile.TarInfo, layout: DataMap) -> tarfile.TarInfo:
     """The PAX 1.0 sparse form of a regular file's member."""
-    sparse = _PaxMember(PLACEHOLDER)
+    sparse = PaxMember(PLACEHOLDER)
     sparse.type = tarfile.REGTYPE
     sparse.mode, sparse.uid, sparse.gid, sparse.mtime = (
         member.mode,
@@ -166,6 +167,7 @@ def sparse_member(member: tarfile.TarInfo, layout: DataMap) -> tarfile.TarInfo:
     sparse.uname, sparse.gname = member.uname, member.gname
     sparse.size = layout.stored_size()
     sparse.pax_headers = {
+        **member.pax_headers,  # extended attributes, if any
         "GNU.sparse.major": "1",
         "GNU.sparse.minor": "0",
         "GNU.sparse.name": member.name,

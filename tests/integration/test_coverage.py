@@ -125,3 +125,21 @@ def test_a_volume_with_content(engine: Engine, fixture_image, micro: Micro, run_
     kept = {f["path"] for f in report["files"]}
     assert {"/data/seed.txt", "/data/later.txt"} <= kept
     run_both(engine, image, tag, run_id)
+
+
+def test_a_file_capability_survives(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """A non-root program gets cap_net_bind_service from its file at exec;
+    without the capability on the file in the micro image it runs without."""
+    image = fixture_image("filecaps")
+    tag, _ = micro(image, "--until-exit")
+
+    def effective(image: str) -> str:
+        code, out, err = engine.run_to_exit(image, None, run_id)
+        assert code == 0, err
+        return next(line for line in out.decode().splitlines() if line.startswith("CapEff:"))
+
+    fat = effective(image)
+    assert fat.endswith("0000000000000400")  # 1 << CAP_NET_BIND_SERVICE
+    assert effective(tag) == fat

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,38 @@ def test_context_tar_starts_with_a_plain_dockerfile(tree: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["Dockerfile", "rootfs.tar"]
         assert all(isinstance(m.mtime, int) for m in tar.getmembers())
+
+
+CAP_NET_BIND_SERVICE = bytes.fromhex("0100000200040000000000000000000000000000")  # v2, +ep
+
+
+def test_file_capabilities_and_user_xattrs_travel_and_nothing_else(tree: Path) -> None:
+    """security.capability and user.* go into the tar as PAX records (what
+    ADD applies); the host accepts exactly the selected ones."""
+    tool = tree / "srv/bin/tool"
+    os.setxattr(tool, "security.capability", CAP_NET_BIND_SERVICE)
+    os.setxattr(tree / "srv/data/a.txt", "user.origin", b"\x00binary\xff")
+    selection, data = rootfs_bytes(tree)
+    entries = {e.path: e for e in selection.entries}
+    assert [x.name for x in entries["/srv/bin/tool"].xattrs] == ["security.capability"]
+    assert "/srv/bin/tool has file capabilities (kept)" in selection.warnings
+    out = io.BytesIO()
+    copy_validated(io.BytesIO(data), selection, out)
+    with tarfile.open(
+        fileobj=io.BytesIO(out.getvalue()), encoding="utf-8", errors="surrogateescape"
+    ) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    headers = members["srv/bin/tool"].pax_headers
+    capability = headers["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape")
+    assert capability == CAP_NET_BIND_SERVICE
+    origin = members["srv/data/a.txt"].pax_headers["SCHILY.xattr.user.origin"]
+    assert origin.encode("utf-8", "surrogateescape") == b"\x00binary\xff"
+    # an attribute the selection did not name is refused
+    forged = replace(
+        selection,
+        entries=tuple(
+            replace(e, xattrs=()) if e.path == "/srv/bin/tool" else e for e in selection.entries
+        ),
+    )
+    with pytest.raises(ContextError, match="extended attributes"):
+        copy_validated(io.BytesIO(data), forged, io.BytesIO())
