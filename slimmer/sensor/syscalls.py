@@ -55,14 +55,19 @@ thread, waitpid(-1, __WALL) sees threads, and every child of the sensor,
 traced or not (orphans re-parented to PID 1), is reaped. At each seccomp
 stop it reads the call's number and arguments (PTRACE_GET_SYSCALL_INFO,
 Linux >= 5.3; on x86_64 it falls back to PTRACE_GETREGS), reads the path
-strings from the tracee (process_vm_readv; where the kernel refuses it -- a
-tracee with another uid while the sensor lacks CAP_SYS_PTRACE -- it falls
-back to PTRACE_PEEKDATA, which works for a dumpable tracee -- the
-container's default seccomp profile refuses process_vm_readv without
-CAP_SYS_PTRACE, so in a container it is the usual path), and makes
-relative names absolute with the process's cwd or the dirfd (readlink of
-/proc/<tid>/cwd and /proc/<tid>/fd/<n>, with the tracer's fs uid set to the
-tracee's for the moment when the kernel would otherwise refuse).
+strings from the tracee, and makes relative names absolute with the
+process's cwd or the dirfd (readlink of /proc/<tid>/cwd and
+/proc/<tid>/fd/<n>).
+
+Reading the tracee: the container's default seccomp profile refuses
+process_vm_readv without CAP_SYS_PTRACE, so the tracer opens
+/proc/<tid>/mem once per thread and address space (an exec closes it) and
+preads a whole string at once. The kernel checks that file (and the /proc
+links) against the caller's fs uid: for a tracee of another uid the tracer
+sets its own fs uid and gid to the tracee's for the moment of the open or
+readlink (a per-thread setting). Where even that is refused it reads with
+PTRACE_PEEKDATA, one word per call, which the tracer may use on any
+dumpable tracee.
 
 A process that changes its ids without exec'ing (a server's workers after
 setuid) turns non-dumpable, and then neither its memory nor its /proc
@@ -137,11 +142,14 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import NoReturn, TypeVar
 
 from slimmer.errors import SlimError
+
+_T = TypeVar("_T")
 
 # --- kernel constants -------------------------------------------------------
 
@@ -153,7 +161,6 @@ PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_SEIZE = 0x4206
-PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_GET_SYSCALL_INFO = 0x420E
 PTRACE_SYSCALL_INFO_SECCOMP = 3
@@ -220,6 +227,7 @@ AF_UNIX = 1
 
 PATH_MAX = 4096
 WORD = 8
+MAX_MEM_FDS = 512  # open /proc/<tid>/mem files kept; all are closed beyond
 
 EM_ARM = 40
 
@@ -595,7 +603,8 @@ def seccomp_filter(machine: str) -> bytes:
         native = _abi_block(Abi.X86_64)
         x86 = [
             load_nr,
-            _insn(BPF_JMP_JGE_K, len(native), 0, X32_SYSCALL_BIT),
+            _insn(BPF_JMP_JGE_K, 0, 1, X32_SYSCALL_BIT),  # x32: bit 30 of the number
+            _insn(BPF_JMP_JA, 0, 0, len(native)),  # (jt and jf reach 255 at most)
             *native,
             *x32[1:],
         ]
@@ -621,10 +630,6 @@ def seccomp_filter(machine: str) -> bytes:
 # --- ctypes plumbing ---------------------------------------------------------
 
 
-class _Iovec(ctypes.Structure):
-    _fields_ = (("base", ctypes.c_void_p), ("length", ctypes.c_size_t))
-
-
 class _SockFprog(ctypes.Structure):
     _fields_ = (("length", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
@@ -636,15 +641,8 @@ def _libc() -> ctypes.CDLL:
     libc = ctypes.PyDLL(None, use_errno=True)
     libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
     libc.ptrace.restype = ctypes.c_long
-    libc.process_vm_readv.argtypes = (
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_ulong,
-        ctypes.c_void_p,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    )
-    libc.process_vm_readv.restype = ctypes.c_ssize_t
+    libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64)
+    libc.pread.restype = ctypes.c_ssize_t
     libc.prctl.argtypes = (
         ctypes.c_int,
         ctypes.c_ulong,
@@ -905,7 +903,7 @@ def launcher_main(args: list[str]) -> None:
             return text.encode("latin-1")
 
         libc = _libc()
-        program = _pack_filter(seccomp_filter(os.uname().machine))
+        seccomp_program = _pack_filter(seccomp_filter(os.uname().machine))
         mode = LaunchMode(wire["mode"])
         if mode is LaunchMode.EXEC:
             stage = LaunchStage.CHDIR
@@ -926,7 +924,8 @@ def launcher_main(args: list[str]) -> None:
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         stage = LaunchStage.SECCOMP
-        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(program), 0, 0) != 0:
+        filter_address = ctypes.addressof(seccomp_program)
+        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter_address, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
         if mode is LaunchMode.PROBE:
             stage = LaunchStage.TRACED_CALL
@@ -1009,6 +1008,7 @@ class TracerStats:
     stops: int = 0  # seccomp stops
     events: int = 0  # every ptrace stop
     peek_reads: int = 0  # strings read word by word
+    mem_opens: int = 0  # /proc/<tid>/mem files opened
     proc_reads: int = 0  # readlinks of /proc/<tid>/cwd or fd
     fsuid_switches: int = 0
 
@@ -1032,7 +1032,8 @@ class _Injection:
 class _Caches:
     cwd: dict[int, bytes] = field(default_factory=dict)  # tid -> its cwd
     root: dict[int, bytes] = field(default_factory=dict)  # tid -> its root (after a chroot)
-    peek_only: set[int] = field(default_factory=set)  # process_vm_readv refused
+    mem: dict[int, int] = field(default_factory=dict)  # tid -> open /proc/<tid>/mem
+    peek_only: set[int] = field(default_factory=set)  # /proc/<tid>/mem refused
     in_exit: set[int] = field(default_factory=set)  # resumed to a syscall-exit stop
     ids_exit: set[int] = field(default_factory=set)  # resumed to a set*id's exit stop
     injecting: dict[int, _Injection] = field(default_factory=dict)
@@ -1049,7 +1050,12 @@ _RAX, _ORIG_RAX, _RIP = 10, 15, 16
 class SyscallTracer:
     """Starts an app under ptrace + seccomp and records the paths its
     process tree names. Every method must run on the thread that called
-    `launch` (ptrace requests come from the tracer thread)."""
+    `launch` (ptrace requests come from the tracer thread).
+
+    `use_syscall_info=False` reads registers as on kernels before 5.3;
+    `use_proc_mem=False` reads memory only with PTRACE_PEEKDATA, as where
+    /proc/<tid>/mem is refused. Both are the fallbacks, for tests and
+    diagnosis."""
 
     def __init__(
         self,
@@ -1057,6 +1063,7 @@ class SyscallTracer:
         interpreter: Sequence[str] | None = None,
         *,
         use_syscall_info: bool = True,
+        use_proc_mem: bool = True,
     ) -> None:
         self.log = log if log is not None else PathLog()
         self.interpreter = list(interpreter) if interpreter else interpreter_command()
@@ -1070,12 +1077,11 @@ class SyscallTracer:
         self.stats = TracerStats()
         self._libc = _libc()
         self._use_info = use_syscall_info
+        self._use_proc_mem = use_proc_mem
         self._info = ctypes.create_string_buffer(128)
         self._regs = (ctypes.c_ulonglong * _REGS_WORDS)()
         self._message = ctypes.c_ulong()
         self._buffer = ctypes.create_string_buffer(PATH_MAX + 1)
-        self._local = _Iovec(ctypes.addressof(self._buffer), PATH_MAX)
-        self._remote = _Iovec(0, 0)
         self._caches = _Caches()
         self._chrooted = False
         self._launch: _Launch | None = None
@@ -1087,9 +1093,8 @@ class SyscallTracer:
         """Start the app traced; returns its pid once it is exec'd. Raises
         TracingUnavailable (nothing of the app ran) or OSError (the app
         could not be started: chdir, user, exec), as Popen would."""
-        pid = self._spawn(request)
-        launch = self._launch
-        assert launch is not None
+        launch = self._spawn(request)
+        pid = launch.popen.pid
         while True:
             _, status = os.waitpid(pid, WALL)
             # Popen returns once the launcher's own exec closed its pipe, which
@@ -1102,7 +1107,7 @@ class SyscallTracer:
                 break
             if not os.WIFSTOPPED(status):
                 launch.popen.returncode = status
-                self._launch_failed(status)
+                self._launch_failed(launch, status)
             self._dispatch(pid, status)
         _read_all(launch.err_read)  # EOF: the exec closed the launcher's end
         os.close(launch.err_read)
@@ -1115,9 +1120,8 @@ class SyscallTracer:
         """Run the launcher in probe mode: it installs the filter, makes one
         traced call and exits 0. Raises TracingUnavailable if anything fails."""
         request = LaunchRequest("", (), (), "/", uid, gid, None, LaunchMode.PROBE)
-        pid = self._spawn(request)
-        launch = self._launch
-        assert launch is not None
+        launch = self._spawn(request)
+        pid = launch.popen.pid
         while True:
             _, status = os.waitpid(pid, WALL)
             if not os.WIFSTOPPED(status):
@@ -1125,7 +1129,7 @@ class SyscallTracer:
                 break
             self._dispatch(pid, status)
         if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-            self._launch_failed(status)
+            self._launch_failed(launch, status)
         os.close(launch.err_read)
         self._launch = None
         if self._use_info is False and not self.support.regs_fallback:
@@ -1135,7 +1139,8 @@ class SyscallTracer:
         if launch.traced_calls == 0:
             raise TracingUnavailable(Refusal.SECCOMP_REFUSED, "the filter reported no call")
 
-    def _spawn(self, request: LaunchRequest) -> int:
+    def _spawn(self, request: LaunchRequest) -> _Launch:
+        """Start the launcher, seize it, send it the request."""
         request_read, request_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -1174,18 +1179,17 @@ class SyscallTracer:
             popen.kill()
             popen.wait()
             raise TracingUnavailable(Refusal.PTRACE_REFUSED, f"PTRACE_SEIZE: {os.strerror(number)}")
-        self._launch = _Launch(popen, err_read)
+        self._launch = launch = _Launch(popen, err_read)
         try:
             wire = request.to_wire()
             while wire:
                 wire = wire[os.write(request_write, wire) :]
         finally:
             os.close(request_write)
-        return popen.pid
+        return launch
 
-    def _launch_failed(self, status: int) -> None:
-        launch = self._launch
-        assert launch is not None
+    def _launch_failed(self, launch: _Launch, status: int) -> NoReturn:
+        """Raise what the launcher reported before it ended."""
         report = _read_all(launch.err_read)
         os.close(launch.err_read)
         self._launch = None
@@ -1250,6 +1254,7 @@ class SyscallTracer:
 
     def _forget(self, tid: int) -> None:
         caches = self._caches
+        self._close_mem(tid)
         caches.cwd.pop(tid, None)
         caches.root.pop(tid, None)
         caches.peek_only.discard(tid)
@@ -1272,10 +1277,8 @@ class SyscallTracer:
                 table[child] = table[parent]
             else:
                 table.pop(child, None)
-        if parent in caches.peek_only:
-            caches.peek_only.add(child)
-        else:
-            caches.peek_only.discard(child)
+        self._close_mem(child)
+        caches.peek_only.discard(child)
         caches.in_exit.discard(child)
         caches.ids_exit.discard(child)
         caches.injecting.pop(child, None)
@@ -1325,6 +1328,10 @@ class SyscallTracer:
         else:
             for operand in spec.operands:
                 self._observe(tid, spec, operand, args)
+            if spec.operands and spec.operands[0].action is PathAction.EXEC:
+                # an exec replaces the address space (a vfork child's is its
+                # parent's until then): read it afresh afterwards
+                self._close_mem(tid)
         if tid in self._caches.injecting:
             return PTRACE_SYSCALL  # a signal handler's call, before the injected prctl
         if spec.changes_ids:
@@ -1480,12 +1487,16 @@ class SyscallTracer:
         return known
 
     def _proc_link(self, tid: int, link: str) -> bytes | None:
-        """readlink /proc/<tid>/<link>; where the kernel refuses (a tracee of
-        another uid and no CAP_SYS_PTRACE) with the fs ids set to the tracee's."""
+        """readlink /proc/<tid>/<link>."""
         self.stats.proc_reads += 1
-        path = f"/proc/{tid}/{link}".encode()
+        return self._in_proc(tid, os.readlink, f"/proc/{tid}/{link}".encode())
+
+    def _in_proc(self, tid: int, call: Callable[[bytes], _T], path: bytes) -> _T | None:
+        """`call(path)` for a /proc/<tid> file; where the kernel refuses (a
+        tracee of another uid, and no CAP_SYS_PTRACE) with the tracer's fs
+        ids set to the tracee's for the moment; None if that fails too."""
         try:
-            return os.readlink(path)
+            return call(path)
         except PermissionError:
             pass
         except OSError:
@@ -1498,7 +1509,7 @@ class SyscallTracer:
         old_gid = libc.setfsgid(ids[1])
         old_uid = libc.setfsuid(ids[0])
         try:
-            return os.readlink(path)
+            return call(path)
         except OSError:
             return None
         finally:
@@ -1510,40 +1521,63 @@ class SyscallTracer:
     def _read_cstring(self, tid: int, address: int) -> bytes | None:
         if address == 0:
             return None
-        if tid not in self._caches.peek_only:
-            count = self._vm_read(tid, address, PATH_MAX)
-            if count >= 0:
-                value = self._buffer.value
-                if len(value) < count:
-                    return value
-                if count == PATH_MAX:
-                    return None  # longer than PATH_MAX: the kernel refuses it too
-                more = self._peek(tid, address + count, PATH_MAX - count, until_nul=True)
-                return None if more is None else value[:count] + more
-            if ctypes.get_errno() not in (errno.EPERM, errno.EACCES):
-                return None
-            self._caches.peek_only.add(tid)
-        return self._peek(tid, address, PATH_MAX, until_nul=True)
+        count = self._mem_read(tid, address, PATH_MAX)
+        if count < 0:
+            return self._peek(tid, address, PATH_MAX, until_nul=True)
+        value = self._buffer.value
+        if len(value) < count:
+            return value
+        if count == PATH_MAX:
+            return None  # longer than PATH_MAX: the kernel refuses it too
+        more = self._peek(tid, address + count, PATH_MAX - count, until_nul=True)
+        return None if more is None else value[:count] + more
 
     def _read_bytes(self, tid: int, address: int, size: int) -> bytes:
         if address == 0:
             return b""
-        if tid not in self._caches.peek_only:
-            count = self._vm_read(tid, address, size)
-            if count >= 0:
-                return self._buffer.raw[:count]
-            if ctypes.get_errno() not in (errno.EPERM, errno.EACCES):
-                return b""
-            self._caches.peek_only.add(tid)
-        return self._peek(tid, address, size, until_nul=False) or b""
+        count = self._mem_read(tid, address, size)
+        if count < 0:
+            return self._peek(tid, address, size, until_nul=False) or b""
+        return self._buffer.raw[:count]
 
-    def _vm_read(self, tid: int, address: int, size: int) -> int:
-        self._local.length = size
-        self._remote.base = address
-        self._remote.length = size
-        return self._libc.process_vm_readv(
-            tid, ctypes.addressof(self._local), 1, ctypes.addressof(self._remote), 1, 0
-        )
+    def _mem_read(self, tid: int, address: int, size: int) -> int:
+        """Read into the buffer through /proc/<tid>/mem: the count, or -1
+        where that file cannot be used (then PEEKDATA)."""
+        for _ in range(2):
+            fd = self._mem_fd(tid)
+            if fd is None:
+                return -1
+            count = self._libc.pread(fd, self._buffer, size, address)
+            if count != 0:
+                return count  # -1 (EIO) for an address the tracee has not mapped
+            self._close_mem(tid)  # 0: the address space went away (exit)
+        return -1
+
+    def _mem_fd(self, tid: int) -> int | None:
+        caches = self._caches
+        fd = caches.mem.get(tid)
+        if fd is not None or tid in caches.peek_only or not self._use_proc_mem:
+            return fd
+        self.stats.mem_opens += 1
+        fd = self._in_proc(tid, _open_read_only, f"/proc/{tid}/mem".encode())
+        if fd is None:
+            caches.peek_only.add(tid)
+            return None
+        if len(caches.mem) >= MAX_MEM_FDS:
+            for other in list(caches.mem):
+                self._close_mem(other)
+        caches.mem[tid] = fd
+        return fd
+
+    def _close_mem(self, tid: int) -> None:
+        fd = self._caches.mem.pop(tid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the tracer's descriptors of tracees' memory."""
+        for tid in list(self._caches.mem):
+            self._close_mem(tid)
 
     def _peek(self, tid: int, address: int, size: int, *, until_nul: bool) -> bytes | None:
         """Read with PTRACE_PEEKDATA, one aligned word at a time."""
@@ -1566,6 +1600,10 @@ class SyscallTracer:
             out += chunk
             word_address += WORD
         return None if until_nul else bytes(out[:size])
+
+
+def _open_read_only(path: bytes) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _signed32(value: int) -> int:

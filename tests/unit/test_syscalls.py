@@ -107,7 +107,9 @@ def busy():  # the sensor's reader and sampler threads take the GIL too
 for _ in range(2):
     threading.Thread(target=busy, daemon=True).start()
 
-tracer = SyscallTracer(PathLog(), use_syscall_info=request["syscall_info"])
+tracer = SyscallTracer(
+    PathLog(), use_syscall_info=request["syscall_info"], use_proc_mem=request["proc_mem"]
+)
 supervisor = TracedSupervisor(signal.SIGTERM, 5.0, tracer)
 user = AppUser(request["uid"], request["gid"], (), None, "/")
 argv = request["argv"]
@@ -161,6 +163,7 @@ def traced(
     uid: int = 0,
     linger: float = 0.3,
     syscall_info: bool = True,
+    proc_mem: bool = True,
     without_ptrace_capability: bool = False,
     env: dict[str, str] | None = None,
 ) -> TracedRun:
@@ -173,6 +176,7 @@ def traced(
         "gid": uid,
         "linger": linger,
         "syscall_info": syscall_info,
+        "proc_mem": proc_mem,
         "env": env if env is not None else {"PATH": "/usr/bin:/bin"},
     }
     command = [sys.executable, "-c", DRIVER, json.dumps(request)]
@@ -321,11 +325,19 @@ def test_the_registers_fallback_records_the_same(base: Path) -> None:
     assert_paths_program(run, base, binary)
 
 
+def test_reading_memory_word_by_word_records_the_same(base: Path) -> None:
+    """Where /proc/<tid>/mem is refused: PTRACE_PEEKDATA."""
+    binary = paths_program(base)
+    run = traced([str(binary), str(base)], cwd=str(base), proc_mem=False)
+    assert_paths_program(run, base, binary)
+    assert run.stats["peek_reads"] > 0 and run.stats["mem_opens"] == 0
+
+
 @needs_root
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
 def test_as_nobody_under_a_tracer_without_cap_sys_ptrace(base: Path) -> None:
     """As in a container: the tracer is root without CAP_SYS_PTRACE and the
-    app runs as 65534, so memory is read word by word and /proc with the
+    app runs as 65534, so /proc/<tid>/mem and the cwd are opened with the
     tracee's fs uid."""
     binary = paths_program(base)
     base.chmod(0o777)
@@ -333,7 +345,7 @@ def test_as_nobody_under_a_tracer_without_cap_sys_ptrace(base: Path) -> None:
         [str(binary), str(base)], cwd=str(base), uid=NOBODY, without_ptrace_capability=True
     )
     assert_paths_program(run, base, binary)
-    assert run.stats["peek_reads"] > 0 and run.stats["fsuid_switches"] > 0
+    assert run.stats["mem_opens"] > 0 and run.stats["fsuid_switches"] > 0
     assert (base / "old").stat().st_uid == NOBODY  # it really ran as nobody
 
 
@@ -415,6 +427,7 @@ JOBS_PROGRAM = """
         pid_t pid = fork();
         if (pid == 0) {
             raise(SIGSTOP);
+            usleep(200000);  /* so that the parent sees it continued before it exits */
             _exit(3);
         }
         int status;
@@ -499,6 +512,7 @@ def test_the_app_dies_with_its_tracer(base: Path) -> None:
         "gid": os.getegid(),
         "linger": 0,
         "syscall_info": True,
+        "proc_mem": True,
         "env": {},
     }
     driver = subprocess.Popen(
