@@ -1032,6 +1032,7 @@ class _Injection:
 class _Caches:
     cwd: dict[int, bytes] = field(default_factory=dict)  # tid -> its cwd
     root: dict[int, bytes] = field(default_factory=dict)  # tid -> its root (after a chroot)
+    ids: dict[int, tuple[int, int]] = field(default_factory=dict)  # tid -> its uid, gid
     mem: dict[int, int] = field(default_factory=dict)  # tid -> open /proc/<tid>/mem
     peek_only: set[int] = field(default_factory=set)  # /proc/<tid>/mem refused
     in_exit: set[int] = field(default_factory=set)  # resumed to a syscall-exit stop
@@ -1078,6 +1079,7 @@ class SyscallTracer:
         self._libc = _libc()
         self._use_info = use_syscall_info
         self._use_proc_mem = use_proc_mem
+        self._own_ids = (os.getuid(), os.getgid())
         self._info = ctypes.create_string_buffer(128)
         self._regs = (ctypes.c_ulonglong * _REGS_WORDS)()
         self._message = ctypes.c_ulong()
@@ -1257,6 +1259,7 @@ class SyscallTracer:
         self._close_mem(tid)
         caches.cwd.pop(tid, None)
         caches.root.pop(tid, None)
+        caches.ids.pop(tid, None)
         caches.peek_only.discard(tid)
         caches.in_exit.discard(tid)
         caches.ids_exit.discard(tid)
@@ -1271,10 +1274,12 @@ class SyscallTracer:
             return
         child = self._message.value
         caches = self._caches
-        # a new process starts where its parent is (a reused tid forgets)
-        for table in (caches.cwd, caches.root):
+        # a new process starts where its parent is, as the same user (an exec
+        # changes neither: set-id bits are ignored under the tracer); a
+        # reused tid forgets what it was
+        for table in (caches.cwd, caches.root, caches.ids):
             if parent in table:
-                table[child] = table[parent]
+                table[child] = table[parent]  # type: ignore[index]
             else:
                 table.pop(child, None)
         self._close_mem(child)
@@ -1353,6 +1358,7 @@ class SyscallTracer:
             return PTRACE_CONT
         if tid in caches.ids_exit:  # set*id done
             caches.ids_exit.discard(tid)
+            caches.ids.pop(tid, None)
             return PTRACE_SYSCALL if self._inject_dumpable(tid) else PTRACE_CONT
         injection = caches.injecting.get(tid)
         if injection is None:
@@ -1397,7 +1403,14 @@ class SyscallTracer:
     def _observe(
         self, tid: int, spec: SyscallSpec, operand: PathOperand, args: tuple[int, ...]
     ) -> None:
-        name = self._read_cstring(tid, args[operand.path_arg])
+        if operand.action is PathAction.EXEC and tid not in self._caches.mem:
+            # a new process's first call is often its exec, after which its
+            # memory must be opened anew: read this one name word by word
+            name = self._peek(tid, args[operand.path_arg], PATH_MAX, until_nul=True)
+            if name is None:
+                name = self._read_cstring(tid, args[operand.path_arg])
+        else:
+            name = self._read_cstring(tid, args[operand.path_arg])
         if not name:
             return
         flags = args[spec.flags_arg] & 0xFFFFFFFF if spec.flags_arg is not None else 0
@@ -1492,29 +1505,40 @@ class SyscallTracer:
         return self._in_proc(tid, os.readlink, f"/proc/{tid}/{link}".encode())
 
     def _in_proc(self, tid: int, call: Callable[[bytes], _T], path: bytes) -> _T | None:
-        """`call(path)` for a /proc/<tid> file; where the kernel refuses (a
-        tracee of another uid, and no CAP_SYS_PTRACE) with the tracer's fs
-        ids set to the tracee's for the moment; None if that fails too."""
-        try:
-            return call(path)
-        except PermissionError:
-            pass
-        except OSError:
-            return None
-        ids = _proc_ids(tid)
-        if ids is None:
-            return None
-        self.stats.fsuid_switches += 1
-        libc = self._libc
-        old_gid = libc.setfsgid(ids[1])
-        old_uid = libc.setfsuid(ids[0])
-        try:
-            return call(path)
-        except OSError:
-            return None
-        finally:
-            libc.setfsuid(old_uid)
-            libc.setfsgid(old_gid)
+        """`call(path)` for a /proc/<tid> file. The kernel checks it against
+        the caller's fs ids: for a tracee of another uid (and no
+        CAP_SYS_PTRACE) the tracer's fs ids are set to the tracee's for the
+        moment. The tracee's ids are cached (a child inherits its parent's,
+        a set*id forgets them). None when it cannot be done."""
+        caches = self._caches
+        ids = caches.ids.get(tid)
+        if ids is None or ids == self._own_ids:
+            try:
+                return call(path)
+            except PermissionError:
+                pass
+            except OSError:
+                return None
+        for known in (True, False):
+            if ids is None or not known:
+                fresh = _proc_ids(tid)
+                if fresh is None or fresh == ids:
+                    return None
+                ids = caches.ids[tid] = fresh
+            self.stats.fsuid_switches += 1
+            libc = self._libc
+            old_gid = libc.setfsgid(ids[1])
+            old_uid = libc.setfsuid(ids[0])
+            try:
+                return call(path)
+            except PermissionError:
+                continue  # the cached ids were stale: read them afresh
+            except OSError:
+                return None
+            finally:
+                libc.setfsuid(old_uid)
+                libc.setfsgid(old_gid)
+        return None
 
     # -- the tracee's memory --------------------------------------------------------------
 
