@@ -349,6 +349,54 @@ def test_as_nobody_under_a_tracer_without_cap_sys_ptrace(base: Path) -> None:
     assert (base / "old").stat().st_uid == NOBODY  # it really ran as nobody
 
 
+CWD_PROGRAM = """
+    #include <pthread.h>
+    #include <sys/stat.h>
+    #include <sys/wait.h>
+    #include <unistd.h>
+    static void *move(void *where) { chdir((const char *)where); return NULL; }
+    int main(int argc, char **argv) {
+        struct stat st;
+        stat("before", &st);                   /* in base, the start cwd */
+        if (fork() == 0) {                      /* a child's chdir is its own */
+            chdir(argv[1]);
+            stat("in-child", &st);
+            _exit(0);
+        }
+        wait(NULL);
+        stat("after-child", &st);               /* still in base */
+        pthread_t thread;
+        pthread_create(&thread, NULL, move, argv[1]);
+        pthread_join(thread, NULL);
+        stat("after-thread", &st);              /* threads share the cwd */
+        int fd = open(argv[2], 0);
+        fchdir(fd);
+        stat("after-fchdir", &st);
+        chdir("..");
+        stat("after-dotdot", &st);
+        return 0;
+    }
+"""
+
+
+def test_the_cwd_follows_chdir_fchdir_threads_and_forks(base: Path) -> None:
+    binary = compile_c(base, "cwd", CWD_PROGRAM, "-pthread")
+    (base / "sub").mkdir()
+    (base / "other").mkdir()
+    run = traced([str(binary), f"{base}/sub", f"{base}/other"], cwd=str(base))
+    assert run.status == 0
+    stats = {r[0] for r in run.records if r[1] == "stat"}
+    assert {
+        f"{base}/before",
+        f"{base}/sub/in-child",
+        f"{base}/after-child",
+        f"{base}/sub/after-thread",
+        f"{base}/other/after-fchdir",
+        f"{base}/after-dotdot",
+    } == {p for p in stats if p.startswith(str(base))}
+    assert (f"{base}/sub", "chdir", True, True) in run.records
+
+
 DROPPER_PROGRAM = """
     #include <fcntl.h>
     #include <stdio.h>
