@@ -9,23 +9,26 @@ other load on the machine only ever adds time) and the ratio of the last two.
 Target (issue 12): the syscall layer costs at most 1.5x inotify alone.
 
     python benchmarks/syscalls.py [--processes 2000] [--starts 20] [--repeat 3]
+                                  [--container IMAGE [--container-uid UID]]
 
 As root it also runs the jobs as uid 65534 under a tracer without
-CAP_SYS_PTRACE (`setpriv`), the way the sensor runs in a container: the
-tracer then reads the tracee's memory with PTRACE_PEEKDATA and /proc with
-its fs uid switched.
+CAP_SYS_PTRACE (`setpriv`), as in a container: the tracer then opens
+/proc/<tid>/mem and the cwd links with its fs uid switched. With
+--container it runs the same measurement inside a container of IMAGE (it
+needs /bin/sh, /bin/true and python3), from the sensor bundle, under the
+engine's default seccomp profile, the jobs as --container-uid.
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 import os
-import resource
-import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from slimmer.sensor.syscalls import LaunchRequest, PathLog, SyscallTracer
 from slimmer.sensor.watch import TreeWatcher
@@ -64,9 +67,8 @@ class Timing:
 
 
 def cpu_now() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    times = os.times()  # this process and its waited-for children
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def watching() -> TreeWatcher:
@@ -88,13 +90,14 @@ def run_plain(argv: list[str], uid: int | None, inotify: bool) -> Timing:
     return timing
 
 
-def run_traced(argv: list[str], uid: int | None) -> tuple[Timing, int, int]:
+def run_traced(argv: list[str], uid: int | None) -> tuple[Timing, int, int, float]:
     watcher = watching()
     tracer = SyscallTracer(PathLog())
     groups = () if uid is not None else None
     request = LaunchRequest.of(argv[0], argv, dict(os.environ), "/", uid, uid, groups)
     started, cpu = time.perf_counter(), cpu_now()
     pid = tracer.launch(request)
+    launch_seconds = time.perf_counter() - started  # the launcher's own start, once
     while True:
         ended = tracer.wait_any()
         if ended is not None and ended[0] == pid:
@@ -103,17 +106,22 @@ def run_traced(argv: list[str], uid: int | None) -> tuple[Timing, int, int]:
     watcher.stop()
     if not (os.WIFEXITED(ended[1]) and os.WEXITSTATUS(ended[1]) == 0):
         raise SystemExit(f"traced job failed: status {ended[1]:#x}")
-    return timing, tracer.stats.stops, len(tracer.log.first)
+    return timing, tracer.stats.stops, len(tracer.log.first), launch_seconds
 
 
 def measure(argv: list[str], uid: int | None, repeat: int) -> None:
-    plain, inotify, traced = [], [], []
+    plain: list[Timing] = []
+    inotify: list[Timing] = []
+    traced: list[Timing] = []
+    launch_seconds: list[float] = []
     for _ in range(repeat):  # interleaved, so a noisy neighbour hits all three
         plain.append(run_plain(argv, uid, inotify=False))
         inotify.append(run_plain(argv, uid, inotify=True))
         traced_run = run_traced(argv, uid)
         traced.append(traced_run[0])
+        launch_seconds.append(traced_run[3])
     stops, paths = traced_run[1], traced_run[2]
+    launch = min(launch_seconds)
     for what in ("wall", "cpu"):
         plain_s, inotify_s, traced_s = (
             min(getattr(t, what) for t in x) for x in (plain, inotify, traced)
@@ -122,25 +130,85 @@ def measure(argv: list[str], uid: int | None, repeat: int) -> None:
             f"    {what:4}  plain {plain_s:6.2f} s   inotify {inotify_s:6.2f} s"
             f"   inotify+syscalls {traced_s:6.2f} s   ratio {traced_s / inotify_s:4.2f}x"
         )
-    print(f"          {stops} traced calls, {paths} distinct paths")
+    print(
+        f"          {stops} traced calls, {paths} distinct paths;"
+        f" the launcher's start ({launch:.2f} s) is in the traced time",
+        flush=True,
+    )
+
+
+INSIDE = "--inside"  # the run inside a container, with the bundle's interpreter
+SCRIPT_IN_CONTAINER = "/.slim/bench-syscalls.py"
+
+
+def run_jobs(processes: int, starts: int, repeat: int, uid: int | None, title: str) -> None:
+    for name, argv in jobs(processes, starts).items():
+        print(f"  {name}, {title}:", flush=True)
+        measure(argv, uid, repeat)
+
+
+def run_in_container(image: str, processes: int, starts: int, repeat: int, uid: int) -> None:
+    from slimmer.bundle import sensor_bundle
+    from slimmer.cli import default_cache_dir
+    from slimmer.engine import Engine, new_run_id
+    from slimmer.sensor.protocol import SENSOR_LIBDIR, SENSOR_LOADER, SENSOR_PYTHON
+
+    script = Path(__file__).read_bytes()
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w") as tar:
+        member = tarfile.TarInfo(SCRIPT_IN_CONTAINER.lstrip("/"))
+        member.size, member.mode = len(script), 0o644
+        tar.addfile(member, io.BytesIO(script))
+    python = [SENSOR_LOADER, "--library-path", SENSOR_LIBDIR, SENSOR_PYTHON, "-I", "-S", "-B"]
+    arguments = [INSIDE, str(processes), str(starts), str(repeat), str(uid)]
+    engine = Engine.connect()
+    try:
+        bundle = sensor_bundle(default_cache_dir())
+        with engine.container(
+            image,
+            new_run_id(),
+            entrypoint=[*python, SCRIPT_IN_CONTAINER, *arguments],
+            command=[],
+            user="0",
+            detach=True,
+        ) as container:
+            with bundle.open("rb") as handle:
+                engine.put_archive(container, handle)
+            engine.put_archive(container, extra.getvalue())
+            container.start()
+            for chunk in engine.stream_logs(container):
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            status = engine.wait(container, 60)
+    finally:
+        engine.close()
+    if status != 0:
+        raise SystemExit(f"the benchmark failed in {image} (exit {status})")
 
 
 def main() -> None:
+    if sys.argv[1:2] == [INSIDE]:  # in the container: no argparse in the bundle
+        processes, starts, repeat, uid = (int(a) for a in sys.argv[2:6])
+        print(f"in a container: python {sys.version.split()[0]}, uid {os.getuid()}, {uid=}")
+        run_jobs(processes, starts, repeat, uid, f"uid {uid}, default seccomp, no added caps")
+        return
+    import argparse
+    import shutil
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2000)
     parser.add_argument("--starts", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--container", metavar="IMAGE", help="also measure in a container")
+    parser.add_argument("--container-uid", type=int, default=65534)
     parser.add_argument("--uid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.uid is not None:  # the re-run under setpriv
-        for name, argv in jobs(args.processes, args.starts).items():
-            print(f"  {name}, uid {args.uid}, tracer without CAP_SYS_PTRACE:")
-            measure(argv, args.uid, args.repeat)
+        title = f"uid {args.uid}, tracer without CAP_SYS_PTRACE"
+        run_jobs(args.processes, args.starts, args.repeat, args.uid, title)
         return
     print(f"python {sys.version.split()[0]}, kernel {os.uname().release}, {os.cpu_count()} cpus")
-    for name, argv in jobs(args.processes, args.starts).items():
-        print(f"  {name}, as uid {os.getuid()}:")
-        measure(argv, None, args.repeat)
+    run_jobs(args.processes, args.starts, args.repeat, None, f"as uid {os.getuid()}")
     if os.getuid() == 0 and shutil.which("setpriv"):
         sys.stdout.flush()
         subprocess.run(
@@ -160,6 +228,10 @@ def main() -> None:
                 str(args.repeat),
             ],
             check=True,
+        )
+    if args.container:
+        run_in_container(
+            args.container, args.processes, args.starts, args.repeat, args.container_uid
         )
 
 
