@@ -984,6 +984,9 @@ class Refusal(Enum):
     LAUNCHER_FAILED = "launcher-failed"
 
 
+OLD_KERNEL_DETAIL = "the kernel has no PTRACE_GET_SYSCALL_INFO (Linux < 5.3)"
+
+
 class TracingUnavailable(SlimError):
     """ptrace or seccomp cannot be used here; trace with inotify alone."""
 
@@ -1111,6 +1114,8 @@ class SyscallTracer:
                 launch.popen.returncode = status
                 self._launch_failed(launch, status)
             self._dispatch(pid, status)
+            if launch.traced_calls and not self._can_decode():
+                self._abandon(launch)
         _read_all(launch.err_read)  # EOF: the exec closed the launcher's end
         os.close(launch.err_read)
         # The tracer reaps the app; the Popen must never wait for it.
@@ -1134,12 +1139,26 @@ class SyscallTracer:
             self._launch_failed(launch, status)
         os.close(launch.err_read)
         self._launch = None
-        if self._use_info is False and not self.support.regs_fallback:
-            raise TracingUnavailable(
-                Refusal.OLD_KERNEL, "the kernel has no PTRACE_GET_SYSCALL_INFO (Linux < 5.3)"
-            )
+        if not self._can_decode():
+            raise TracingUnavailable(Refusal.OLD_KERNEL, OLD_KERNEL_DETAIL)
         if launch.traced_calls == 0:
             raise TracingUnavailable(Refusal.SECCOMP_REFUSED, "the filter reported no call")
+
+    def _can_decode(self) -> bool:
+        """Whether the tracer can read a call's arguments on this kernel."""
+        return self._use_info or self.support.regs_fallback
+
+    def _abandon(self, launch: _Launch) -> NoReturn:
+        """Kill the launcher before it execs the app: the tracer could not
+        read what it calls, so the app must run untraced."""
+        launch.popen.kill()
+        _, status = os.waitpid(launch.popen.pid, WALL)
+        while os.WIFSTOPPED(status):  # a stop that was pending when it was killed
+            _, status = os.waitpid(launch.popen.pid, WALL)
+        launch.popen.returncode = status
+        os.close(launch.err_read)
+        self._launch = None
+        raise TracingUnavailable(Refusal.OLD_KERNEL, OLD_KERNEL_DETAIL)
 
     def _spawn(self, request: LaunchRequest) -> _Launch:
         """Start the launcher, seize it, send it the request."""

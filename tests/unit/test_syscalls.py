@@ -9,6 +9,7 @@ reports the exit status, the recorded paths and any child left behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -683,6 +684,23 @@ def test_an_app_that_cannot_be_executed_is_an_oserror(base: Path) -> None:
         tracer.launch(request)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # nothing left behind
+
+
+def test_where_calls_cannot_be_decoded_the_app_does_not_start_traced(base: Path) -> None:
+    """An aarch64 kernel before 5.3 (no PTRACE_GET_SYSCALL_INFO, no register
+    fallback here): the launcher is killed before the app runs, so the
+    sensor can start it untraced."""
+    marker = base / "ran"
+    tracer = syscalls.SyscallTracer(PathLog(), use_syscall_info=False)
+    tracer.support = dataclasses.replace(tracer.support, regs_fallback=False)
+    request = syscalls.LaunchRequest.of("/bin/sh", ["sh", "-c", f"touch {marker}"], {}, "/")
+    with pytest.raises(syscalls.TracingUnavailable) as refused:
+        tracer.launch(request)
+    assert refused.value.refusal is Refusal.OLD_KERNEL
+    time.sleep(0.2)
+    assert not marker.exists()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
 
 
 # --- the pure parts ---------------------------------------------------------------------
