@@ -33,7 +33,15 @@ from slimmer.protocol import (
 )
 from slimmer.report import BuildReport, build_report, human_size
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
-from slimmer.trace import Access, ImageConfig, Trace, TracedFile, default_trace_path, file_safe
+from slimmer.trace import (
+    Access,
+    ImageConfig,
+    Lookup,
+    Trace,
+    TracedFile,
+    default_trace_path,
+    file_safe,
+)
 from slimmer.tracer import TraceOptions, trace_image
 from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
 
@@ -177,6 +185,10 @@ def merge_traced(traces: list[Trace]) -> tuple[TracedFile, ...]:
     )
 
 
+def _lookup_key(lookup: Lookup) -> tuple[str, str, bool, bool]:
+    return (lookup.path, lookup.action.value, lookup.follow, lookup.existed)
+
+
 def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) -> None:
     for trace in traces:
         if trace.image_id and trace.image_id != image_id:
@@ -224,6 +236,7 @@ def selection_request(
         entrypoints.append(image_command[0])
     return SelectionRequest(
         traced=merge_traced(traces),
+        lookups=tuple(sorted({lookup for t in traces for lookup in t.lookups}, key=_lookup_key)),
         entrypoint=tuple(dict.fromkeys(entrypoints)),
         healthcheck=tuple((config.healthcheck_argv() or [])[:1]),
         includes=options.includes,

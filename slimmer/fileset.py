@@ -26,7 +26,7 @@ from slimmer.execpath import find_program
 from slimmer.loader import Loader
 from slimmer.packages import read_package_db
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
-from slimmer.trace import Access, TracedFile
+from slimmer.trace import Access, Lookup, PathAction, TracedFile
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
 WHITEOUT_PREFIX = ".wh."
@@ -56,9 +56,27 @@ class Reason(StrEnum):
     PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
     APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
     APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
+    LOOKED_UP = "looked-up"  # the app named it to the kernel (stat, access, readlink, ...)
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
+
+# What the app does with a path that names it as it is in the image (the
+# others make, change or remove it: inotify sees their effect).
+NAMING_ACTIONS = frozenset(
+    {
+        PathAction.STAT,
+        PathAction.ACCESS,
+        PathAction.READLINK,
+        PathAction.OPEN,
+        PathAction.EXEC,
+        PathAction.CHDIR,
+        PathAction.CHROOT,
+        PathAction.WATCH,
+        PathAction.LINK_FROM,
+        PathAction.CONNECT,
+    }
+)
 
 
 class SelectionError(SlimError):
@@ -72,6 +90,7 @@ class SelectionRequest:
     """What the host asks the collecting sensor for."""
 
     traced: tuple[TracedFile, ...] = ()
+    lookups: tuple[Lookup, ...] = ()  # seen at the system call
     entrypoint: tuple[str, ...] = ()  # argv[0]s (PATH-resolved here)
     healthcheck: tuple[str, ...] = ()
     includes: tuple[str, ...] = ()
@@ -260,6 +279,43 @@ class _Selector:
             if not changed and Access.EXECUTED not in access:
                 self.data_files.append(canonical)
         return closure_inputs
+
+    def lookups(self) -> list[str]:
+        """Paths the app named to the kernel, seen at the system call. A name
+        that resolved is kept as the app named it, with every symlink on the
+        way (inotify names only real paths, and never what is only stat'ed,
+        access'ed or readlink'ed: `ls -l FILE`, `test -x`, os.path.exists).
+        For a name that did not resolve (a config search list, a probe for
+        an optional file), or one the app made or changed, the directory it
+        is in and the links on the way to it are kept, so the same lookup
+        fails the same way. Returns programs it ran, for the closure."""
+        programs = []
+        for lookup in self.request.lookups:
+            if _under(lookup.path, self.request.skipped_trees):
+                continue
+            if lookup.existed and lookup.action in NAMING_ACTIONS:
+                canonical = self.add_named(lookup.path, lookup.follow)
+                if canonical is not None and lookup.action is PathAction.EXEC:
+                    programs.append(canonical)
+            elif lookup.path != "/":
+                self.add_named(parent(lookup.path), True, quiet=True)
+        return [p for p in programs if stat.S_ISREG(self.fs.lstat(p).st_mode)]
+
+    def add_named(self, path: str, follow: bool, *, quiet: bool = False) -> str | None:
+        """Keep a path by the name the app used, links on the way included;
+        a final link that does not resolve is kept as the link."""
+        for how in (follow, False) if follow else (False,):
+            try:
+                resolved = self.fs.resolve(path, follow=how)
+            except PathError:
+                continue
+            for hop in resolved.hops:
+                self.add(hop.path, Reason.SYMLINK)
+            self.add(resolved.path, Reason.LOOKED_UP)
+            return resolved.path
+        if not quiet:
+            self.drop(path, "not in the image (the app made it during the trace)")
+        return None
 
     def app_content(self) -> list[str]:
         """Content next to what the probes touched: a directory the app read
@@ -529,6 +585,7 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     """The file set of a micro image, with provenance."""
     selector = _Selector(fs, request)
     closure_inputs = selector.traced()
+    closure_inputs += selector.lookups()
     closure_inputs += selector.app_content()
     selector.bytecode_sources()
     selector.python_landmarks()

@@ -29,7 +29,7 @@ from slimmer.fileset import (
     Xattr,
     kept_xattr,
 )
-from slimmer.trace import TracedFile
+from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
 
@@ -150,6 +150,7 @@ class TraceJob:
     user: str = ""
     stop_signal: int = 15
     stop_timeout: float = 10.0
+    syscalls: bool = True  # observe path lookups with ptrace + seccomp where that works
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,6 +225,8 @@ class TraceResult:
     setup_seconds: float
     app_seconds: float
     files: tuple[TracedFile, ...]
+    lookups: tuple[Lookup, ...] = ()
+    syscalls: SyscallReport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +325,8 @@ def check_result(result: SensorResult) -> None:
         _check_path(result.program, "program")
         for index, traced in enumerate(result.files):
             _check_path(traced.path, f"files[{index}]")
+        for index, lookup in enumerate(result.lookups):
+            _check_path(lookup.path, f"lookups[{index}]")
         _check_range(result.watches, 0, 2**31, "watches")
         _check_range(result.events, 0, 2**63, "events")
     elif isinstance(result, CollectResult):

@@ -138,6 +138,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -148,6 +149,7 @@ from enum import Enum, IntEnum
 from typing import NoReturn, TypeVar
 
 from slimmer.errors import SlimError
+from slimmer.trace import PathAction
 
 _T = TypeVar("_T")
 
@@ -249,27 +251,6 @@ X32_SYSCALL_BIT = 0x40000000
 
 
 # --- what each traced call does with paths ----------------------------------
-
-
-class PathAction(Enum):
-    """What a process did with a path it named."""
-
-    STAT = "stat"  # stat, lstat, statx, statfs, getxattr, listxattr
-    ACCESS = "access"
-    READLINK = "readlink"
-    OPEN = "open"  # opened read-only (a file or a directory)
-    WRITE = "write"  # opened for writing, or truncated
-    CREATE = "create"  # O_CREAT, mkdir, mknod, symlink, new name of link, bind
-    EXEC = "exec"
-    CHDIR = "chdir"
-    CHROOT = "chroot"
-    RENAME_FROM = "rename-from"
-    RENAME_TO = "rename-to"
-    LINK_FROM = "link-from"  # the existing name a hard link was made of
-    REMOVE = "remove"  # unlink, rmdir
-    CHANGE_ATTRS = "change-attrs"  # chmod, chown, utimes, setxattr
-    WATCH = "watch"  # inotify_add_watch
-    CONNECT = "connect"  # a Unix socket
 
 
 class Follow(Enum):
@@ -889,11 +870,16 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+LAUNCHER_READY = b"R"  # the launcher's first byte on its error pipe
+
+
 def launcher_main(args: list[str]) -> None:
-    """The launcher: wait until the tracer has seized this process and sent
-    the request (EOF on the pipe), then become the app."""
+    """The launcher: say it is ready (its code is loaded: the sensor may
+    remove its files now), wait until the tracer has seized this process
+    and sent the request (EOF on the pipe), then become the app."""
     request_fd, err_fd = int(args[0]), int(args[1])
     os.set_inheritable(err_fd, False)
+    os.write(err_fd, LAUNCHER_READY)
     stage = LaunchStage.REQUEST
     try:
         wire = json.loads(_read_all(request_fd))
@@ -1020,6 +1006,7 @@ class TracerStats:
 class _Launch:
     popen: subprocess.Popen[bytes]
     err_read: int
+    request_write: int
     traced_calls: int = 0
 
 
@@ -1090,9 +1077,17 @@ class SyscallTracer:
         self._caches = _Caches()
         self._chrooted = False
         self._launch: _Launch | None = None
+        self._ready: _Launch | None = None  # a launcher prepared, waiting for its request
         self._o_nofollow = support.o_nofollow
 
     # -- starting ------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Start the launcher and seize it; return once it has loaded all its
+        code, so the sensor may remove its own files before the app runs.
+        `launch` then only sends the request. Raises TracingUnavailable."""
+        if self._ready is None:
+            self._ready = self._start_launcher()
 
     def launch(self, request: LaunchRequest) -> int:
         """Start the app traced; returns its pid once it is exec'd. Raises
@@ -1161,7 +1156,19 @@ class SyscallTracer:
         raise TracingUnavailable(Refusal.OLD_KERNEL, OLD_KERNEL_DETAIL)
 
     def _spawn(self, request: LaunchRequest) -> _Launch:
-        """Start the launcher, seize it, send it the request."""
+        """The prepared launcher (or a new one), sent the request."""
+        launch, self._ready = self._ready or self._start_launcher(), None
+        self._launch = launch
+        try:
+            wire = request.to_wire()
+            while wire:
+                wire = wire[os.write(launch.request_write, wire) :]
+        finally:
+            os.close(launch.request_write)
+        return launch
+
+    def _start_launcher(self) -> _Launch:
+        """Start the launcher, seize it, wait until it is ready."""
         request_read, request_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -1200,14 +1207,27 @@ class SyscallTracer:
             popen.kill()
             popen.wait()
             raise TracingUnavailable(Refusal.PTRACE_REFUSED, f"PTRACE_SEIZE: {os.strerror(number)}")
-        self._launch = launch = _Launch(popen, err_read)
-        try:
-            wire = request.to_wire()
-            while wire:
-                wire = wire[os.write(request_write, wire) :]
-        finally:
-            os.close(request_write)
+        launch = _Launch(popen, err_read, request_write)
+        self._await_ready(launch)
         return launch
+
+    def _await_ready(self, launch: _Launch) -> None:
+        """Serve the seized launcher's stops (a signal it gets while it
+        starts) until it says it is ready."""
+        pid = launch.popen.pid
+        while not select.select([launch.err_read], [], [], 0.05)[0]:
+            waited, status = os.waitpid(pid, WALL | os.WNOHANG)
+            if waited and not os.WIFSTOPPED(status):
+                launch.popen.returncode = status
+                os.close(launch.request_write)
+                self._launch_failed(launch, status)
+            if waited:
+                self._dispatch(pid, status)
+        if os.read(launch.err_read, len(LAUNCHER_READY)) != LAUNCHER_READY:
+            os.close(launch.request_write)
+            _, status = os.waitpid(pid, WALL)
+            launch.popen.returncode = status
+            self._launch_failed(launch, status)
 
     def _launch_failed(self, launch: _Launch, status: int) -> NoReturn:
         """Raise what the launcher reported before it ended."""
