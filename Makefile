@@ -59,6 +59,7 @@ bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/watch.py
 	$(BIN)/python benchmarks/build.py
 	$(BIN)/python benchmarks/syscalls.py
+	$(BIN)/python benchmarks/syscall_trace.py
 
 ## Regenerate slimmer/schemas/*.json after changing a format's dataclasses.
 schemas: $(STAMP)

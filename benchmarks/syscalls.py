@@ -9,26 +9,20 @@ other load on the machine only ever adds time) and the ratio of the last two.
 Target (issue 12): the syscall layer costs at most 1.5x inotify alone.
 
     python benchmarks/syscalls.py [--processes 2000] [--starts 20] [--repeat 3]
-                                  [--container IMAGE [--container-uid UID]]
 
 As root it also runs the jobs as uid 65534 under a tracer without
 CAP_SYS_PTRACE (`setpriv`), as in a container: the tracer then opens
-/proc/<tid>/mem and the cwd links with its fs uid switched. With
---container it runs the same measurement inside a container of IMAGE (it
-needs /bin/sh, /bin/true and python3), from the sensor bundle, under the
-engine's default seccomp profile, the jobs as --container-uid.
+/proc/<tid>/mem and the cwd links with its fs uid switched. The same in a
+real trace, in a container: benchmarks/syscall_trace.py.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from slimmer.sensor.syscalls import LaunchRequest, PathLog, SyscallTracer
 from slimmer.sensor.watch import TreeWatcher
@@ -137,61 +131,13 @@ def measure(argv: list[str], uid: int | None, repeat: int) -> None:
     )
 
 
-INSIDE = "--inside"  # the run inside a container, with the bundle's interpreter
-SCRIPT_IN_CONTAINER = "/.slim/bench-syscalls.py"
-
-
 def run_jobs(processes: int, starts: int, repeat: int, uid: int | None, title: str) -> None:
     for name, argv in jobs(processes, starts).items():
         print(f"  {name}, {title}:", flush=True)
         measure(argv, uid, repeat)
 
 
-def run_in_container(image: str, processes: int, starts: int, repeat: int, uid: int) -> None:
-    from slimmer.bundle import sensor_bundle
-    from slimmer.cli import default_cache_dir
-    from slimmer.engine import Engine, new_run_id
-    from slimmer.sensor.protocol import SENSOR_LIBDIR, SENSOR_LOADER, SENSOR_PYTHON
-
-    script = Path(__file__).read_bytes()
-    extra = io.BytesIO()
-    with tarfile.open(fileobj=extra, mode="w") as tar:
-        member = tarfile.TarInfo(SCRIPT_IN_CONTAINER.lstrip("/"))
-        member.size, member.mode = len(script), 0o644
-        tar.addfile(member, io.BytesIO(script))
-    python = [SENSOR_LOADER, "--library-path", SENSOR_LIBDIR, SENSOR_PYTHON, "-I", "-S", "-B"]
-    arguments = [INSIDE, str(processes), str(starts), str(repeat), str(uid)]
-    engine = Engine.connect()
-    try:
-        bundle = sensor_bundle(default_cache_dir())
-        with engine.container(
-            image,
-            new_run_id(),
-            entrypoint=[*python, SCRIPT_IN_CONTAINER, *arguments],
-            command=[],
-            user="0",
-            detach=True,
-        ) as container:
-            with bundle.open("rb") as handle:
-                engine.put_archive(container, handle)
-            engine.put_archive(container, extra.getvalue())
-            container.start()
-            for chunk in engine.stream_logs(container):
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
-            status = engine.wait(container, 60)
-    finally:
-        engine.close()
-    if status != 0:
-        raise SystemExit(f"the benchmark failed in {image} (exit {status})")
-
-
 def main() -> None:
-    if sys.argv[1:2] == [INSIDE]:  # in the container: no argparse in the bundle
-        processes, starts, repeat, uid = (int(a) for a in sys.argv[2:6])
-        print(f"in a container: python {sys.version.split()[0]}, uid {os.getuid()}, {uid=}")
-        run_jobs(processes, starts, repeat, uid, f"uid {uid}, default seccomp, no added caps")
-        return
     import argparse
     import shutil
 
@@ -199,8 +145,6 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2000)
     parser.add_argument("--starts", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--container", metavar="IMAGE", help="also measure in a container")
-    parser.add_argument("--container-uid", type=int, default=65534)
     parser.add_argument("--uid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.uid is not None:  # the re-run under setpriv
@@ -228,10 +172,6 @@ def main() -> None:
                 str(args.repeat),
             ],
             check=True,
-        )
-    if args.container:
-        run_in_container(
-            args.container, args.processes, args.starts, args.repeat, args.container_uid
         )
 
 

@@ -178,6 +178,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         seconds={
             **seconds,
             "watch": result.setup_seconds,
+            "app": result.app_seconds,
             "total": round(time.monotonic() - started, 3),
         },
     )

@@ -47,7 +47,7 @@ from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
 from slimmer.trace import Access as TracedAccess
-from slimmer.trace import Lookup, SyscallReport, TracedFile
+from slimmer.trace import Lookup, PathAction, SyscallReport, TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
 
@@ -149,17 +149,26 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
     setup_seconds = time.monotonic() - started
     seal(layout)
     watcher.start()
-    sampler = ExecSampler(watcher, layout.root)
-    sampler.start()
+    # Without the syscall layer, execs are sampled from /proc (inotify cannot
+    # tell an exec from a read); with it, every exec is seen at the call.
+    sampler = ExecSampler(watcher, layout.root) if tracer is None else None
+    if sampler is not None:
+        sampler.start()
     say(Watching(watches, round(setup_seconds, 3)))
 
     app_started = time.monotonic()
     supervisor, tracer, untraced = start_app(job, program, env, user, tracer, untraced)
+    if tracer is None and sampler is None:  # the tracer could not start the app after all
+        sampler = ExecSampler(watcher, layout.root)
+        sampler.start()
     watcher.mark(fs.resolve(program).path, Access.EXECUTED | Access.OPENED)
     app_exit = supervisor.wait()
     say(AppExited(app_exit.status))
-    sampler.stop()
+    if sampler is not None:
+        sampler.stop()
     end_all_processes()  # nothing the app left behind runs from here on
+    lookups = lookups_of(tracer, skipped)
+    mark_executed(watcher, fs, lookups)
     stats = watcher.stop()
 
     files = tuple(
@@ -179,7 +188,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
             setup_seconds=round(setup_seconds, 3),
             app_seconds=round(time.monotonic() - app_started, 3),
             files=files,
-            lookups=lookups_of(tracer, skipped),
+            lookups=lookups,
             syscalls=syscall_report(tracer, untraced),
         ),
     )
@@ -232,6 +241,17 @@ def lookups_of(tracer: SyscallTracer | None, skipped: tuple[str, ...]) -> tuple[
         if record.path.startswith("/")
         and not any(record.path == t or record.path.startswith(t + "/") for t in skipped)
     )
+
+
+def mark_executed(watcher: TreeWatcher, fs: RootFS, lookups: tuple[Lookup, ...]) -> None:
+    """What the syscall layer saw exec'd is `executed` in the file list too
+    (by its real path, as the /proc sampler would have named it)."""
+    for lookup in lookups:
+        if lookup.action is PathAction.EXEC and lookup.existed:
+            try:
+                watcher.mark(fs.resolve(lookup.path).path, Access.EXECUTED | Access.OPENED)
+            except SlimError:
+                continue
 
 
 def syscall_report(tracer: SyscallTracer | None, untraced: str | None) -> SyscallReport:
