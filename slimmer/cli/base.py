@@ -70,6 +70,13 @@ class SlimCommand(click.Command):
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
+def ignore_further_signals() -> None:
+    """Cleaned up and leaving: one more Ctrl-C (or SIGTERM) must not turn the
+    exit status into a death by signal while the interpreter shuts down."""
+    for number in (signal.SIGINT, *TERMINATING_SIGNALS):
+        signal.signal(number, signal.SIG_IGN)
+
+
 def _terminate(number: int, _frame: object) -> None:
     raise Terminated(number)
 
@@ -93,6 +100,7 @@ def run_cli(group: click.Group) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
+        ignore_further_signals()
         click.echo("slim: interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as exc:
@@ -185,10 +193,12 @@ def handles_errors(command: F) -> F:
                 raise
             fail(exc.message, exc.hint, int(exc.exit_code))
         except Terminated as exc:
+            ignore_further_signals()
             name = signal.Signals(exc.signal_number).name
             click.echo(f"slim: stopped by {name}; cleaned up", err=True)
             sys.exit(128 + exc.signal_number)
         except KeyboardInterrupt:
+            ignore_further_signals()
             click.echo("slim: interrupted", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
         except OSError as exc:
