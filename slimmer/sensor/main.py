@@ -50,6 +50,7 @@ from slimmer.trace import Access as TracedAccess
 from slimmer.trace import Lookup, PathAction, SyscallReport, TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
+TRACER_SWITCH_INTERVAL = 0.0001
 
 
 def say(message: SensorMessage) -> None:
@@ -157,6 +158,10 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
     say(Watching(watches, round(setup_seconds, 3)))
 
     app_started = time.monotonic()
+    if tracer is not None:
+        # The tracer thread must get the GIL back at once when a stopped
+        # process waits for it, not after the reader thread's 5 ms slice.
+        sys.setswitchinterval(TRACER_SWITCH_INTERVAL)
     supervisor, tracer, untraced = start_app(job, program, env, user, tracer, untraced)
     if tracer is None and sampler is None:  # the tracer could not start the app after all
         sampler = ExecSampler(watcher, layout.root)
