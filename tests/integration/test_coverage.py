@@ -161,3 +161,33 @@ def test_a_job_whose_output_depends_on_lookups_alone(
     run_both(engine, image, tag, run_id)
     blind, _ = micro(image, "--until-exit", "--no-syscalls")
     assert engine.run_to_exit(blind, None, run_id) != engine.run_to_exit(image, None, run_id)
+
+
+def test_a_client_probe_exercises_the_app_and_is_not_kept(
+    engine: Engine, fixture_image, micro: Micro, tmp_path: Path
+) -> None:
+    """--probe-client runs a client of the fat image in a container of its
+    own that shares the app's network: the server's answer is recorded,
+    the client's own files are not traced, and verify runs the same client
+    (from the fat image) against the micro image."""
+    image = fixture_image("lockserver")
+    tag, report = micro(image, "--probe-client", "/usr/local/bin/ask-server")
+    kept = {f["path"] for f in report["files"]}
+    assert "/usr/local/bin/ask-server" not in kept
+    trace = json.loads(next(tmp_path.glob("*.trace.json")).read_text())
+    (client,) = [p for p in trace["probes"] if p["probe"]["kind"] == "client"]
+    assert client["answer"]["exit_code"] == 0 and "home" in client["answer"]["stdout"]
+    assert not [p for p in trace["probes"] if p["probe"]["kind"] == "http"]  # no default GET
+    verified = CliRunner().invoke(
+        cli, ["verify", image, tag, "--trace", str(next(tmp_path.glob("*.trace.json")))]
+    )
+    assert verified.exit_code == 0, verified.output
+    assert (
+        "client /usr/local/bin/ask-server"
+        in CliRunner()
+        .invoke(
+            cli,
+            ["verify", image, tag, "--trace", str(next(tmp_path.glob("*.trace.json"))), "--all"],
+        )
+        .output
+    )
