@@ -153,6 +153,7 @@ class Entry:
     mtime: int
     link: str | None = None  # symlink target, as written
     xattrs: tuple[Xattr, ...] = ()
+    inode: int = 0  # files that share one are hard links: their bytes count once
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,17 @@ class Selection:
     entries: tuple[Entry, ...]  # sorted by path; parents before children
     dropped: tuple[Dropped, ...]
     warnings: tuple[str, ...]
+
+    def unique_files(self) -> list[Entry]:
+        """The regular files, each group of hard links once."""
+        seen: set[int] = set()
+        unique = []
+        for entry in self.entries:
+            if entry.kind is not Kind.FILE or (entry.inode and entry.inode in seen):
+                continue
+            seen.add(entry.inode)
+            unique.append(entry)
+        return unique
 
 
 def check_pattern(pattern: str, option: str) -> None:
@@ -276,9 +288,17 @@ class _Selector:
             if canonical is None or not stat.S_ISREG(info.st_mode):
                 continue
             closure_inputs.append(canonical)
-            if not changed and Access.EXECUTED not in access:
+            if not changed and Access.EXECUTED not in access and not self.is_elf(canonical):
                 self.data_files.append(canonical)
         return closure_inputs
+
+    def is_elf(self, canonical: str) -> bool:
+        """A program or library (the kernel opens a script's interpreter, the
+        loader the libraries: neither is the app reading data)."""
+        try:
+            return self.fs.read_bytes(canonical, limit=4) == b"\x7fELF"
+        except PathError:
+            return False
 
     def lookups(self) -> list[str]:
         """Paths the app named to the kernel, seen at the system call. A name
@@ -569,6 +589,7 @@ class _Selector:
             mtime=int(info.st_mtime),
             link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
             xattrs=xattrs,
+            inode=info.st_ino if kind is Kind.FILE and info.st_nlink > 1 else 0,
         )
 
     def xattrs(self, path: str) -> tuple[Xattr, ...]:

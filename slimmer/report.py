@@ -80,7 +80,7 @@ class DroppedRecord:
 class Sizes:
     fat: int
     micro: int | None  # None with --context-only
-    files: int  # bytes of the kept regular files
+    files: int  # bytes of the kept regular files (hard links once)
     ratio: float | None
     # bytes of the files kept for one reason alone (what that rule added)
     only_for: dict[str, int] = field(default_factory=dict)
@@ -137,7 +137,7 @@ def build_report(
         sizes=Sizes(
             fat=fat_size,
             micro=micro_size,
-            files=sum(e.size for e in selection.entries),
+            files=sum(e.size for e in selection.unique_files()),
             ratio=round(fat_size / micro_size, 1) if micro_size else None,
             only_for=bytes_only_for(selection),
         ),
@@ -152,7 +152,7 @@ def build_report(
 def bytes_only_for(selection: Selection) -> dict[str, int]:
     """Bytes of the regular files each reason alone brought in."""
     totals: dict[str, int] = {}
-    for entry in selection.entries:
+    for entry in selection.unique_files():
         if len(entry.reasons) == 1 and entry.size:
             reason = entry.reasons[0].value
             totals[reason] = totals.get(reason, 0) + entry.size

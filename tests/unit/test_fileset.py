@@ -337,3 +337,18 @@ def test_directory_links_on_the_way_come_along(image: ElfRoot) -> None:
     assert kept["/usr/share/perl/5.36"].link == "5.36.0"
     assert kept["/srv/current"].link == "releases/v1"
     assert "/srv/unrelated" not in kept
+
+
+def test_programs_and_libraries_read_are_not_data(image: ElfRoot) -> None:
+    """The kernel opens a script's interpreter and the loader opens
+    libraries: inotify sees reads, but they are not the app reading data,
+    so their directories keep nothing more (an image without a package
+    database included)."""
+    image.write("/opt/app/bin/other-tool", "#!/bin/sh")
+    rows = traced(
+        ("/opt/app/bin/app", "opened,read"),  # an ELF read as the kernel does
+        ("/usr/lib/x86_64-linux-gnu/libapp.so.1", "opened,read"),
+    )
+    _, kept, _ = select(image, traced=rows)
+    assert "/opt/app/bin/other-tool" not in kept
+    assert not [p for p, e in kept.items() if Reason.APP_CONTENT in e.reasons]
