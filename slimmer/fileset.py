@@ -56,6 +56,8 @@ class Reason(StrEnum):
     PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
     APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
     APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
+    INIT = "init"  # the init run as PID 1 in front of the app (--init)
+    RELEASE_FILE = "release-file"  # names the distribution for scanners (with package records)
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -97,6 +99,11 @@ class SelectionRequest:
     # Keep the other regular files of the app's own directories it read a
     # data file from (see _Selector.app_content).
     app_content: bool = True
+    # The init that runs in front of the app (--init), kept with its ELF closure.
+    init: tuple[str, ...] = ()
+    # Files that name the distribution (/etc/os-release...): what scanners
+    # read before the package records.
+    release_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -534,6 +541,9 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     selector.python_landmarks()
     closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
     closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
+    closure_inputs += selector.programs(request.init, Reason.INIT)
+    for path in request.release_files:
+        selector.add_resolved(path, Reason.RELEASE_FILE)
     selector.closure(closure_inputs)
     selector.includes()
     selector.contract_dirs()
