@@ -373,10 +373,10 @@ def write_image_layers(
     collected: Collected,
     records: tuple[GeneratedFile, ...],
     policy: LayerPolicy,
-    scratch: Path,
+    directory: Path,
 ) -> ImageLayers:
     """Split the collected rootfs (and the package records) into layer
-    tars: one (rootfs.tar) without layers."""
+    tars in `directory`: one (rootfs.tar) without layers."""
     result = collected.result
     with (
         collected.rootfs.open("rb") as rootfs,
@@ -392,7 +392,7 @@ def write_image_layers(
                 if policy.granularity is Granularity.SINGLE
                 else f"layer{index:03d}.tar"
             )
-            path = scratch / name
+            path = directory / name
             try:
                 with path.open("wb") as out:
                     written.append(write_layer(layer, plan, source, out))
@@ -529,7 +529,10 @@ def build_micro(
 
         layers_started = time.monotonic()
         records = package_records_of(collected, options)
-        layers = write_image_layers(collected, records, layer_policy(options, base_layers), scratch)
+        layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
+        layers_dir.mkdir()
+        policy = layer_policy(options, base_layers)
+        layers = write_image_layers(collected, records, policy, layers_dir)
         collected.rootfs.unlink()  # the layers hold it now
         seconds["layers"] = round(time.monotonic() - layers_started, 3)
         final_config = config_with_init(config, result.init)
