@@ -519,6 +519,7 @@ def build_micro(
         collected = collect(engine, image, bundle, job, scratch / "rootfs.tar", run_files)
         result = collected.result
         seconds["collect"] = round(time.monotonic() - started, 3)
+        seconds.update({f"sensor.{step}": t for step, t in result.seconds.items()})
         log.info(
             "selected %d paths, %s in files",
             collected.stats.members,

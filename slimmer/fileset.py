@@ -24,7 +24,7 @@ from enum import StrEnum
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
 from slimmer.loader import Loader
-from slimmer.packages import read_package_db
+from slimmer.packages import PackageDB, read_package_db
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
 from slimmer.trace import Access, TracedFile
 
@@ -209,9 +209,12 @@ def mount_points(mountinfo: str) -> list[str]:
 
 
 class _Selector:
-    def __init__(self, fs: RootFS, request: SelectionRequest) -> None:
+    def __init__(
+        self, fs: RootFS, request: SelectionRequest, packages: PackageDB | None = None
+    ) -> None:
         self.fs = fs
         self.request = request
+        self.packages = packages  # read when needed, unless the caller has it
         self.data_files: list[str] = []  # regular files the app read (not ran)
         self.reasons: dict[str, set[Reason]] = {}
         self.dropped: dict[str, str] = {}
@@ -275,7 +278,7 @@ class _Selector:
         its 50x.html is the next answer). Returns them, for the closure."""
         if not self.request.app_content or not self.data_files:
             return []
-        packaged = read_package_db(self.fs).layout()
+        packaged = (self.packages or read_package_db(self.fs)).layout()
         added = []
         for directory in sorted({parent(path) for path in self.data_files}):
             if packaged.is_os_content(directory):
@@ -532,9 +535,12 @@ class _Selector:
         return tuple(Xattr(name, value.hex()) for name, value in sorted(found.items()))
 
 
-def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
-    """The file set of a micro image, with provenance."""
-    selector = _Selector(fs, request)
+def select_files(
+    fs: RootFS, request: SelectionRequest, packages: PackageDB | None = None
+) -> Selection:
+    """The file set of a micro image, with provenance. `packages`: the
+    image's package database, when the caller has read it already."""
+    selector = _Selector(fs, request, packages)
     closure_inputs = selector.traced()
     closure_inputs += selector.app_content()
     selector.bytecode_sources()

@@ -296,6 +296,7 @@ class CollectResult:
     packages: KeptPackages
     strip: StripSummary | None = None
     init: InitChoice | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # the sensor's own steps
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -55,9 +56,11 @@ class Refused:
 def collect_files(job: CollectJob, layout: SensorLayout) -> CollectResult | SensorFailure:
     """The collect job; the rootfs tar goes to the layout's output_tar."""
     fs = RootFS("/")
+    clock = Clock()
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
         mounts = tuple(mount_points(handle.read()))
     db = read_package_db(fs)
+    clock.lap("packages")
     request = replace(
         job.selection,
         mount_points=mounts,
@@ -71,20 +74,39 @@ def collect_files(job: CollectJob, layout: SensorLayout) -> CollectResult | Sens
             return SensorFailure(FailureReason.BAD_INPUT, chosen.message, chosen.hint)
         init = chosen
         request = replace(request, init=(init.path,))
-    selection = select_files(fs, request)
+        clock.lap("init")
+    selection = select_files(fs, request, db)
+    clock.lap("select")
     kept = db.kept(fs, [entry.path for entry in selection.entries])
+    clock.lap("packages")
     plan = None
     if job.strip is not None:
         plan = plan_strip(fs, regular_files(selection), protection(kept, job.strip))
         selection = with_sizes(selection, plan)
+        clock.lap("strip")
     with open(layout.output_tar, "wb") as out:
         write_rootfs_tar(fs, selection, out, plan)
+    clock.lap("tar")
     return CollectResult(
         selection=selection,
         packages=kept,
         strip=summary(plan) if plan is not None else None,
         init=init,
+        seconds=clock.seconds,
     )
+
+
+class Clock:
+    """Seconds spent in each step (a step named twice adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def release_files(fs: RootFS, db: PackageDB) -> tuple[str, ...]:
