@@ -337,11 +337,11 @@ def collect(
             ):
                 stats = copy_validated(stream, result.selection, out, digests)
         except OSError as exc:
-            raise no_space(f"cannot write {rootfs_path}: {exc.strerror}") from None
+            raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
     return Collected(result, rootfs_path, stats, digests)
 
 
-def no_space(message: str) -> ContextError:
+def cannot_write(message: str) -> ContextError:
     error = ContextError(message, "free some space in TMPDIR, or point TMPDIR elsewhere")
     error.exit_code = ExitCode.RESOURCE
     return error
@@ -397,7 +397,7 @@ def write_image_layers(
                 with path.open("wb") as out:
                     written.append(write_layer(layer, plan, source, out))
             except OSError as exc:
-                raise no_space(f"cannot write {path}: {exc.strerror}") from None
+                raise cannot_write(f"cannot write {path}: {exc.strerror}") from None
             files.append(path)
     entries = with_generated(
         result.selection.entries, records, max((r.mtime for r in records), default=0)

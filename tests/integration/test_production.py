@@ -299,6 +299,10 @@ def test_strip_makes_nginx_smaller_and_it_answers_the_same(
     assert serve_and_get(engine, stripped.tag, 80, paths, run_id) == serve_and_get(
         engine, fat_nginx, 80, paths, run_id
     )
+    verified = CliRunner().invoke(
+        cli, ["verify", fat_nginx, stripped.tag, "--trace", str(stripped.trace)]
+    )
+    assert verified.exit_code == 0, verified.output
 
 
 # -- --init ---------------------------------------------------------------------------
