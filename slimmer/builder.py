@@ -12,27 +12,59 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from slimmer import __version__, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
-from slimmer.context import ContextError, copy_validated, write_context
-from slimmer.dockerfile import render_dockerfile
+from slimmer.context import (
+    ROOTFS_MEMBER,
+    ContextError,
+    ContextMember,
+    RootfsStats,
+    copy_validated,
+    write_context,
+)
+from slimmer.dockerfile import MicroDockerfile, render_dockerfile
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
-from slimmer.fileset import Selection, SelectionRequest, check_pattern
+from slimmer.fileset import Entry, Selection, SelectionRequest, check_pattern
+from slimmer.layers import (
+    MAX_LAYERS,
+    Granularity,
+    LayerPolicy,
+    RootfsSource,
+    WrittenLayer,
+    plan_image,
+    with_generated,
+    write_layer,
+)
+from slimmer.packages import GeneratedFile, dated_records
+from slimmer.pid1 import InitChoice, InitProblem, find_wheel_init, read_init_bytes, with_init
 from slimmer.probes import ProbeRequest
 from slimmer.protocol import (
+    INIT_BINARY,
     CollectJob,
     CollectResult,
+    InitWheel,
     InventoryJob,
     InventoryResult,
+    StripJob,
 )
-from slimmer.report import BuildReport, build_report, human_size
+from slimmer.report import (
+    BuildReport,
+    LayerRecord,
+    Production,
+    build_report,
+    human_size,
+    packages_report,
+    strip_report,
+)
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
+from slimmer.sbom import app_files, build_sbom
 from slimmer.trace import (
     Access,
     ImageConfig,
@@ -52,6 +84,7 @@ SOURCE_LABEL = "io.slim.source.image"
 SOURCE_ID_LABEL = "io.slim.source.id"
 VERSION_LABEL = "io.slim.version"
 COLLECT_TIMEOUT = 600.0
+ENGINE_MAX_LAYERS = 120  # Docker refuses images of more than 127 layers (overlayfs' limit)
 
 
 class StaleTrace(SlimError):
@@ -90,6 +123,12 @@ class BuildOptions:
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
     verify: bool = False  # run verify on the fat and the micro image afterwards
+    layers: bool = True  # split by update risk (slimmer.layers); False: one layer
+    package_records: bool = True  # records of the kept OS packages, for scanners
+    strip: bool = False  # drop debug sections and symbol tables of kept ELF files
+    strip_except: tuple[str, ...] = ()  # globs of files --strip leaves alone
+    init: bool = False  # an init as PID 1 in front of the app
+    sbom: Path | None = None  # default .slim/<tag>.sbom.json
 
     def __post_init__(self) -> None:
         if not self.tag and self.context_only is None:
@@ -100,9 +139,16 @@ class BuildOptions:
             check_pattern(pattern, "--include")
         for pattern in self.excludes:
             check_pattern(pattern, "--exclude")
+        for pattern in self.strip_except:
+            check_pattern(pattern, "--strip-except")
+        if self.strip_except and not self.strip:
+            raise UsageError("--strip-except is for --strip", "add --strip, or leave it out")
 
     def report_path(self, image: str) -> Path:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
+
+    def sbom_path(self, image: str) -> Path:
+        return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}.sbom.json"
 
 
 @dataclass(frozen=True)
@@ -250,6 +296,201 @@ def selection_request(
     )
 
 
+def wheel_init_files() -> tuple[InitWheel, dict[str, bytes]]:
+    """For --init: the dumb-init wheel's binary, to put in the collecting
+    sensor's run dir (the sensor uses the image's own init when it has one)."""
+    binary = find_wheel_init()
+    if binary is None:
+        return InitWheel.NOT_INSTALLED, {}
+    data = read_init_bytes(binary)
+    if isinstance(data, InitProblem):
+        raise SlimError(data.reason, "reinstall the dumb-init package (pip install dumb-init)")
+    return InitWheel.PROVIDED, {INIT_BINARY: data}
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the collecting container gave: its result, and the validated
+    rootfs tar on the host with the sha256 of every file in it."""
+
+    result: CollectResult
+    rootfs: Path
+    stats: RootfsStats
+    digests: dict[str, str]
+
+
+def collect(
+    engine: Engine,
+    image: str,
+    bundle: Path,
+    job: CollectJob,
+    rootfs_path: Path,
+    run_files: dict[str, bytes],
+) -> Collected:
+    """Run the collecting sensor in a container of the image and copy its
+    archive, checked member by member, to `rootfs_path`."""
+    log.info("collecting files in a container of %s", image)
+    digests: dict[str, str] = {}
+    with sensor_container(
+        engine,
+        image,
+        bundle,
+        job,
+        engine.new_run_id(),
+        workdir=job.selection.workdir,
+        run_files=run_files,
+    ) as sensor:
+        if sensor.wait_exit(COLLECT_TIMEOUT) is None:
+            raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
+        result = sensor.result_of(CollectResult)
+        try:
+            with (
+                engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
+                rootfs_path.open("wb") as out,
+            ):
+                stats = copy_validated(stream, result.selection, out, digests)
+        except OSError as exc:
+            raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
+    return Collected(result, rootfs_path, stats, digests)
+
+
+def cannot_write(message: str) -> ContextError:
+    error = ContextError(message, "free some space in TMPDIR, or point TMPDIR elsewhere")
+    error.exit_code = ExitCode.RESOURCE
+    return error
+
+
+@dataclass(frozen=True)
+class ImageLayers:
+    """The micro image's layer tars, written in the scratch directory."""
+
+    files: tuple[Path, ...]
+    written: tuple[WrittenLayer, ...]
+    entries: tuple[Entry, ...]  # the collected entries plus the package records
+
+
+def layer_policy(options: BuildOptions, base_layers: int) -> LayerPolicy:
+    if not options.layers:
+        return LayerPolicy(Granularity.SINGLE)
+    return LayerPolicy(max_layers=max(1, min(MAX_LAYERS, ENGINE_MAX_LAYERS - base_layers)))
+
+
+def package_records_of(collected: Collected, options: BuildOptions) -> tuple[GeneratedFile, ...]:
+    if not options.package_records:
+        return ()
+    mtimes = {e.path: e.mtime for e in collected.result.selection.entries}
+    return dated_records(collected.result.packages, mtimes)
+
+
+def write_image_layers(
+    collected: Collected,
+    records: tuple[GeneratedFile, ...],
+    policy: LayerPolicy,
+    directory: Path,
+) -> ImageLayers:
+    """Split the collected rootfs (and the package records) into layer
+    tars in `directory`: one (rootfs.tar) without layers."""
+    result = collected.result
+    with (
+        collected.rootfs.open("rb") as rootfs,
+        RootfsSource(rootfs, {r.path: r.data for r in records}) as source,
+    ):
+        plan = plan_image(
+            result.selection.entries, result.packages, records, source.hard_links(), policy
+        )
+        files, written = [], []
+        for index, layer in enumerate(plan.layers):
+            name = (
+                ROOTFS_MEMBER
+                if policy.granularity is Granularity.SINGLE
+                else f"layer{index:03d}.tar"
+            )
+            path = directory / name
+            try:
+                with path.open("wb") as out:
+                    written.append(write_layer(layer, plan, source, out))
+            except OSError as exc:
+                raise cannot_write(f"cannot write {path}: {exc.strerror}") from None
+            files.append(path)
+    entries = with_generated(
+        result.selection.entries, records, max((r.mtime for r in records), default=0)
+    )
+    return ImageLayers(tuple(files), tuple(written), tuple(entries))
+
+
+def write_context_file(
+    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path
+) -> None:
+    """The context tar; no half-written one is left."""
+    try:
+        with ExitStack() as stack:
+            members = [
+                ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
+                for path in layers.files
+            ]
+            with context_path.open("wb") as out:
+                write_context(dockerfile.text, members, out)
+    except BaseException as exc:
+        with signals_held():
+            context_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            error = ContextError(
+                f"cannot write the build context {context_path}: {exc.strerror}",
+                "free some space, or point TMPDIR / --context-only elsewhere",
+            )
+            error.exit_code = ExitCode.RESOURCE
+            raise error from None
+        raise
+
+
+def config_with_init(config: ImageConfig, init: InitChoice | None) -> ImageConfig:
+    """The micro image's config: the fat image's, with the init in front of
+    the app's command (--init)."""
+    if init is None:
+        return config
+    entrypoint, cmd = with_init(config.entrypoint, config.cmd, init)
+    return replace(
+        config,
+        entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+        cmd=tuple(cmd) if cmd is not None else None,
+    )
+
+
+def engine_layers(engine: Engine, micro_id: str, base: str, count: int) -> list[str] | None:
+    """The engine's own layers (diff_ids) of the ADDs, bottom first; None
+    (with a warning) when they cannot be matched to slim's layer tars."""
+    layers = list((engine.image_attrs(micro_id).get("RootFS") or {}).get("Layers") or [])
+    below = 0
+    if base != "scratch":
+        below = len((engine.image_attrs(base).get("RootFS") or {}).get("Layers") or [])
+    ours = layers[below:]
+    if len(ours) != count:
+        log.warning(
+            "the engine made %d layers for %d layer tars; the report leaves diff_id out",
+            len(ours),
+            count,
+        )
+        return None
+    return ours
+
+
+def write_sbom(
+    path: Path, image: str, image_id: str, created: str | None, collected: Collected
+) -> None:
+    result = collected.result
+    owned = result.packages.owner_map()
+    epoch = created_epoch(created)
+    text = build_sbom(
+        image=image,
+        image_id=image_id,
+        kept=result.packages,
+        files=app_files(result.selection.entries, owned, collected.digests),
+        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def build_micro(
     engine: Engine,
     image: str,
@@ -270,58 +511,54 @@ def build_micro(
     dockerfile = render_dockerfile(config, base, labels)  # refuses before any container
     if options.context_only is not None:
         dockerfile.check_self_contained()
+    init_wheel, run_files = wheel_init_files() if options.init else (None, {})
     bundle = sensor_bundle(cache_dir)
+    base_layers = 0
     if base != "scratch":
         if not engine.image_exists(base):
             log.info("pulling the base image %s", base)
             engine.pull(base)
+        base_layers = len((engine.image_attrs(base).get("RootFS") or {}).get("Layers") or [])
         inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
         request = replace(request, base_dirs=inventory.dir_paths)
+    job = CollectJob(
+        selection=request,
+        package_records=options.package_records,
+        strip=StripJob(protect=options.strip_except) if options.strip else None,
+        init=init_wheel,
+    )
 
     with scratch_directory("slim-build-") as scratch:
-        rootfs_path = scratch / "rootfs.tar"
-        log.info("collecting files in a container of %s", image)
-        job = CollectJob(selection=request)
-        with sensor_container(
-            engine, image, bundle, job, engine.new_run_id(), workdir=request.workdir
-        ) as sensor:
-            if sensor.wait_exit(COLLECT_TIMEOUT) is None:
-                raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
-            selection = sensor.result_of(CollectResult).selection
-            try:
-                with (
-                    engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
-                    rootfs_path.open("wb") as out,
-                ):
-                    stats = copy_validated(stream, selection, out)
-            except OSError as exc:
-                error = ContextError(
-                    f"cannot write {rootfs_path}: {exc.strerror}",
-                    "free some space in TMPDIR, or point TMPDIR elsewhere",
-                )
-                error.exit_code = ExitCode.RESOURCE
-                raise error from None
+        collected = collect(engine, image, bundle, job, scratch / "rootfs.tar", run_files)
+        result = collected.result
         seconds["collect"] = round(time.monotonic() - started, 3)
-        log.info("selected %d paths, %s in files", stats.members, human_size(stats.file_bytes))
-        for warning in selection.warnings:
+        seconds.update({f"sensor.{step}": t for step, t in result.seconds.items()})
+        log.info(
+            "selected %d paths, %s in files",
+            collected.stats.members,
+            human_size(collected.stats.file_bytes),
+        )
+        for warning in result.selection.warnings:
             log.warning("%s", warning)
 
+        layers_started = time.monotonic()
+        records = package_records_of(collected, options)
+        layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
+        layers_dir.mkdir()
+        policy = layer_policy(options, base_layers)
+        layers = write_image_layers(collected, records, policy, layers_dir)
+        collected.rootfs.unlink()  # the layers hold it now
+        seconds["layers"] = round(time.monotonic() - layers_started, 3)
+        final_config = config_with_init(config, result.init)
+        dockerfile = render_dockerfile(
+            final_config, base, labels, [path.name for path in layers.files]
+        )
         context_path = options.context_only or scratch / "context.tar"
-        try:
-            with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
-                write_context(dockerfile.text, rootfs, rootfs_path.stat().st_size, out)
-        except BaseException as exc:
-            with signals_held():
-                context_path.unlink(missing_ok=True)  # no half-written context is left
-            if isinstance(exc, OSError):
-                error = ContextError(
-                    f"cannot write the build context {context_path}: {exc.strerror}",
-                    "free some space, or point TMPDIR / --context-only elsewhere",
-                )
-                error.exit_code = ExitCode.RESOURCE
-                raise error from None
-            raise
+        write_context_file(dockerfile, layers, context_path)
+        for path in layers.files:
+            path.unlink()
         micro_id = micro_size = None
+        diff_ids = None
         if options.context_only is None and options.tag:
             log.info("building %s", options.tag)
             build_started = time.monotonic()
@@ -335,9 +572,32 @@ def build_micro(
                 )
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
+            diff_ids = engine_layers(engine, micro_id, base, len(layers.written))
 
+    sbom_started = time.monotonic()
+    sbom_path = options.sbom_path(image)
+    write_sbom(sbom_path, image, image_id, attrs.get("Created"), collected)
+    seconds["sbom"] = round(time.monotonic() - sbom_started, 3)
     fat_size = int(attrs.get("Size", 0))
     seconds["total"] = round(time.monotonic() - started, 3)
+    production = Production(
+        layers=tuple(
+            LayerRecord(
+                name=written.name,
+                kind=written.kind,
+                tar_digest=written.tar_digest,
+                diff_id=diff_ids[index] if diff_ids is not None else None,
+                size=written.size,
+                files=written.files,
+                file_bytes=written.file_bytes,
+            )
+            for index, written in enumerate(layers.written)
+        ),
+        packages=packages_report(result.packages, options.package_records),
+        strip=strip_report(result.strip) if result.strip is not None else None,
+        init=result.init,
+        sbom=str(sbom_path),
+    )
     report = build_report(
         image=image,
         image_id=image_id,
@@ -345,14 +605,22 @@ def build_micro(
         micro_id=micro_id,
         fat_size=fat_size,
         micro_size=micro_size,
-        selection=selection,
+        selection=replace(result.selection, entries=layers.entries),
         dockerfile_warnings=[],
         traces=[str(saved.path) for saved in traces],
         seconds=seconds,
+        production=production,
     )
     report_path = options.report_path(image)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(wire.dumps(report), encoding="ascii")
     return BuildResult(
-        options.tag, micro_id, fat_size, micro_size, selection, report, report_path, seconds
+        options.tag,
+        micro_id,
+        fat_size,
+        micro_size,
+        result.selection,
+        report,
+        report_path,
+        seconds,
     )

@@ -45,6 +45,9 @@ class ImageFigures:
     layers: int
     files: int | None
     ratio: float  # size of the first image / this one
+    # OS packages its package database lists (dpkg, apk); None: no database,
+    # or not counted (--no-files)
+    packages: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,18 +68,27 @@ def figures(
         attrs = engine.image_attrs(image)
         size = int(attrs.get("Size", 0))
         first_size = first_size or size
-        files = count_image_files(engine, image, cache_dir) if count_files else None
+        inventory = count_image_files(engine, image, cache_dir) if count_files else None
         layers = len((attrs.get("RootFS") or {}).get("Layers") or [])
         rows.append(
-            ImageFigures(image, size, layers, files, round(first_size / size, 1) if size else 0)
+            ImageFigures(
+                image,
+                size,
+                layers,
+                inventory.files if inventory else None,
+                round(first_size / size, 1) if size else 0,
+                inventory.packages if inventory else None,
+            )
         )
     return rows
 
 
-def count_image_files(engine: Engine, image: str, cache_dir: Path) -> int:
-    """Regular files in the image, counted inside a container of it."""
+def count_image_files(engine: Engine, image: str, cache_dir: Path) -> InventoryResult:
+    """Regular files and OS packages in the image, counted inside a
+    container of it."""
     bundle = sensor_bundle(cache_dir)
-    return run_sensor_once(engine, image, bundle, InventoryJob(), InventoryResult).files
+    job = InventoryJob(count_packages=True)
+    return run_sensor_once(engine, image, bundle, job, InventoryResult)
 
 
 def check_gates(
@@ -102,7 +114,7 @@ def check_gates(
 def render(rows: list[ImageFigures], output: str, failures: list[str]) -> str:
     if output == "json":
         return wire.dumps(CompareOutput(images=tuple(rows), gates_failed=tuple(failures))).rstrip()
-    header = ("image", "size", "bytes", "layers", "files", "ratio")
+    header = ("image", "size", "bytes", "layers", "files", "packages", "ratio")
     table = [
         (
             r.image,
@@ -110,6 +122,7 @@ def render(rows: list[ImageFigures], output: str, failures: list[str]) -> str:
             str(r.size),
             str(r.layers),
             "-" if r.files is None else str(r.files),
+            "-" if r.packages is None else str(r.packages),
             f"{r.ratio}x",
         )
         for r in rows

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,6 +33,7 @@ from slimmer.sparse import (
     data_map,
     sparse_member,
 )
+from slimmer.strip import StripPlan, stripped_content
 
 TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times
 TAR_ENCODING = "utf-8"
@@ -51,7 +54,9 @@ def xattr_headers(xattrs: tuple[Xattr, ...]) -> dict[str, str]:
     return {XATTR_HEADER + x.name: x.data.decode(TAR_ENCODING, TAR_ERRORS) for x in xattrs}
 
 
-def _member(entry: Entry) -> tarfile.TarInfo:
+def tar_member(entry: Entry) -> tarfile.TarInfo:
+    """An entry's member as slim writes it: numeric owners, integer mtime,
+    its extended attributes as PAX records (no data is attached)."""
     member: tarfile.TarInfo = (
         PaxMember(entry.path.lstrip("/"))
         if entry.xattrs
@@ -79,16 +84,20 @@ def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
     )
 
 
-def write_rootfs_tar(fs: RootFS, selection: Selection, out: BinaryIO) -> None:
+def write_rootfs_tar(
+    fs: RootFS, selection: Selection, out: BinaryIO, stripped: StripPlan | None = None
+) -> None:
     """Write the selected entries, in order, streaming file contents. A file
     whose inode was written before becomes a hard link to it; a file with
-    enough zeros becomes a sparse member (slimmer.sparse)."""
+    enough zeros becomes a sparse member (slimmer.sparse). A file of the
+    `stripped` plan is written stripped (the selection carries its new size)."""
     seen_inodes: dict[tuple[int, int], str] = {}
+    results = stripped.results if stripped is not None else {}
     with open_tar_writer(out) as tar:
         for entry in selection.entries:
             if entry.path == "/":
                 continue
-            member = _member(entry)
+            member = tar_member(entry)
             if entry.kind is not Kind.FILE:
                 tar.addfile(member)
                 continue
@@ -104,6 +113,16 @@ def write_rootfs_tar(fs: RootFS, selection: Selection, out: BinaryIO) -> None:
             seen_inodes[inode] = member.name
             _, fd = fs.open_file(entry.path)
             with os.fdopen(fd, "rb") as handle:
+                result = results.get(entry.path)
+                if result is not None:
+                    try:
+                        data = stripped_content(result, handle)
+                    except ValueError as exc:
+                        raise ContextError(f"{entry.path}: {exc}") from None
+                    if len(data) != entry.size:
+                        raise ContextError(f"{entry.path}: stripped size is not the planned one")
+                    tar.addfile(member, io.BytesIO(data))
+                    continue
                 if os.fstat(handle.fileno()).st_size != entry.size:
                     raise ContextError(f"{entry.path} changed size while it was collected")
                 add_file(tar, member, handle)
@@ -270,23 +289,40 @@ def copy_validated(
     return RootfsStats(len(written), file_bytes)
 
 
-def write_context(dockerfile: str, rootfs: BinaryIO, rootfs_size: int, out: BinaryIO) -> None:
+@dataclass(frozen=True)
+class ContextMember:
+    """A tar the Dockerfile ADDs: its name in the context (slim's choice,
+    never the image's) and where its bytes are."""
+
+    name: str
+    source: BinaryIO
+    size: int
+
+
+CONTEXT_MEMBER_NAME = re.compile(r"(rootfs|layer[0-9]{3})\.tar")
+
+
+def write_context(dockerfile: str, members: Sequence[ContextMember], out: BinaryIO) -> None:
     """The context tar: Dockerfile first (plain ustar header, integer mtime),
-    then rootfs.tar. Same inputs, same bytes."""
+    then the tars it ADDs, in order. Same inputs, same bytes."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         data = dockerfile.encode()
         member = tarfile.TarInfo("Dockerfile")
         member.size, member.mode, member.mtime = len(data), 0o644, 0
         member.uname = member.gname = ""
         tar.addfile(member, io.BytesIO(data))
-        member = tarfile.TarInfo(ROOTFS_MEMBER)
-        member.size, member.mode, member.mtime = rootfs_size, 0o644, 0
-        member.uname = member.gname = ""
-        tar.addfile(member, rootfs)
+        for item in members:
+            if not CONTEXT_MEMBER_NAME.fullmatch(item.name):
+                raise ValueError(f"{item.name!r} is not a name slim gives a context member")
+            member = tarfile.TarInfo(item.name)
+            member.size, member.mode, member.mtime = item.size, 0o644, 0
+            member.uname = member.gname = ""
+            tar.addfile(member, item.source)
 
 
 __all__ = [
     "ContextError",
+    "ContextMember",
     "RootfsStats",
     "copy_validated",
     "write_context",

@@ -33,6 +33,10 @@ against the real engine by tests/integration/test_dockerfile_config.py:
   parsing. Those two ways need slim's own `docker build`: a --context-only
   context cannot carry them and is refused (`MicroDockerfile.check_self_contained`).
 
+* ADD: one per tar of the context (the rootfs, or its layers with
+  --layers), named by slim (`rootfs.tar`, `layer000.tar`...), never by
+  anything from the image.
+
 * CMD, ENTRYPOINT, SHELL, HEALTHCHECK CMD [...]: JSON arrays (ASCII, any
   string). Not expanded.
 
@@ -82,7 +86,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slimmer.context import ROOTFS_MEMBER
+from slimmer.context import CONTEXT_MEMBER_NAME, ROOTFS_MEMBER
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.trace import Healthcheck, ImageConfig
 
@@ -462,12 +466,22 @@ class MicroDockerfile:
             )
 
 
-def render_dockerfile(config: ImageConfig, base: str, labels: Mapping[str, str]) -> MicroDockerfile:
+def render_dockerfile(
+    config: ImageConfig,
+    base: str,
+    labels: Mapping[str, str],
+    layers: Sequence[str] = (ROOTFS_MEMBER,),
+) -> MicroDockerfile:
     """The micro image's Dockerfile: the fat image's contract on top of one
-    ADD of the rootfs. `labels` (slim's own) win over the image's. Raises
-    DockerfileError for a value the builder cannot be given exactly."""
+    ADD per layer tar of the context (`layers`: the members' names, which
+    slim chooses: rootfs.tar, layer000.tar...; never a string of the image).
+    `labels` (slim's own) win over the image's. Raises DockerfileError for a
+    value the builder cannot be given exactly."""
     if not IMAGE_REFERENCE.fullmatch(base):
         raise UsageError(f"bad base image name {shown(base)}", "give a name like busybox:latest")
+    for name in layers:
+        if not CONTEXT_MEMBER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a name slim gives a layer tar")
     values = Values(reserved=frozenset(item.partition("=")[0] for item in config.env))
     engine_labels: dict[str, str] = {}
     body: list[list[str] | None] = [
@@ -492,7 +506,7 @@ def render_dockerfile(config: ImageConfig, base: str, labels: Mapping[str, str])
         body.append(["CMD ", *json_pieces(config.cmd)])
 
     head = [[f"FROM {base}"], *([f"ARG {name}"] for name in values.build_args)]
-    head.append([f"ADD {ROOTFS_MEMBER} /"])
+    head += [[f"ADD {name} /"] for name in layers]
     lines = [fold(pieces, pieces[0].strip()) for pieces in [*head, *body] if pieces is not None]
     payload = json.dumps(values.build_args) + json.dumps(engine_labels)
     if len(payload) > MAX_ENGINE_PAYLOAD:

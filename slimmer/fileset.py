@@ -24,7 +24,7 @@ from enum import StrEnum
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
 from slimmer.loader import Loader
-from slimmer.packages import read_package_db
+from slimmer.packages import PackageDB, read_package_db
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
 from slimmer.trace import Access, Lookup, PathAction, TracedFile
 
@@ -57,6 +57,8 @@ class Reason(StrEnum):
     APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
     APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
     LOOKED_UP = "looked-up"  # the app named it to the kernel (stat, access, readlink, ...)
+    INIT = "init"  # the init run as PID 1 in front of the app (--init)
+    RELEASE_FILE = "release-file"  # names the distribution for scanners (with package records)
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
@@ -116,6 +118,11 @@ class SelectionRequest:
     # Keep the other regular files of the app's own directories it read a
     # data file from (see _Selector.app_content).
     app_content: bool = True
+    # The init that runs in front of the app (--init), kept with its ELF closure.
+    init: tuple[str, ...] = ()
+    # Files that name the distribution (/etc/os-release...): what scanners
+    # read before the package records.
+    release_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,9 +240,12 @@ def mount_points(mountinfo: str) -> list[str]:
 
 
 class _Selector:
-    def __init__(self, fs: RootFS, request: SelectionRequest) -> None:
+    def __init__(
+        self, fs: RootFS, request: SelectionRequest, packages: PackageDB | None = None
+    ) -> None:
         self.fs = fs
         self.request = request
+        self.packages = packages  # read when needed, unless the caller has it
         self.data_files: list[str] = []  # regular files the app read (not ran)
         self.reasons: dict[str, set[Reason]] = {}
         self.dropped: dict[str, str] = {}
@@ -344,7 +354,8 @@ class _Selector:
         its 50x.html is the next answer). Returns them, for the closure."""
         if not self.request.app_content or not self.data_files:
             return []
-        packaged = read_package_db(self.fs).layout()
+        database = self.packages if self.packages is not None else read_package_db(self.fs)
+        packaged = database.layout()
         added = []
         for directory in sorted({parent(path) for path in self.data_files}):
             if packaged.is_os_content(directory):
@@ -602,9 +613,12 @@ class _Selector:
         return tuple(Xattr(name, value.hex()) for name, value in sorted(found.items()))
 
 
-def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
-    """The file set of a micro image, with provenance."""
-    selector = _Selector(fs, request)
+def select_files(
+    fs: RootFS, request: SelectionRequest, packages: PackageDB | None = None
+) -> Selection:
+    """The file set of a micro image, with provenance. `packages`: the
+    image's package database, when the caller has read it already."""
+    selector = _Selector(fs, request, packages)
     closure_inputs = selector.traced()
     closure_inputs += selector.lookups()
     closure_inputs += selector.app_content()
@@ -612,6 +626,9 @@ def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     selector.python_landmarks()
     closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
     closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
+    closure_inputs += selector.programs(request.init, Reason.INIT)
+    for path in request.release_files:
+        selector.add_resolved(path, Reason.RELEASE_FILE)
     selector.closure(closure_inputs)
     selector.includes()
     selector.contract_dirs()

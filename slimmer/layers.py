@@ -46,11 +46,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import BinaryIO
 
-from slimmer.context import TAR_ENCODING, TAR_ERRORS, TAR_FORMAT
+from slimmer.context import TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, tar_member
 from slimmer.errors import SlimError
 from slimmer.fileset import Entry, Reason
-from slimmer.packages import Package
+from slimmer.packages import GeneratedFile, KeptPackages, Package
 from slimmer.rootfs import Kind, parents
+from slimmer.sparse import DataMap, SparseContent, checked_map, sparse_member
 
 DIRECTORY_MTIME = 0  # every directory of a layered image: see the module's doc
 CONFIG_TREES = ("/etc",)
@@ -68,6 +69,7 @@ class LayerKind(StrEnum):
     OS_PACKAGES = "os-packages"
     APPLICATION = "application"
     CONFIGURATION = "configuration"
+    IMAGE = "image"  # everything in one layer (Granularity.SINGLE, --no-layers)
 
 
 KIND_ORDER = {kind: rank for rank, kind in enumerate(LayerKind)}
@@ -155,7 +157,7 @@ def _groups(
     groups: dict[str, _Group] = {}
     granularity = policy.granularity
     if granularity is Granularity.SINGLE:
-        groups = {e.path: _Group(LayerKind.APPLICATION, "image") for e in leaves}
+        groups = {e.path: _Group(LayerKind.IMAGE, LayerKind.IMAGE.value) for e in leaves}
     elif granularity is Granularity.KIND:
         groups = {e.path: _Group(kinds[e.path], kinds[e.path].value) for e in leaves}
     else:
@@ -213,6 +215,29 @@ def _layer_order(group: _Group) -> tuple[int, bool, int, str]:
     before libssl3 before python3.11), so images share a longer run of
     bottom layers; the kind's own layer (small packages) last."""
     return (KIND_ORDER[group.kind], group.name == group.kind.value, group.rank, group.name)
+
+
+def plan_image(
+    entries: Sequence[Entry],
+    kept: KeptPackages,
+    records: Sequence[GeneratedFile],
+    hard_links: Mapping[str, str],
+    policy: LayerPolicy = LayerPolicy(),
+) -> LayerPlan:
+    """The layers of a micro image: the collected entries and the package
+    records slim writes, each record in the layers of the package it
+    describes. The directories above the records that the image does not
+    have get the records' time with a single layer, and DIRECTORY_MTIME
+    (as every directory) with layers."""
+    owners = kept.owner_map()
+    packages = {item.package.key: item.package for item in kept.packages}
+    for record in records:
+        if record.package in packages:
+            owners[record.path] = packages[record.package]
+    single = policy.granularity is Granularity.SINGLE
+    dir_mtime = max((r.mtime for r in records), default=0) if single else DIRECTORY_MTIME
+    merged = with_generated(entries, records, dir_mtime)
+    return plan_layers(merged, owners, kept.base, policy, hard_links, kept.dependency_ranks())
 
 
 def normalized_dir(entry: Entry) -> Entry:
@@ -280,9 +305,11 @@ class _HashingWriter(io.RawIOBase):
 class WrittenLayer:
     name: str
     kind: LayerKind
-    diff_id: str  # sha256 of the uncompressed tar, as the image config names it
+    tar_digest: str  # sha256 of the layer's tar ("sha256:..."); deterministic
     size: int  # bytes of the tar
     members: int
+    files: int  # regular files and hard links
+    file_bytes: int  # bytes of its regular files (a hard link's once)
 
 
 class RootfsSource:
@@ -319,46 +346,62 @@ class RootfsSource:
             raise LayerError(f"{path} is not a regular file of the collected rootfs")
         return handle  # type: ignore[return-value]
 
+    def sparse_map(self, path: str) -> DataMap | None:
+        """Where a sparse member of the rootfs has data (None: not sparse)."""
+        member = self._members.get(path)
+        if path in self._generated or member is None or member.sparse is None:
+            return None
+        return checked_map(list(member.sparse), member.size)
 
-def _tar_member(entry: Entry, hard_link: str | None) -> tarfile.TarInfo:
-    member = tarfile.TarInfo(entry.path.lstrip("/"))
-    member.mode = entry.mode
-    member.uid, member.gid = entry.uid, entry.gid
-    member.uname = member.gname = ""
-    member.mtime = entry.mtime
-    if hard_link is not None:
-        member.type = tarfile.LNKTYPE
-        member.linkname = hard_link.lstrip("/")
-    elif entry.kind is Kind.DIR:
-        member.type = tarfile.DIRTYPE
-    elif entry.kind is Kind.SYMLINK:
-        member.type = tarfile.SYMTYPE
-        member.linkname = entry.link or ""
-    else:
-        member.type = tarfile.REGTYPE
-        member.size = entry.size
-    return member
+
+def _add_file(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, source: RootfsSource, path: str
+) -> None:
+    """A regular file's member, sparse when it is sparse in the rootfs (only
+    its data is read and written; the engine's ADD fills the zeros in)."""
+    layout = source.sparse_map(path)
+    with source.open(path) as handle:
+        if layout is None:
+            tar.addfile(member, handle)
+            return
+
+        def read_at(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            return handle.read(length)
+
+        tar.addfile(sparse_member(member, layout), SparseContent(layout, read_at))
 
 
 def write_layer(
     layer: Layer, plan: LayerPlan, source: RootfsSource, out: BinaryIO | None
 ) -> WrittenLayer:
     """Write one layer's tar to `out` (None: only hash it); returns its
-    diff_id and size."""
+    digest and size. Members as in the rootfs tar: extended attributes as
+    PAX records, sparse files as sparse members, hard links to a member of
+    the same layer."""
     sink = _HashingWriter(out)
     with tarfile.open(
         fileobj=sink, mode="w|", format=TAR_FORMAT, encoding=TAR_ENCODING, errors=TAR_ERRORS
     ) as tar:
         for entry in layer.entries:
+            member = tar_member(entry)
             link = plan.hard_links.get(entry.path)
-            member = _tar_member(entry, link)
-            if member.isreg():
-                with source.open(entry.path) as handle:
-                    tar.addfile(member, handle)
+            if link is not None:
+                member.type, member.linkname, member.size = tarfile.LNKTYPE, link.lstrip("/"), 0
+                member.pax_headers = {}  # the attributes are the inode's: on its first name
+                tar.addfile(member)
+            elif member.isreg():
+                _add_file(tar, member, source, entry.path)
             else:
                 tar.addfile(member)
     return WrittenLayer(
-        layer.name, layer.kind, f"sha256:{sink.sha256.hexdigest()}", sink.size, len(layer.entries)
+        layer.name,
+        layer.kind,
+        f"sha256:{sink.sha256.hexdigest()}",
+        sink.size,
+        len(layer.entries),
+        sum(1 for e in layer.entries if e.kind is Kind.FILE),
+        sum(e.size for e in layer.entries if e.kind is Kind.FILE and e.path not in plan.hard_links),
     )
 
 
@@ -402,19 +445,20 @@ def entries_from_rootfs_tar(rootfs: BinaryIO) -> tuple[list[Entry], dict[str, st
 
 
 def with_generated(
-    entries: Sequence[Entry], files: Iterable[tuple[str, bytes, int, int]]
+    entries: Sequence[Entry], files: Iterable[GeneratedFile], dir_mtime: int = DIRECTORY_MTIME
 ) -> list[Entry]:
-    """The entries plus files slim writes (package records), given as
-    (path, bytes, mode, mtime): root-owned, with the directories above them
-    that the selection does not have (0755, root). Sorted by path."""
+    """The entries plus files slim writes (package records): root-owned,
+    with the directories above them that the selection does not have (0755,
+    root, `dir_mtime`). Sorted by path."""
     merged = {e.path: e for e in entries}
-    for path, data, mode, mtime in files:
-        merged[path] = Entry(
-            path, Kind.FILE, (Reason.PACKAGE_RECORD,), len(data), mode, 0, 0, mtime
-        )
-        for directory in parents(path):
+    for item in files:
+        merged[item.path] = Entry(
+            item.path, Kind.FILE, (Reason.PACKAGE_RECORD,), len(item.data), item.mode, 0, 0,
+            item.mtime,
+        )  # fmt: skip
+        for directory in parents(item.path):
             if directory not in merged:
                 merged[directory] = Entry(
-                    directory, Kind.DIR, (Reason.PARENT,), 0, 0o755, 0, 0, DIRECTORY_MTIME
+                    directory, Kind.DIR, (Reason.PACKAGE_RECORD,), 0, 0o755, 0, 0, dir_mtime
                 )
     return [merged[p] for p in sorted(merged)]

@@ -33,7 +33,7 @@ import logging
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -883,6 +883,7 @@ class GeneratedFile:
     data: bytes
     mode: int = 0o644
     package: str | None = None  # key of the package it describes (None: several)
+    mtime: int = 0
 
 
 class RecordError(ValueError):
@@ -1014,3 +1015,19 @@ def package_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:
     if kept.manager is PackageManager.APK:
         return apk_records(kept)
     return ()
+
+
+def dated_records(kept: KeptPackages, mtimes: Mapping[str, int]) -> tuple[GeneratedFile, ...]:
+    """package_records(kept), each as old as the newest kept file of the
+    package it describes (of every kept package, for a database file that
+    describes several): the same kept files give the same records, and no
+    clock enters the image. `mtimes`: the kept files' mtimes by path."""
+    newest: dict[str, int] = {}
+    for item in kept.packages:
+        times = [mtimes[r.path] for r in item.kept_files if r.path in mtimes]
+        newest[item.package.key] = max(times, default=0)
+    overall = max(newest.values(), default=0)
+    return tuple(
+        replace(record, mtime=newest.get(record.package, 0) if record.package else overall)
+        for record in package_records(kept)
+    )

@@ -12,13 +12,16 @@ on x86_64), so it runs only in an image with a glibc of the same
 architecture; its ELF closure (libc, ld.so) then comes from the image like
 any kept binary's. In the micro image it is WHEEL_INIT_PATH, a path no
 distribution or app uses.
+
+The choice is made where the files are, in the collecting sensor
+(`choose_init`, given the wheel binary's ELF facts); only `find_wheel_init`
+and `read_init` run on the host, which puts the binary into the collecting
+container's run directory.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import stat
-import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,7 +51,6 @@ class InitSource(StrEnum):
 class InitChoice:
     source: InitSource
     path: str  # where it is in the micro image
-    host_file: Path | None = None  # the wheel's binary on the host, to copy in
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -79,7 +81,11 @@ def find_image_init(fs: RootFS, env: Mapping[str, str], workdir: str = "/") -> s
 
 def find_wheel_init() -> Path | None:
     """The dumb-init binary the installed wheel put on the host, from the
-    distribution's file list; else the scripts directory of this Python."""
+    distribution's file list; else the scripts directory of this Python.
+    Host only: its imports stay out of the sensor's bundle."""
+    import importlib.metadata
+    import sysconfig
+
     try:
         distribution = importlib.metadata.distribution(WHEEL_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
@@ -98,16 +104,29 @@ def find_wheel_init() -> Path | None:
     return None
 
 
-def read_init(path: Path) -> ElfInfo | InitProblem:
-    """The loader's facts of the wheel's binary (bounded read)."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_INIT_BYTES + 1)
+def read_init_bytes(path: Path) -> bytes | InitProblem:
+    """The wheel binary's bytes (bounded read)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INIT_BYTES + 1)
+    except OSError as exc:
+        return InitProblem(f"cannot read {path}: {exc.strerror}")
     if len(data) > MAX_INIT_BYTES:
         return InitProblem(f"{path} is larger than {MAX_INIT_BYTES} bytes")
-    info = parse_elf(data)
+    return data
+
+
+def parse_init(data: bytes, origin: str) -> ElfInfo | InitProblem:
+    """The loader's facts of the wheel's binary."""
+    info = parse_elf(data[: MAX_INIT_BYTES + 1])
     if isinstance(info, ElfProblem):
-        return InitProblem(f"{path} is not a program this loader runs ({info.reason})")
+        return InitProblem(f"{origin} is not a program this loader runs ({info.reason})")
     return info
+
+
+def read_init(path: Path) -> ElfInfo | InitProblem:
+    data = read_init_bytes(path)
+    return data if isinstance(data, InitProblem) else parse_init(data, str(path))
 
 
 def check_init_fits(fs: RootFS, init: ElfInfo) -> InitProblem | None:
@@ -150,24 +169,32 @@ def _has_musl(fs: RootFS) -> bool:
     return any(name.startswith("ld-musl-") for name in names)
 
 
-def choose_init(fs: RootFS, env: Mapping[str, str], workdir: str = "/") -> InitChoice | InitProblem:
-    """The init for `--init`: the image's own, else the wheel's when it fits."""
+NO_WHEEL = InitProblem(
+    "the image has no tini or dumb-init, and the dumb-init package is not installed"
+    " with slim (pip install dumb-init)"
+)
+
+
+def choose_init(
+    fs: RootFS,
+    env: Mapping[str, str],
+    workdir: str = "/",
+    wheel: ElfInfo | InitProblem = NO_WHEEL,
+) -> InitChoice | InitProblem:
+    """The init for `--init`: the image's own, else the wheel's (`wheel`:
+    its binary's ELF facts, or why there is none) when it fits the image."""
     own = find_image_init(fs, env, workdir)
     if own is not None:
         return InitChoice(InitSource.IMAGE, own)
-    binary = find_wheel_init()
-    if binary is None:
-        return InitProblem(
-            "the image has no tini or dumb-init, and the dumb-init package is not installed"
-            " with slim (pip install dumb-init)"
-        )
-    info = read_init(binary)
-    if isinstance(info, InitProblem):
-        return info
-    problem = check_init_fits(fs, info)
+    if isinstance(wheel, InitProblem):
+        return wheel
+    problem = check_init_fits(fs, wheel)
     if problem is not None:
-        return InitProblem(f"{problem.reason}; add tini or dumb-init to the image to use --init")
-    return InitChoice(InitSource.WHEEL, WHEEL_INIT_PATH, binary)
+        return InitProblem(
+            f"--init: {problem.reason}; the image's own tini or dumb-init is used when it has"
+            " one, so add one to the fat image (or build without --init)"
+        )
+    return InitChoice(InitSource.WHEEL, WHEEL_INIT_PATH)
 
 
 def with_init(

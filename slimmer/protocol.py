@@ -29,6 +29,8 @@ from slimmer.fileset import (
     Xattr,
     kept_xattr,
 )
+from slimmer.packages import KeptPackages
+from slimmer.pid1 import InitChoice
 from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
@@ -42,6 +44,7 @@ BUNDLE_LIBDIR = "lib"
 BUNDLE_LOADER = "lib/ld.so"
 BUNDLE_SCRIPT = "sensor.py"
 RUN_SUBDIR = "run"
+INIT_BINARY = "dumb-init"  # in the run dir: the wheel's binary for --init
 
 # What the image's ENV could use to load code or data into the sensor (the
 # bundled loader and libc honour them). The sensor's container gets each
@@ -89,6 +92,11 @@ class SensorLayout:
     @property
     def output_tar(self) -> str:
         return f"{self.run_dir}/out.tar"
+
+    @property
+    def init_binary(self) -> str:
+        """Where the host puts the dumb-init wheel's binary for --init."""
+        return f"{self.run_dir}/{INIT_BINARY}"
 
     def skipped_trees(self) -> tuple[str, ...]:
         """Trees the sensor never watches or collects: the kernel's and its own."""
@@ -165,15 +173,37 @@ class DepsJob:
     as_if_ldconfig: bool = False
 
 
+class InitWheel(StrEnum):
+    """Whether the host put the dumb-init wheel's binary in the run dir."""
+
+    PROVIDED = "provided"  # at SensorLayout.init_binary
+    NOT_INSTALLED = "not-installed"  # the dumb-init package is not on the host
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripJob:
+    """--strip: drop debug sections and symbol tables of kept ELF files,
+    never of files whose bytes are verified: those a package database
+    lists with a digest, and those matching `protect` (globs)."""
+
+    protect: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class CollectJob:
     KIND: ClassVar[str] = Mode.COLLECT.value
     selection: SelectionRequest
+    # Keep what scanners read to name the distribution (/etc/os-release...);
+    # the package database is read either way (owners, records, SBOM).
+    package_records: bool = True
+    strip: StripJob | None = None
+    init: InitWheel | None = None  # --init
 
 
 @dataclass(frozen=True)
 class InventoryJob:
     KIND: ClassVar[str] = Mode.INVENTORY.value
+    count_packages: bool = False
 
 
 Job = TraceJob | DepsJob | CollectJob | InventoryJob
@@ -238,9 +268,38 @@ class DepsResult:
 
 
 @dataclass(frozen=True)
+class StrippedFile:
+    """A kept ELF file written without its debug sections and symbol table."""
+
+    path: str  # every name of the file (hard links) is listed
+    old_size: int
+    new_size: int
+    sections: int  # how many sections were removed
+
+
+@dataclass(frozen=True)
+class UnstrippedFile:
+    """A kept ELF file --strip left as it was, and why."""
+
+    path: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripSummary:
+    stripped: tuple[StrippedFile, ...] = ()
+    refused: tuple[UnstrippedFile, ...] = ()  # not for the protected ones
+    protected: int = 0  # ELF files left alone because their bytes are verified
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectResult:
     KIND: ClassVar[str] = Mode.COLLECT.value
-    selection: Selection
+    selection: Selection  # sizes are those written (after --strip)
+    packages: KeptPackages
+    strip: StripSummary | None = None
+    init: InitChoice | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # the sensor's own steps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,6 +311,7 @@ class InventoryResult:
     other: int
     bytes: int
     dir_paths: tuple[str, ...]
+    packages: int | None = None  # in its package database (count_packages); None: none read
 
 
 class FailureReason(StrEnum):
@@ -340,11 +400,22 @@ def check_result(result: SensorResult) -> None:
             _check_range(entry.uid, 0, MAX_ID, f"{where}.uid")
             _check_range(entry.gid, 0, MAX_ID, f"{where}.gid")
             _check_xattrs(entry.xattrs, where)
+        if result.strip is not None:
+            sizes = {e.path: e.size for e in result.selection.entries}
+            for index, stripped in enumerate(result.strip.stripped):
+                where = f"strip.stripped[{index}]"
+                if sizes.get(stripped.path) != stripped.new_size:
+                    raise wire.WireError(f"{where}: not a file of the selection of that size")
+                _check_range(stripped.old_size, stripped.new_size, 2**63, f"{where}.old_size")
+        if result.init is not None:
+            _check_path(result.init.path, "init.path")
     elif isinstance(result, InventoryResult):
         for name in ("files", "dirs", "symlinks", "other", "bytes"):
             _check_range(getattr(result, name), 0, 2**63, name)
         for index, path in enumerate(result.dir_paths):
             _check_path(path, f"dir_paths[{index}]")
+        if result.packages is not None:
+            _check_range(result.packages, 0, 2**31, "packages")
 
 
 # -- progress lines on stderr --------------------------------------------------

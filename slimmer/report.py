@@ -11,6 +11,10 @@ from typing import Literal
 from slimmer import wire
 from slimmer.errors import SlimError
 from slimmer.fileset import Reason, Selection
+from slimmer.layers import LayerKind
+from slimmer.packages import KeptPackages, PackageManager
+from slimmer.pid1 import InitChoice
+from slimmer.protocol import StripSummary
 from slimmer.rootfs import Kind, printable
 
 REPORT_SCHEMA = "slim.report/1"
@@ -41,6 +45,9 @@ REASON_TEXT: dict[str, str] = {
     Reason.APP_CONTENT.value: "the app read a data file in this directory, whose files no OS "
     "package owns; its other files come too (--no-app-content leaves them out)",
     Reason.PACKAGE_RECORD.value: "slim wrote it: the record of a kept OS package, for scanners",
+    Reason.INIT.value: "it is the init that runs as PID 1 in front of the app (--init)",
+    Reason.RELEASE_FILE.value: "it names the distribution, which scanners read before the "
+    "package records (--no-package-records leaves it out)",
 }
 
 
@@ -87,6 +94,53 @@ class Sizes:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LayerRecord:
+    """One layer of the micro image, bottom first."""
+
+    name: str  # what it holds: a kind, a package, or one large file of a package
+    kind: LayerKind
+    tar_digest: str  # sha256 of the layer's tar in the context (deterministic)
+    diff_id: str | None  # the engine's layer (RootFS.Layers); None with --context-only
+    size: int  # bytes of the layer's tar
+    files: int  # regular files (and hard links) in it
+    file_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackageRecord:
+    """An OS package with a file in the micro image."""
+
+    name: str
+    version: str
+    architecture: str
+    source: str
+    files: int  # of its files, how many are kept
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackagesReport:
+    manager: PackageManager | None  # None: no package database was found
+    distribution: str  # os-release's PRETTY_NAME, or ""
+    records: bool  # whether the micro image carries their records
+    kept: tuple[PackageRecord, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrippedRecord:
+    path: str
+    old_size: int
+    new_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripReport:
+    saved: int  # bytes
+    stripped: tuple[StrippedRecord, ...]
+    refused: tuple[DroppedRecord, ...]  # ELF files --strip could not handle, and why
+    protected: int  # ELF files left as they are because their bytes are verified
+
+
+@dataclass(frozen=True, kw_only=True)
 class BuildReport:
     """What slim build put into the micro image, and why."""
 
@@ -101,6 +155,53 @@ class BuildReport:
     warnings: tuple[str, ...]
     traces: tuple[str, ...]
     seconds: dict[str, float]
+    layers: tuple[LayerRecord, ...] = ()
+    packages: PackagesReport | None = None
+    strip: StripReport | None = None
+    init: InitChoice | None = None
+    sbom: str | None = None  # the SBOM's path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Production:
+    """What the production features made of a build: layers, package
+    records, --strip and --init, the SBOM's path."""
+
+    layers: tuple[LayerRecord, ...] = ()
+    packages: PackagesReport | None = None
+    strip: StripReport | None = None
+    init: InitChoice | None = None
+    sbom: str | None = None
+
+
+def packages_report(kept: KeptPackages, records: bool) -> PackagesReport:
+    return PackagesReport(
+        manager=kept.manager,
+        distribution=kept.os_release.pretty_name,
+        records=records and kept.manager is not None,
+        kept=tuple(
+            PackageRecord(
+                name=item.package.name,
+                version=item.package.version,
+                architecture=item.package.architecture,
+                source=item.package.source,
+                files=len(item.kept_files),
+            )
+            for item in kept.packages
+        ),
+    )
+
+
+def strip_report(summary: StripSummary) -> StripReport:
+    return StripReport(
+        saved=sum(s.old_size - s.new_size for s in summary.stripped),
+        stripped=tuple(
+            StrippedRecord(path=printable(s.path), old_size=s.old_size, new_size=s.new_size)
+            for s in summary.stripped
+        ),
+        refused=tuple(DroppedRecord(printable(r.path), r.why) for r in summary.refused),
+        protected=summary.protected,
+    )
 
 
 def build_report(
@@ -115,7 +216,9 @@ def build_report(
     dockerfile_warnings: list[str],
     traces: list[str],
     seconds: dict[str, float],
+    production: Production | None = None,
 ) -> BuildReport:
+    made = production or Production()
     files = tuple(
         FileRecord(
             path=printable(e.path),
@@ -146,6 +249,11 @@ def build_report(
         warnings=(*selection.warnings, *dockerfile_warnings),
         traces=tuple(traces),
         seconds=seconds,
+        layers=made.layers,
+        packages=made.packages,
+        strip=made.strip,
+        init=made.init,
+        sbom=made.sbom,
     )
 
 

@@ -16,7 +16,7 @@ import logging
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -67,19 +67,27 @@ def failure_error(failure: SensorFailure) -> SlimError:
     return SensorError(failure.message, "run with --debug for the container's output")
 
 
-def run_dir_tar(layout: SensorLayout, config: RunConfig) -> bytes:
+def run_dir_tar(
+    layout: SensorLayout, config: RunConfig, run_files: Mapping[str, bytes] | None = None
+) -> bytes:
     """A tar, to unpack at /, that makes the run's fresh sensor directory
-    (root's only), its run dir and the config in it."""
-    data = config.to_json().encode()
+    (root's only), its run dir and the config in it, and `run_files` (name
+    in the run dir -> bytes: the job's inputs)."""
+    files = {layout.config_path: config.to_json().encode()}
+    for name, content in (run_files or {}).items():
+        if "/" in name or name in ("", ".", "..") or f"{layout.run_dir}/{name}" in files:
+            raise ValueError(f"{name!r} is not a file name for the run dir")
+        files[f"{layout.run_dir}/{name}"] = content
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for directory in (layout.root, layout.run_dir):
             member = tarfile.TarInfo(directory.lstrip("/"))
             member.type, member.mode = tarfile.DIRTYPE, 0o700
             tar.addfile(member)
-        member = tarfile.TarInfo(layout.config_path.lstrip("/"))
-        member.size, member.mode = len(data), 0o600
-        tar.addfile(member, io.BytesIO(data))
+        for path, data in files.items():
+            member = tarfile.TarInfo(path.lstrip("/"))
+            member.size, member.mode = len(data), 0o600
+            tar.addfile(member, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -201,10 +209,11 @@ def sensor_container(
     ports: list[int] | tuple[int, ...] = (),
     workdir: str | None = None,
     echo_app: bool = False,
+    run_files: Mapping[str, bytes] | None = None,
 ) -> Iterator[SensorContainer]:
     """A started sensor container; removed on exit, also on Ctrl-C. The
     sensor goes into a directory of its own, new for each run, so nothing
-    the image ships can stand in for it."""
+    the image ships can stand in for it. `run_files` go into its run dir."""
     layout = SensorLayout.new()
     with engine.container(
         image,
@@ -217,7 +226,7 @@ def sensor_container(
         environment=SENSOR_ENV,
     ) as container:
         engine.put_archive(
-            container, run_dir_tar(layout, RunConfig(sensor_dir=layout.root, job=job))
+            container, run_dir_tar(layout, RunConfig(sensor_dir=layout.root, job=job), run_files)
         )
         with bundle.open("rb") as handle:
             engine.put_archive(container, handle, layout.root)

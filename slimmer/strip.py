@@ -27,8 +27,12 @@ The result is checked before it is returned: the loader's facts
 from __future__ import annotations
 
 import io
+import mmap
+import os
 import re
+import stat
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -37,6 +41,8 @@ from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError, Container
 
 from slimmer.elf import ElfClass, ElfIdent, ElfProblem, ElfType, elf_structs, parse_elf, read_ident
+from slimmer.errors import SlimError
+from slimmer.rootfs import RootFS
 
 MODULE_SIGNATURE = b"~Module signature appended~\n"
 REMOVABLE = re.compile(r"^(\.z?debug_.*|\.symtab|\.strtab|\.symtab_shndx)$")
@@ -354,3 +360,81 @@ def _check(data: bytes | memoryview, result: StripResult, structs: Any) -> None:
     table = ehdr.e_phnum * ehdr.e_phentsize
     if new[ehdr.e_phoff : ehdr.e_phoff + table] != bytes(data[ehdr.e_phoff : ehdr.e_phoff + table]):
         raise _Refused("internal: the program headers changed")
+
+
+# -- which kept files to strip ---------------------------------------------------
+
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class StripPlan:
+    """What --strip does to the kept files: the stripped result of each name
+    of a stripped file (hard links share it), the ELF files strip_elf
+    refused and why, and how many were left alone as protected."""
+
+    results: dict[str, StripResult]
+    refused: tuple[tuple[str, str], ...]
+    protected: int
+
+    def new_size(self, path: str, size: int) -> int:
+        result = self.results.get(path)
+        return result.new_size if result is not None else size
+
+
+def plan_strip(fs: RootFS, paths: Sequence[str], protected: Callable[[str], bool]) -> StripPlan:
+    """Plan the stripping of the regular files at `paths` (canonical paths
+    of a RootFS). A file is protected when `protected` says so for any of
+    its names. Files are mapped, not read into memory."""
+    names: dict[tuple[int, int], list[str]] = {}
+    for path in paths:
+        try:
+            info = fs.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_size > len(ELF_MAGIC):
+            names.setdefault((info.st_dev, info.st_ino), []).append(path)
+    results: dict[str, StripResult] = {}
+    refused: list[tuple[str, str]] = []
+    protected_count = 0
+    for same in names.values():
+        first = same[0]
+        try:
+            _, fd = fs.open_file(first)
+        except (OSError, ValueError, SlimError):
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            if handle.read(len(ELF_MAGIC)) != ELF_MAGIC:
+                continue
+            if any(protected(name) for name in same):
+                protected_count += 1
+                continue
+            result = _strip_mapped(handle)
+        if result.outcome is StripOutcome.STRIPPED:
+            results.update(dict.fromkeys(same, result))
+        elif result.outcome is StripOutcome.REFUSED:
+            refused.append((first, result.reason))
+    return StripPlan(results, tuple(refused), protected_count)
+
+
+def _strip_mapped(handle: BinaryIO) -> StripResult:
+    with (
+        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+        memoryview(mapped) as view,
+    ):
+        return strip_elf(view)
+
+
+def stripped_content(result: StripResult, handle: BinaryIO) -> bytes:
+    """The stripped file, made from the original's open handle (which must
+    still be the file that was planned: same size)."""
+    size = os.fstat(handle.fileno()).st_size
+    if size != result.old_size:
+        raise ValueError(
+            f"the file changed size ({result.old_size} -> {size}) since --strip planned it"
+        )
+    with (
+        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+        memoryview(mapped) as view,
+    ):
+        return result.output(view)

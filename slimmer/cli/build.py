@@ -40,10 +40,16 @@ def build_command(image: str, options: BuildOptions) -> None:
         summary(f"context: {options.context_only}")
     else:
         ratio = result.fat_size / result.micro_size if result.micro_size else 0
+        layers = len(result.report.layers)
         summary(
             f"{image} {human_size(result.fat_size)} -> {options.tag} "
-            f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller)"
+            f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller, "
+            f"{layers} layer{'s' if layers != 1 else ''})"
         )
+    if result.report.strip is not None:
+        summary(f"--strip: {human_size(result.report.strip.saved)} less")
     summary(f"report: {result.report_path}")
+    if result.report.sbom:
+        summary(f"sbom: {result.report.sbom}")
     if outcome.verified is not None:
         report_verified(outcome.verified, show_all=False)

@@ -222,9 +222,19 @@ def _make_build_options(
     force: bool,
     run_verify: bool,
     no_app_content: bool,
+    layers: bool,
+    no_package_records: bool,
+    strip: bool,
+    strip_except: tuple[str, ...],
+    init: bool,
+    sbom_path: Path | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
-    for path, option in ((context_only, "--context-only"), (report_path, "--report")):
+    for path, option in (
+        (context_only, "--context-only"),
+        (report_path, "--report"),
+        (sbom_path, "--sbom"),
+    ):
         if path is not None:
             output_file(path, option)
     patterns = list(includes)
@@ -243,6 +253,12 @@ def _make_build_options(
         retrace=retrace,
         trace=trace_options,
         verify=run_verify,
+        layers=layers,
+        package_records=not no_package_records,
+        strip=strip,
+        strip_except=strip_except,
+        init=init,
+        sbom=sbom_path,
     )
 
 
@@ -281,6 +297,28 @@ build_options = option_group(
         click.option("--verify", "run_verify", is_flag=True,
                      help="Run slim verify on the fat and the micro image right after "
                      "building."),
+        click.option("--layers/--no-layers", default=True, show_default=True,
+                     help="Split the image into layers by update risk (OS base, OS packages, "
+                     "application, configuration; large files alone), so images from one fat "
+                     "base share layers; --no-layers: one layer."),
+        click.option("--no-package-records", is_flag=True,
+                     help="Leave out the records of the kept OS packages "
+                     "(/var/lib/dpkg/status.d, apk's installed) and /etc/os-release, which "
+                     "vulnerability scanners read."),
+        click.option("--strip", is_flag=True,
+                     help="Drop debug sections and symbol tables from kept ELF files, except "
+                     "files a package database lists with a digest."),
+        click.option("--strip-except", multiple=True, metavar="GLOB",
+                     help="With --strip: leave files matching GLOB as they are (their bytes "
+                     "are verified, e.g. by a checksum the app checks); repeatable."),
+        click.option("--init", is_flag=True,
+                     help="Run an init as PID 1 in front of the app (reaps orphans, forwards "
+                     "signals): the image's own tini or dumb-init, else dumb-init from its "
+                     "PyPI wheel (glibc images)."),
+        click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None,
+                     help="Where to write the SBOM, CycloneDX 1.5 JSON "
+                     "(default .slim/<tag>.sbom.json)."),
     ],
     consumes=("trace_options",),
 )  # fmt: skip

@@ -7,22 +7,20 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import replace
 
 from slimmer import wire
-from slimmer.context import write_rootfs_tar
 from slimmer.depsreport import closure_report, closure_tree
 from slimmer.errors import SlimError
 from slimmer.execpath import DEFAULT_PATH, find_program
-from slimmer.fileset import mount_points, select_files, walk
+from slimmer.fileset import walk
 from slimmer.loader import Loader
+from slimmer.packages import read_package_db
 from slimmer.protocol import (
     EXIT_SENSOR_FAILED,
     AppExited,
     AppIdentity,
     AppStatus,
     CollectJob,
-    CollectResult,
     DepsJob,
     DepsResult,
     FailureReason,
@@ -41,6 +39,7 @@ from slimmer.protocol import (
     message_line,
 )
 from slimmer.rootfs import RootFS
+from slimmer.sensor.collect import collect_files
 from slimmer.sensor.init import Supervisor, TracedSupervisor
 from slimmer.sensor.seal import end_all_processes, seal, write_private
 from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
@@ -293,20 +292,24 @@ def deps(job: DepsJob, layout: SensorLayout) -> int:
 
 
 def collect(job: CollectJob, layout: SensorLayout) -> int:
-    """Select the micro image's files here, where they are, and tar them."""
-    fs = RootFS("/")
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-        mounts = tuple(mount_points(handle.read()))
-    skipped = (*job.selection.skipped_trees, layout.root)
-    request = replace(job.selection, mount_points=mounts, skipped_trees=skipped)
-    selection = select_files(fs, request)
-    with open(layout.output_tar, "wb") as out:
-        write_rootfs_tar(fs, selection, out)
-    write_result(layout, CollectResult(selection))
+    """Select the micro image's files here, where they are, and tar them
+    (slimmer.sensor.collect)."""
+    result = collect_files(job, layout)
+    if isinstance(result, SensorFailure):
+        return fail(layout, result.reason, result.message, result.hint)
+    write_result(layout, result)
     return 0
 
 
-def inventory(_job: InventoryJob, layout: SensorLayout) -> int:
+def inventory_packages(job: InventoryJob) -> int | None:
+    """How many packages the image's database lists (None: no database)."""
+    if not job.count_packages:
+        return None
+    db = read_package_db(RootFS("/"))
+    return len(db) if db.manager is not None else None
+
+
+def inventory(job: InventoryJob, layout: SensorLayout) -> int:
     """How many entries and bytes the image holds (without the sensor)."""
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "other": 0, "bytes": 0}
     dirs = []
@@ -321,7 +324,10 @@ def inventory(_job: InventoryJob, layout: SensorLayout) -> int:
             counts["symlinks"] += 1
         else:
             counts["other"] += 1
-    write_result(layout, InventoryResult(**counts, dir_paths=tuple(sorted(dirs))))
+    write_result(
+        layout,
+        InventoryResult(**counts, dir_paths=tuple(sorted(dirs)), packages=inventory_packages(job)),
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from slimmer.cli import cli
-from slimmer.context import write_context
+from slimmer.context import ROOTFS_MEMBER, ContextMember, write_context
 from slimmer.dockerfile import DockerfileError, go_space, render_dockerfile
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
@@ -479,7 +479,9 @@ def build_one(engine: Engine, images: ImageMaker, tag: str, example: Example) ->
         return "refused"
     assert example.refused_because is None, f"{example.refused_because} was not refused"
     context = io.BytesIO()
-    write_context(dockerfile.text, io.BytesIO(rootfs), len(rootfs), context)
+    write_context(
+        dockerfile.text, [ContextMember(ROOTFS_MEMBER, io.BytesIO(rootfs), len(rootfs))], context
+    )
     context.seek(0)
     images.track(f"{tag}:micro")
     engine.build(

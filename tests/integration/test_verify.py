@@ -140,7 +140,9 @@ def test_compare_formats(fat_nginx: str, nginx_pair) -> None:
     data = json.loads(as_json.stdout)
     fat, micro = data["images"]
     assert micro["size"] < fat["size"] and micro["ratio"] > 10
-    assert micro["files"] < 40 < fat["files"] and micro["layers"] == 1
+    # the app's files and the records of its OS packages, in layers by update risk
+    assert micro["files"] < 100 < fat["files"] and micro["layers"] > 4
+    assert 0 < micro["packages"] < 40 < fat["packages"]
     markdown = runner.invoke(
         cli, ["compare", fat_nginx, good, "--format", "markdown", "--no-files"]
     )

@@ -37,6 +37,14 @@ def test_gates_apply_after_the_first_image() -> None:
     assert check_gates(ROWS[:1], 500, None) == ["fat is 1.0 kB, over --max-size 500 B"]
 
 
+def test_package_counts_are_shown_when_counted() -> None:
+    rows = [ImageFigures("fat", 1000, 5, 100, 1.0, 165), ImageFigures("micro", 100, 9, 3, 10.0)]
+    text = render(rows, "text", []).splitlines()
+    assert text[0].split() == ["image", "size", "bytes", "layers", "files", "packages", "ratio"]
+    assert text[1].split()[-2] == "165" and text[2].split()[-2] == "-"
+    assert '"packages": 165' in render(rows, "json", [])
+
+
 def test_markdown_says_whether_gates_passed() -> None:
     assert render(ROWS, "markdown", []).endswith("gates passed")
     assert "**gates failed:** x" in render(ROWS, "markdown", ["x"])

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.context import ContextError, copy_validated, write_context, write_rootfs_tar
+from slimmer.context import (
+    ContextError,
+    ContextMember,
+    copy_validated,
+    write_context,
+    write_rootfs_tar,
+)
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
 
@@ -121,12 +127,25 @@ def test_missing_members_are_an_error(tree: Path) -> None:
 def test_context_tar_starts_with_a_plain_dockerfile(tree: Path) -> None:
     _, rootfs = rootfs_bytes(tree)
     out = io.BytesIO()
-    write_context("FROM scratch\n", io.BytesIO(rootfs), len(rootfs), out)
+    write_context(
+        "FROM scratch\n", [ContextMember("rootfs.tar", io.BytesIO(rootfs), len(rootfs))], out
+    )
     data = out.getvalue()
     assert data[:10] == b"Dockerfile" and data[257:262] == b"ustar"
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["Dockerfile", "rootfs.tar"]
         assert all(isinstance(m.mtime, int) for m in tar.getmembers())
+
+
+def test_context_holds_the_layers_in_order_under_names_slim_chose() -> None:
+    layers = [ContextMember(f"layer{i:03d}.tar", io.BytesIO(b"x" * i), i) for i in (0, 1, 2)]
+    out = io.BytesIO()
+    write_context("FROM scratch\n", layers, out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getnames() == ["Dockerfile", "layer000.tar", "layer001.tar", "layer002.tar"]
+    for name in ("../x.tar", "Dockerfile", "layer1.tar", "rootfs.tar\nADD x /"):
+        with pytest.raises(ValueError, match="not a name slim gives"):
+            write_context("FROM scratch\n", [ContextMember(name, io.BytesIO(b""), 0)], io.BytesIO())
 
 
 CAP_NET_BIND_SERVICE = bytes.fromhex("0100000200040000000000000000000000000000")  # v2, +ep

@@ -24,7 +24,7 @@ from slimmer.layers import (
     with_generated,
     write_layer,
 )
-from slimmer.packages import Package, PackageManager
+from slimmer.packages import GeneratedFile, Package, PackageManager
 from slimmer.rootfs import Kind, RootFS, parents
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
@@ -79,11 +79,13 @@ def rootfs_of(root: Path, includes: list[str]) -> bytes:
 def layered(
     rootfs: bytes, policy: LayerPolicy, generated: dict[str, bytes] | None = None
 ) -> list[tuple[str, LayerKind, str, bytes]]:
-    """(name, kind, diff_id, tar bytes) of each layer, bottom first."""
+    """(name, kind, tar digest, tar bytes) of each layer, bottom first."""
     entries, links = entries_from_rootfs_tar(io.BytesIO(rootfs))
     owners = dict(OWNERS)
     if generated:
-        entries = with_generated(entries, [(p, d, 0o644, 5) for p, d in generated.items()])
+        entries = with_generated(
+            entries, [GeneratedFile(p, d, 0o644, mtime=5) for p, d in generated.items()]
+        )
         owners.update({p: LIBSSL3 for p in generated})
     plan = plan_layers(entries, owners, BASE, policy, links)
     result = []
@@ -91,7 +93,7 @@ def layered(
         for layer in plan.layers:
             out = io.BytesIO()
             written = write_layer(layer, plan, source, out)
-            result.append((layer.name, layer.kind, written.diff_id, out.getvalue()))
+            result.append((layer.name, layer.kind, written.tar_digest, out.getvalue()))
     return result
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from slimmer.elf import ElfInfo, ElfProblem, parse_elf
 from slimmer.pid1 import (
+    NO_WHEEL,
     WHEEL_INIT_PATH,
     InitChoice,
     InitProblem,
@@ -51,19 +52,18 @@ def test_wheel_binary_is_found_and_is_glibc_linked(wheel_init: ElfInfo) -> None:
 def test_glibc_image_of_the_same_machine_fits(elfroot: ElfRoot, wheel_init: ElfInfo) -> None:
     root = elfroot.glibc_base()
     assert check_init_fits(RootFS(root.path), wheel_init) is None
-    choice = choose_init(RootFS(root.path), PATH_ENV)
-    assert isinstance(choice, InitChoice)
-    assert (choice.source, choice.path) == (InitSource.WHEEL, WHEEL_INIT_PATH)
-    assert choice.host_file == find_wheel_init()
+    choice = choose_init(RootFS(root.path), PATH_ENV, wheel=wheel_init)
+    assert choice == InitChoice(InitSource.WHEEL, WHEEL_INIT_PATH)
+    assert choose_init(RootFS(root.path), PATH_ENV) == NO_WHEEL
 
 
 def test_musl_image_is_refused_with_the_reason(elfroot: ElfRoot, wheel_init: ElfInfo) -> None:
     root = elfroot.musl_base()
     problem = check_init_fits(RootFS(root.path), wheel_init)
     assert isinstance(problem, InitProblem) and "musl" in problem.reason
-    choice = choose_init(RootFS(root.path), PATH_ENV)
-    assert isinstance(choice, InitProblem)
-    assert "add tini or dumb-init to the image" in choice.reason
+    choice = choose_init(RootFS(root.path), PATH_ENV, wheel=wheel_init)
+    assert isinstance(choice, InitProblem) and "musl" in choice.reason
+    assert "the image's own tini or dumb-init is used when it has one" in choice.reason
 
 
 def test_other_architecture_is_refused(elfroot: ElfRoot, wheel_init: ElfInfo) -> None:
