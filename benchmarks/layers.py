@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import tarfile
@@ -427,7 +428,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="layers: %(message)s")
 
-    engine = Engine.connect()
+    engine = Engine.from_environment(os.environ)
     apps = [APPS[name] for name in args.apps.split(",")]
     with tempfile.TemporaryDirectory(prefix="slim-layers-") as scratch:
         workdir = args.workdir or Path(scratch)

@@ -81,12 +81,21 @@ class BuildOptions:
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
     verify: bool = False  # run verify on the fat and the micro image afterwards
+    labels: dict[str, str] = field(default_factory=dict)  # --label: added by the builder
+    platform: str | None = None  # --platform: must be the engine's own
 
     def __post_init__(self) -> None:
         if not self.tag and self.context_only is None:
             raise UsageError(
                 "give the micro image a name with -t NAME[:TAG] (or use --context-only)"
             )
+        if self.labels and self.context_only is not None:
+            raise UsageError(
+                "--label adds labels when slim builds; --context-only does not build",
+                "give them to the build: docker build --label KEY=VALUE - < CONTEXT",
+            )
+        if self.platform is not None:
+            parse_platform(self.platform)
         for pattern in self.includes:
             check_pattern(pattern, "--include")
         for pattern in self.excludes:
@@ -94,6 +103,40 @@ class BuildOptions:
 
     def report_path(self, image: str) -> Path:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
+
+
+# The names Go (and so the engines) give CPUs that uname and Debian name otherwise.
+_ARCH_NAMES = {
+    "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+    "armel": "arm", "i386": "386", "i686": "386", "ppc64el": "ppc64le",
+}  # fmt: skip
+_PLATFORM = re.compile(r"([a-z0-9]+)(?:/([a-z0-9_-]+)(?:/([a-z0-9]+))?)?")
+
+
+def parse_platform(text: str) -> tuple[str, str | None, str | None]:
+    """`os[/arch[/variant]]` (linux/arm64/v8), architecture names normalised
+    as the engines name them."""
+    found = _PLATFORM.fullmatch(text.strip().lower())
+    if not found:
+        raise UsageError(
+            f"--platform {text!r} is not os[/arch[/variant]]", "e.g. --platform linux/amd64"
+        )
+    os_name, arch, variant = found.groups()
+    return os_name, _ARCH_NAMES.get(arch or "", arch), variant
+
+
+def check_platform(requested: str, native: str) -> None:
+    """slim runs the app on the engine to trace it and builds the micro image
+    from the fat image's files there: it makes images of the engine's own
+    platform only. A variant (linux/arm64/v8) is the engine's to judge."""
+    want_os, want_arch, _ = parse_platform(requested)
+    have_os, have_arch, _ = parse_platform(native)
+    if want_os != have_os or (want_arch is not None and want_arch != have_arch):
+        raise UsageError(
+            f"--platform {requested}: the engine runs {native} images, and slim builds only "
+            "for the engine's own platform (it runs the app to trace it; no emulation)",
+            f"use an engine on a {requested} machine (-H/--host, --context)",
+        )
 
 
 @dataclass(frozen=True)
@@ -146,6 +189,8 @@ def choose_traces(
 
 def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) -> BuildOutcome:
     """`slim build`: choose or make the traces, build, verify if asked."""
+    if options.platform is not None:
+        check_platform(options.platform, engine.platform)  # before any container runs
     traces, made = choose_traces(engine, image, options, cache_dir)
     result = build_micro(engine, image, traces, options, cache_dir)
     verified = None
@@ -245,11 +290,13 @@ def build_micro(
 ) -> BuildResult:
     started = time.monotonic()
     seconds: dict[str, float] = {}
+    if options.platform is not None:
+        check_platform(options.platform, engine.platform)
     attrs = engine.image_attrs(image)
     image_id = str(attrs.get("Id", ""))
     used = [saved.trace for saved in traces]
     check_traces(used, image, image_id, options.force)
-    config = ImageConfig.from_inspect(attrs)
+    config = engine.image_config(image, attrs)
     request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
     bundle = sensor_bundle(cache_dir)
@@ -261,6 +308,13 @@ def build_micro(
         request = replace(request, base_dirs=inventory.dir_paths)
     labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
     dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
+    dockerfile_warnings = [
+        *dockerfile_warnings,
+        *(
+            f"the engine did not report the image's {name.upper()}: the micro image has none"
+            for name in config.unreported
+        ),
+    ]
 
     with scratch_directory("slim-build-") as scratch:
         rootfs_path = scratch / "rootfs.tar"
@@ -311,7 +365,11 @@ def build_micro(
             build_started = time.monotonic()
             with context_path.open("rb") as context:
                 micro_id = engine.build(
-                    context, options.tag, progress=lambda line: log.debug("%s", line)
+                    context,
+                    options.tag,
+                    labels=options.labels,
+                    platform=options.platform,
+                    progress=lambda line: log.debug("%s", line),
                 )
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))

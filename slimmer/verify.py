@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from slimmer.engine import Engine
-from slimmer.errors import ExitCode, SlimError
+from slimmer.errors import CommandNotRunnable, ExitCode, SlimError
 from slimmer.probes import ProbeRequest, command_answer, plan_probes, run_probes
 from slimmer.trace import (
     Answer,
@@ -21,7 +21,6 @@ from slimmer.trace import (
     HostProbe,
     HttpAnswer,
     HttpProbe,
-    ImageConfig,
     NoAnswer,
     Trace,
 )
@@ -138,29 +137,42 @@ class VerifyOutcome:
 
 
 def answers_of(
-    engine: Engine, image: str, plan: VerifyPlan, client_image: str
+    engine: Engine, image: str, plan: VerifyPlan, client_image: str, *, reference: bool
 ) -> dict[str, Answer]:
     """Run one image and collect an answer per probe; clients run in
-    containers of `client_image` (the fat one)."""
-    config = ImageConfig.from_inspect(engine.image_attrs(image))
+    containers of `client_image` (the fat one). The reference (the fat
+    image) must answer its HTTP probes: without its answers there is
+    nothing to compare with. A container whose command cannot start gives
+    that as every answer (a micro image that lost its entrypoint)."""
+    config = engine.image_config(image)
     run_id = engine.new_run_id()
     entrypoint = list(plan.command) if plan.command is not None else None
     if plan.until_exit:
-        code, out, err = engine.run_to_exit(
-            image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
-        )
+        try:
+            code, out, err = engine.run_to_exit(
+                image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
+            )
+        except CommandNotRunnable as exc:
+            if reference:
+                raise
+            return {RUN_LABEL: NoAnswer(exc.message)}
         return {RUN_LABEL: command_answer(code, out, err)}
     probe_plan = plan_probes(plan.probes, config, config.user, client_image)
     with engine.container(
         image, run_id, ports=probe_plan.ports(config), entrypoint=entrypoint
     ) as container:
-        engine.start(container)
+        try:
+            engine.start(container)
+        except CommandNotRunnable as exc:
+            if reference:
+                raise
+            return {probe.label(): NoAnswer(exc.message) for probe in probe_plan.probes()}
         run = run_probes(
             engine,
             container,
             probe_plan,
             still_running=lambda: engine.is_running(container),
-            must_answer=False,
+            must_answer=reference,
         )
     return {result.probe.label(): result.answer for result in run.results}
 
@@ -229,10 +241,10 @@ def verify_images(engine: Engine, fat: str, micro: str, plan: VerifyPlan) -> Ver
     seconds: dict[str, float] = {}
     started = time.monotonic()
     log.info("running %s", fat)
-    fat_answers = answers_of(engine, fat, plan, fat)
+    fat_answers = answers_of(engine, fat, plan, fat, reference=True)
     seconds["fat"] = round(time.monotonic() - started, 3)
     log.info("running %s", micro)
-    micro_answers = answers_of(engine, micro, plan, fat)
+    micro_answers = answers_of(engine, micro, plan, fat, reference=False)
     seconds["micro"] = round(time.monotonic() - started - seconds["fat"], 3)
     checks = tuple(compare_answers(fat_answers, micro_answers, plan.headers))
     return VerifyOutcome(

@@ -217,6 +217,8 @@ def _make_build_options(
     force: bool,
     run_verify: bool,
     no_app_content: bool,
+    labels: tuple[str, ...],
+    platform: str | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
     for path, option in ((context_only, "--context-only"), (report_path, "--report")):
@@ -238,7 +240,20 @@ def _make_build_options(
         retrace=retrace,
         trace=trace_options,
         verify=run_verify,
+        labels=parse_labels(labels),
+        platform=platform,
     )
+
+
+def parse_labels(given: tuple[str, ...]) -> dict[str, str]:
+    """`--label KEY=VALUE` (or KEY, an empty value), as docker build reads them."""
+    labels: dict[str, str] = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        if not key.strip() or key != key.strip():
+            raise UsageError(f"bad --label {item!r}", "write it as KEY=VALUE")
+        labels[key] = value
+    return labels
 
 
 build_options = option_group(
@@ -276,6 +291,12 @@ build_options = option_group(
         click.option("--verify", "run_verify", is_flag=True,
                      help="Run slim verify on the fat and the micro image right after "
                      "building."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="Add a label to the micro image (as docker build --label); "
+                     "repeatable. The fat image's labels are kept anyway."),
+        click.option("--platform", default=None, metavar="OS/ARCH",
+                     help="The micro image's platform, as docker build --platform: only the "
+                     "engine's own is possible (slim runs the app there)."),
     ],
     consumes=("trace_options",),
 )  # fmt: skip
