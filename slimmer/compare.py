@@ -45,6 +45,8 @@ class ImageFigures:
     layers: int
     files: int | None
     ratio: float  # size of the first image / this one
+    id: str = ""  # the image id (sha256:...)
+    digests: tuple[str, ...] = ()  # repo@sha256:..., where it was pushed or pulled
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +70,15 @@ def figures(
         files = count_image_files(engine, image, cache_dir) if count_files else None
         layers = len((attrs.get("RootFS") or {}).get("Layers") or [])
         rows.append(
-            ImageFigures(image, size, layers, files, round(first_size / size, 1) if size else 0)
+            ImageFigures(
+                image,
+                size,
+                layers,
+                files,
+                round(first_size / size, 1) if size else 0,
+                id=str(attrs.get("Id") or ""),
+                digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
+            )
         )
     return rows
 
