@@ -9,14 +9,16 @@ context's rootfs.tar; the Dockerfile carries the fat image's contract.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from slimmer import __version__, wire
+from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
 from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
@@ -31,6 +33,7 @@ from slimmer.protocol import (
     InventoryResult,
 )
 from slimmer.report import BuildReport, build_report, human_size
+from slimmer.rootfs import Kind
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
 from slimmer.trace import Access, ImageConfig, Trace, TracedFile, default_trace_path, file_safe
 from slimmer.tracer import TraceOptions, trace_image
@@ -137,6 +140,51 @@ def check_platform(requested: str, native: str) -> None:
             "for the engine's own platform (it runs the app to trace it; no emulation)",
             f"use an engine on a {requested} machine (-H/--host, --context)",
         )
+
+
+class CountingReader(io.RawIOBase):
+    """Reads through to a stream and shows how much passed as a step's
+    progress. `len` and `tell` give an HTTP body its Content-Length (requests
+    sends len - tell)."""
+
+    def __init__(self, inner: BinaryIO, step: progress.Step, total: int) -> None:
+        self.inner = inner
+        self.step = step
+        self.total = total
+        self.done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        data = self.inner.read(len(target))
+        size = len(data)
+        target[:size] = data
+        self.done += size
+        progress.update(self.step, self.done, self.total)
+        return size
+
+    def __len__(self) -> int:
+        return self.total
+
+    def tell(self) -> int:
+        return self.done
+
+    def __exit__(self, *exc: object) -> None:
+        progress.finish(self.step)
+        super().__exit__(*exc)
+
+
+_BUILD_STEP = re.compile(r"^(?:Step|STEP) (\d+)/(\d+)\b")
+
+
+def build_progress(line: str) -> None:
+    """The builder's output: its steps as progress (Docker's `Step 2/9 :`,
+    Podman's `STEP 2/9:`), every line in the debug log."""
+    log.debug("%s", line)
+    found = _BUILD_STEP.match(line)
+    if found:
+        progress.update(progress.BUILD, int(found.group(1)), int(found.group(2)))
 
 
 @dataclass(frozen=True)
@@ -325,13 +373,16 @@ def build_micro(
         ) as sensor:
             if sensor.wait_exit(COLLECT_TIMEOUT) is None:
                 raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
+            progress.finish(progress.COLLECT)
             selection = sensor.result_of(CollectResult).selection
+            file_bytes = sum(e.size for e in selection.entries if e.kind is Kind.FILE)
             try:
                 with (
                     engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
                     rootfs_path.open("wb") as out,
+                    CountingReader(stream, progress.COPY, file_bytes) as counted,
                 ):
-                    stats = copy_validated(stream, selection, out)
+                    stats = copy_validated(counted, selection, out)
             except OSError as exc:
                 error = ContextError(
                     f"cannot write {rootfs_path}: {exc.strerror}",
@@ -363,14 +414,19 @@ def build_micro(
         if options.context_only is None and options.tag:
             log.info("building %s", options.tag)
             build_started = time.monotonic()
-            with context_path.open("rb") as context:
+            size = context_path.stat().st_size
+            with (
+                context_path.open("rb") as context,
+                CountingReader(context, progress.SEND, size) as counted,
+            ):
                 micro_id = engine.build(
-                    context,
+                    counted,
                     options.tag,
                     labels=options.labels,
                     platform=options.platform,
-                    progress=lambda line: log.debug("%s", line),
+                    progress=build_progress,
                 )
+            progress.finish(progress.BUILD)
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
 

@@ -15,7 +15,7 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -57,10 +57,17 @@ def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
     )
 
 
-def write_rootfs_tar(fs: RootFS, selection: Selection, out: BinaryIO) -> None:
+def write_rootfs_tar(
+    fs: RootFS,
+    selection: Selection,
+    out: BinaryIO,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Write the selected entries, in order, streaming file contents. A file
-    whose inode was written before becomes a hard link to it."""
+    whose inode was written before becomes a hard link to it. `progress`
+    hears the bytes of file contents written so far, after each file."""
     seen_inodes: dict[tuple[int, int], str] = {}
+    written = 0
     with open_tar_writer(out) as tar:
         for entry in selection.entries:
             if entry.path == "/":
@@ -83,6 +90,9 @@ def write_rootfs_tar(fs: RootFS, selection: Selection, out: BinaryIO) -> None:
                 if os.fstat(handle.fileno()).st_size != entry.size:
                     raise ContextError(f"{entry.path} changed size while it was collected")
                 tar.addfile(member, handle)
+            written += entry.size
+            if progress is not None:
+                progress(written)
 
 
 @dataclass(frozen=True)

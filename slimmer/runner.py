@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from slimmer import wire
+from slimmer import progress, wire
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode, NotFound, SlimError
 from slimmer.protocol import (
@@ -32,6 +32,8 @@ from slimmer.protocol import (
     FailureReason,
     Job,
     Note,
+    Progress,
+    ProgressStep,
     RunConfig,
     SensorFailure,
     SensorLayout,
@@ -44,6 +46,7 @@ from slimmer.protocol import (
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 40
+PROGRESS_STEPS = {ProgressStep.WATCH: progress.WATCH, ProgressStep.COLLECT: progress.COLLECT}
 R = TypeVar("R", bound=SensorResult)
 
 
@@ -97,6 +100,7 @@ class SensorContainer:
         self.notes: list[str] = []
         self.watching = threading.Event()
         self.ended = threading.Event()
+        self._steps: set[progress.Step] = set()  # steps whose progress the sensor showed
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
     def start(self) -> None:
@@ -114,11 +118,19 @@ class SensorContainer:
             if pending:
                 self._line(pending.decode("utf-8", "replace"))
         finally:
+            for step in self._steps:
+                progress.finish(step)
             self.ended.set()
 
     def _line(self, line: str) -> None:
         message = parse_message_line(line)
+        if isinstance(message, Progress):
+            step = PROGRESS_STEPS[message.step]
+            self._steps.add(step)
+            progress.update(step, message.done, message.total)
+            return
         if isinstance(message, Watching):
+            progress.finish(progress.WATCH)
             self.watching.set()
             log.info("watching %d directories (%.2fs)", message.directories, message.seconds)
             return

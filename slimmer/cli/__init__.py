@@ -7,7 +7,13 @@ from __future__ import annotations
 import click
 
 from slimmer import __version__
-from slimmer.cli.base import check_published_host, default_cache_dir, run_cli, setup_logging
+from slimmer.cli.base import (
+    check_published_host,
+    default_cache_dir,
+    run_cli,
+    setup_logging,
+    setup_progress,
+)
 from slimmer.cli.build import build_command
 from slimmer.cli.compare import compare
 from slimmer.cli.deps import deps
@@ -70,6 +76,7 @@ def cli(
       slim schema NAME               the JSON Schema of a file slim writes
     """
     setup_logging(debug, quiet)
+    setup_progress(quiet)
 
 
 for command in (trace, build_command, verify, compare, explain, deps, schema):

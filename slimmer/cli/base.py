@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from slimmer import progress
 from slimmer.endpoint import choose_endpoint
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
@@ -40,6 +41,13 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         return
+
+    def emit(self, record: logging.LogRecord) -> None:
+        display = progress.current()
+        if isinstance(display, progress.LiveBar):
+            display.interrupt(lambda: super(CurrentStderr, self).emit(record))
+        else:
+            super().emit(record)
 
 
 GLOBAL_OPTIONS = ("-q", "--quiet", "--debug", "-H", "--host", "--context", "--published-host")
@@ -157,8 +165,20 @@ def summary(line: str) -> None:
         click.echo(line, err=True)
 
 
+def setup_progress(quiet: bool) -> None:
+    """How long steps show progress: a live bar on a terminal, a plain line
+    every few seconds otherwise (CI logs), nothing with -q."""
+    if quiet:
+        progress.use(progress.Silent())
+    elif sys.stderr.isatty():
+        progress.use(progress.LiveBar())
+    else:
+        progress.use(progress.PlainLines())
+
+
 def setup_logging(debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    """INFO (progress, summaries) by default; -q leaves errors only; --debug all."""
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
     logger = logging.getLogger(LOGGER)
     if not any(isinstance(h, CurrentStderr) for h in logger.handlers):
         handler = CurrentStderr()

@@ -7,6 +7,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from slimmer import wire
@@ -29,6 +30,8 @@ from slimmer.protocol import (
     InventoryJob,
     InventoryResult,
     Note,
+    Progress,
+    ProgressStep,
     RunConfig,
     SensorFailure,
     SensorLayout,
@@ -40,7 +43,7 @@ from slimmer.protocol import (
     encode_result,
     message_line,
 )
-from slimmer.rootfs import RootFS
+from slimmer.rootfs import Kind, RootFS
 from slimmer.sensor.init import Supervisor
 from slimmer.sensor.seal import end_all_processes, seal, write_private
 from slimmer.sensor.users import AppUser, resolve_user
@@ -49,11 +52,28 @@ from slimmer.trace import Access as TracedAccess
 from slimmer.trace import TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
+PROGRESS_SECONDS = 0.25
 
 
 def say(message: SensorMessage) -> None:
     sys.stderr.write(message_line(message) + "\n")
     sys.stderr.flush()
+
+
+def progress_sayer(
+    step: ProgressStep, total: int | None = None, every: float = PROGRESS_SECONDS
+) -> Callable[[int], None]:
+    """A progress callback that says how far a step got, at most every `every` seconds."""
+    last = time.monotonic()
+
+    def heard(done: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            say(Progress(step, done, total))
+
+    return heard
 
 
 def write_result(layout: SensorLayout, result: SensorResult) -> None:
@@ -138,7 +158,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
     skipped = layout.skipped_trees()
     try:
         watcher = TreeWatcher(skipped)
-        watches = watcher.watch_tree("/")
+        watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
     except WatchLimitError as exc:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
     watcher.drain()
@@ -210,7 +230,8 @@ def collect(job: CollectJob, layout: SensorLayout) -> int:
     request = replace(job.selection, mount_points=mounts, skipped_trees=skipped)
     selection = select_files(fs, request)
     with open(layout.output_tar, "wb") as out:
-        write_rootfs_tar(fs, selection, out)
+        total = sum(entry.size for entry in selection.entries if entry.kind is Kind.FILE)
+        write_rootfs_tar(fs, selection, out, progress_sayer(ProgressStep.COLLECT, total))
     write_result(layout, CollectResult(selection))
     return 0
 
