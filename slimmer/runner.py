@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import platform
 import tarfile
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import TypeVar
 
 from slimmer import progress, wire
 from slimmer.engine import ContainerRef, Engine
-from slimmer.errors import ExitCode, NotFound, SlimError
+from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
     SENSOR_ENV,
@@ -234,7 +235,14 @@ def sensor_container(
         with bundle.open("rb") as handle:
             engine.put_archive(container, handle, layout.root)
         sensor = SensorContainer(engine, container, layout, echo_app)
-        sensor.start()
+        try:
+            sensor.start()
+        except CommandNotRunnable as exc:
+            raise SensorError(
+                f"slim's sensor cannot run in a container of {image}: {exc.message}",
+                f"the sensor is this machine's CPython ({platform.machine()}); the engine "
+                f"runs {engine.platform} containers: use an engine with this machine's CPU",
+            ) from None
         yield sensor
 
 
