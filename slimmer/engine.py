@@ -101,13 +101,6 @@ RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
 ANSWER_TIMEOUT = 10.0  # how long a connected engine may take to answer a ping
 
 
-def _engine_address() -> str:
-    try:
-        return str(docker.utils.kwargs_from_env().get("base_url") or "the default socket")
-    except docker.errors.DockerException:
-        return "DOCKER_HOST"
-
-
 def _timed_out(exc: BaseException) -> bool:
     """Whether an error of the SDK comes from a time-out (the engine is
     there but silent) rather than a refused or missing connection."""
