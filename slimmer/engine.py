@@ -307,6 +307,7 @@ class Engine:
         self.kind = engine_kind_of(self.version_info)
         self.given_published_host = published_host
         self._unreported_said: set[str] = set()
+        self._said_where_published = False
 
     def new_run_id(self) -> str:
         """The label value of a new run's containers (see RUN_LABEL)."""
@@ -371,16 +372,9 @@ class Engine:
                 "is it a Docker-compatible engine?",
             ) from None
         client.api.timeout = timeout  # long operations (builds, archives) get longer
-        engine = cls(
+        return cls(
             client, run_prefix, endpoint=endpoint, version=version, published_host=published_host
         )
-        if engine.publish_address == ALL_INTERFACES:
-            log.info(
-                "the engine is not on this machine: published ports are open on all its "
-                "interfaces while a run lasts, and probed at %s",
-                engine.published_host,
-            )
-        return engine
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], **options: Any) -> Engine:
@@ -426,8 +420,17 @@ class Engine:
         )
 
     def publish(self, ports: list[int]) -> dict[str, tuple[str, None]]:
-        """A `ports=` option publishing TCP ports on a free host port each."""
-        return {f"{port}/tcp": (self.publish_address, None) for port in ports}
+        """A `ports=` option publishing TCP ports on a free host port each.
+        Where they are open on an engine elsewhere is said, once."""
+        address = self.publish_address
+        if ports and address == ALL_INTERFACES and not self._said_where_published:
+            self._said_where_published = True
+            log.info(
+                "the engine is not on this machine: its published ports are open on all its "
+                "interfaces while a run lasts, and probed at %s",
+                self.published_host,
+            )
+        return {f"{port}/tcp": (address, None) for port in ports}
 
     @property
     def platform(self) -> str:

@@ -87,7 +87,12 @@ def finds_remote_only_image(*argv: str, env: Mapping[str, str | None]) -> SlimRu
 
 
 def test_tcp_engine(remote_engine: RemoteEngine, tmp_path: Path) -> None:
-    trace_build_verify(tmp_path, engine_env(DOCKER_HOST=remote_engine.tcp_host))
+    traced, _, _ = trace_build_verify(tmp_path, engine_env(DOCKER_HOST=remote_engine.tcp_host))
+    # Published on the engine's interfaces (its loopback is not this machine's), and said.
+    assert (
+        f"open on all its interfaces while a run lasts, and probed at {remote_engine.engine_ip}"
+        in traced.stderr
+    )
 
 
 def tls_env(remote: RemoteEngine, **changes: str | None) -> dict[str, str | None]:
