@@ -52,11 +52,13 @@ unit: $(STAMP) test-deps
 lint: $(STAMP)
 	$(BIN)/ruff check slimmer tests benchmarks
 
-## Figures, not tests: closure speed, watch set-up and event rate, build and verify time.
+## Figures, not tests: closure speed, watch set-up and event rate, build and verify time,
+## the syscall observer's cost.
 bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/closure.py
 	$(BIN)/python benchmarks/watch.py
 	$(BIN)/python benchmarks/build.py
+	$(BIN)/python benchmarks/syscalls.py
 
 ## Regenerate slimmer/schemas/*.json after changing a format's dataclasses.
 schemas: $(STAMP)

@@ -21,7 +21,8 @@ from typing import Any, BinaryIO
 from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
-from slimmer.context import ContextError, copy_validated, render_dockerfile, write_context
+from slimmer.context import ContextError, copy_validated, write_context
+from slimmer.dockerfile import render_dockerfile
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Selection, SelectionRequest, check_pattern
@@ -35,7 +36,15 @@ from slimmer.protocol import (
 from slimmer.report import BuildReport, build_report, human_size
 from slimmer.rootfs import Kind
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
-from slimmer.trace import Access, ImageConfig, Trace, TracedFile, default_trace_path, file_safe
+from slimmer.trace import (
+    Access,
+    ImageConfig,
+    Lookup,
+    Trace,
+    TracedFile,
+    default_trace_path,
+    file_safe,
+)
 from slimmer.tracer import TraceOptions, trace_image
 from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
 
@@ -269,6 +278,10 @@ def merge_traced(traces: list[Trace]) -> tuple[TracedFile, ...]:
     )
 
 
+def _lookup_key(lookup: Lookup) -> tuple[str, str, bool, bool]:
+    return (lookup.path, lookup.action.value, lookup.follow, lookup.existed)
+
+
 def check_traces(traces: list[Trace], image: str, image_id: str, force: bool) -> None:
     for trace in traces:
         if trace.image_id and trace.image_id != image_id:
@@ -316,6 +329,7 @@ def selection_request(
         entrypoints.append(image_command[0])
     return SelectionRequest(
         traced=merge_traced(traces),
+        lookups=tuple(sorted({lookup for t in traces for lookup in t.lookups}, key=_lookup_key)),
         entrypoint=tuple(dict.fromkeys(entrypoints)),
         healthcheck=tuple((config.healthcheck_argv() or [])[:1]),
         includes=options.includes,
@@ -347,6 +361,10 @@ def build_micro(
     config = engine.image_config(image, attrs)
     request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
+    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
+    dockerfile = render_dockerfile(config, base, labels)  # refuses before any container
+    if options.context_only is not None:
+        dockerfile.check_self_contained()
     bundle = sensor_bundle(cache_dir)
     if base != "scratch":
         if not engine.image_exists(base):
@@ -354,15 +372,6 @@ def build_micro(
             engine.pull(base)
         inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
         request = replace(request, base_dirs=inventory.dir_paths)
-    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
-    dockerfile, dockerfile_warnings = render_dockerfile(config, base, labels)
-    dockerfile_warnings = [
-        *dockerfile_warnings,
-        *(
-            f"the engine did not report the image's {name.upper()}: the micro image has none"
-            for name in config.unreported
-        ),
-    ]
 
     with scratch_directory("slim-build-") as scratch:
         rootfs_path = scratch / "rootfs.tar"
@@ -398,7 +407,7 @@ def build_micro(
         context_path = options.context_only or scratch / "context.tar"
         try:
             with rootfs_path.open("rb") as rootfs, context_path.open("wb") as out:
-                write_context(dockerfile, rootfs, rootfs_path.stat().st_size, out)
+                write_context(dockerfile.text, rootfs, rootfs_path.stat().st_size, out)
         except BaseException as exc:
             with signals_held():
                 context_path.unlink(missing_ok=True)  # no half-written context is left
@@ -422,7 +431,8 @@ def build_micro(
                 micro_id = engine.build(
                     counted,
                     options.tag,
-                    labels=options.labels,
+                    labels={**dockerfile.labels, **options.labels},
+                    build_args=dockerfile.build_args,
                     platform=options.platform,
                     progress=build_progress,
                 )
@@ -440,7 +450,10 @@ def build_micro(
         fat_size=fat_size,
         micro_size=micro_size,
         selection=selection,
-        dockerfile_warnings=dockerfile_warnings,
+        dockerfile_warnings=[
+            f"the engine did not report the image's {name.upper()}: the micro image has none"
+            for name in config.unreported
+        ],
         traces=[str(saved.path) for saved in traces],
         seconds=seconds,
     )

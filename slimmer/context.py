@@ -1,5 +1,6 @@
 """The build context: a deterministic rootfs tar, its validation when it
-comes back from the container, the Dockerfile, and the context tar.
+comes back from the container, and the context tar (the Dockerfile is
+slimmer.dockerfile's).
 
 The context holds `Dockerfile` (first, with a plain ustar header, so that
 `docker build - < context.tar` works) and `rootfs.tar`, which the Dockerfile
@@ -11,18 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from slimmer.errors import SlimError
-from slimmer.fileset import Entry, Selection
+from slimmer.fileset import Entry, Selection, Xattr
 from slimmer.rootfs import Kind, RootFS
-from slimmer.trace import Healthcheck, ImageConfig
+from slimmer.sparse import (
+    SPARSE_MIN_HOLES,
+    ZEROS,
+    PaxMember,
+    SparseContent,
+    SparseMapError,
+    checked_map,
+    data_map,
+    sparse_member,
+)
 
 TAR_FORMAT = tarfile.GNU_FORMAT  # long names, raw bytes in names, no PAX times
 TAR_ENCODING = "utf-8"
@@ -34,8 +43,22 @@ class ContextError(SlimError):
     """The archive from the container is not what was asked for."""
 
 
+XATTR_HEADER = "SCHILY.xattr."  # how tar (and ADD) carry an extended attribute
+
+
+def xattr_headers(xattrs: tuple[Xattr, ...]) -> dict[str, str]:
+    """PAX records for extended attributes; binary values go as raw bytes
+    (tarfile writes them with hdrcharset=BINARY)."""
+    return {XATTR_HEADER + x.name: x.data.decode(TAR_ENCODING, TAR_ERRORS) for x in xattrs}
+
+
 def _member(entry: Entry) -> tarfile.TarInfo:
-    member = tarfile.TarInfo(entry.path.lstrip("/"))
+    member: tarfile.TarInfo = (
+        PaxMember(entry.path.lstrip("/"))
+        if entry.xattrs
+        else tarfile.TarInfo(entry.path.lstrip("/"))
+    )
+    member.pax_headers = xattr_headers(entry.xattrs)
     member.mode = entry.mode
     member.uid, member.gid = entry.uid, entry.gid
     member.uname = member.gname = ""
@@ -64,8 +87,9 @@ def write_rootfs_tar(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write the selected entries, in order, streaming file contents. A file
-    whose inode was written before becomes a hard link to it. `progress`
-    hears the bytes of file contents written so far, after each file."""
+    whose inode was written before becomes a hard link to it; a file with
+    enough zeros becomes a sparse member (slimmer.sparse). `progress` hears
+    the bytes of file contents written so far, after each file."""
     seen_inodes: dict[tuple[int, int], str] = {}
     written = 0
     with open_tar_writer(out) as tar:
@@ -82,6 +106,7 @@ def write_rootfs_tar(
                 member.type = tarfile.LNKTYPE
                 member.linkname = seen_inodes[inode]
                 member.size = 0
+                member.pax_headers = {}  # the attributes are the inode's: on its first name
                 tar.addfile(member)
                 continue
             seen_inodes[inode] = member.name
@@ -89,10 +114,25 @@ def write_rootfs_tar(
             with os.fdopen(fd, "rb") as handle:
                 if os.fstat(handle.fileno()).st_size != entry.size:
                     raise ContextError(f"{entry.path} changed size while it was collected")
-                tar.addfile(member, handle)
+                add_file(tar, member, handle)
             written += entry.size
             if progress is not None:
                 progress(written)
+
+
+def add_file(tar: tarfile.TarFile, member: tarfile.TarInfo, handle: BinaryIO) -> None:
+    """A regular file's member: sparse when its zeros are worth it."""
+    fd = handle.fileno()
+    layout = data_map(fd, member.size) if member.size >= SPARSE_MIN_HOLES else None
+    if layout is None or not layout.sparse:
+        handle.seek(0)  # SEEK_DATA and SEEK_HOLE moved the offset
+        tar.addfile(member, handle)
+        return
+
+    def read_at(offset: int, length: int) -> bytes:
+        return os.pread(fd, length, offset)
+
+    tar.addfile(sparse_member(member, layout), SparseContent(layout, read_at))
 
 
 @dataclass(frozen=True)
@@ -117,6 +157,78 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
+def check_member(member: tarfile.TarInfo, entry: Entry | None, written: set[str]) -> None:
+    """Refuse a member that is not the selected entry of that name."""
+    name = member.name
+    if name.startswith("/") or ".." in name.split("/") or entry is None or name in written:
+        raise ContextError(f"unexpected member {name!r} in the archive from the container")
+    if member.islnk():
+        if member.linkname not in written or entry.kind is not Kind.FILE:
+            raise ContextError(f"hard link {name!r} -> {member.linkname!r} points outside")
+    elif member.issym():
+        if entry.kind is not Kind.SYMLINK or member.linkname != entry.link:
+            raise ContextError(f"symlink {name!r} is not the one selected")
+    elif member.isdir():
+        if entry.kind is not Kind.DIR:
+            raise ContextError(f"{name!r} is a directory, expected {entry.kind.value}")
+    elif member.isreg():
+        if entry.kind is not Kind.FILE or member.size != entry.size:
+            raise ContextError(f"{name!r} is not the file that was selected")
+    else:
+        raise ContextError(f"{name!r}: device, FIFO or unknown member type refused")
+    found = {k: v for k, v in member.pax_headers.items() if k.startswith(XATTR_HEADER)}
+    if found and (member.islnk() or found != xattr_headers(entry.xattrs)):
+        raise ContextError(f"{name!r}: extended attributes that were not selected")
+
+
+def clean_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The member as slim writes it: numeric owners, integer mtime, plain
+    types, only the extended attributes (checked against the selection)."""
+    xattrs = {k: v for k, v in member.pax_headers.items() if k.startswith(XATTR_HEADER)}
+    clean = PaxMember(member.name) if xattrs else tarfile.TarInfo(member.name)
+    clean.pax_headers = xattrs
+    clean.type = tarfile.REGTYPE if member.isreg() else member.type
+    clean.mode = stat.S_IMODE(member.mode)
+    clean.uid, clean.gid, clean.mtime = member.uid, member.gid, int(member.mtime)
+    clean.uname = clean.gname = ""
+    clean.linkname, clean.size = member.linkname, member.size if member.isreg() else 0
+    return clean
+
+
+def copy_sparse(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, clean: tarfile.TarInfo, out: tarfile.TarFile
+) -> str:
+    """A sparse member, copied as one: the map checked, only its data read.
+    Returns the sha256 of the whole file, zeros included."""
+    layout = checked_map(list(member.sparse or ()), member.size)
+    extracted = tar.extractfile(member)
+    if extracted is None:
+        raise ContextError(f"{member.name!r} has no data")
+    content = extracted.raw  # no read-ahead: the stream cannot seek back
+    digest = hashlib.sha256()
+    hashed = 0
+
+    def hash_zeros(until: int) -> None:
+        nonlocal hashed
+        while hashed < until:
+            step = min(len(ZEROS), until - hashed)
+            digest.update(ZEROS[:step] if step < len(ZEROS) else ZEROS)
+            hashed += step
+
+    def read_at(offset: int, length: int) -> bytes:
+        nonlocal hashed
+        hash_zeros(offset)
+        content.seek(offset)
+        data = bytes(content.read(length))
+        digest.update(data)
+        hashed += len(data)
+        return data
+
+    out.addfile(sparse_member(clean, layout), SparseContent(layout, read_at))
+    hash_zeros(layout.size)
+    return digest.hexdigest()
+
+
 def copy_validated(
     source: BinaryIO,
     selection: Selection,
@@ -126,139 +238,47 @@ def copy_validated(
     """Re-write the rootfs tar that came back from the container, checking
     every member first: only requested paths, relative names without `..`,
     the kind and size that were selected, symlinks as selected, hard links
-    only to members already written, no devices or FIFOs. Nothing is
-    extracted on the host. With `digests`, the sha256 of every regular file
-    (hard links: their file's) is filled in by image path, as the bytes pass
-    (for the SBOM)."""
+    only to members already written, no devices or FIFOs, sparse maps
+    inside their file. Nothing is extracted on the host. With `digests`,
+    the sha256 of every regular file (hard links: their file's) is filled
+    in by image path, as the bytes pass (for the SBOM)."""
     expected = {e.path.lstrip("/"): e for e in selection.entries if e.path != "/"}
     written: set[str] = set()
     file_bytes = 0
-    with (
-        tarfile.open(fileobj=source, mode="r|", encoding=TAR_ENCODING, errors=TAR_ERRORS) as tar,
-        open_tar_writer(out) as writer,
-    ):
-        for member in tar:
-            name = member.name
-            entry = expected.get(name)
-            parts = name.split("/")
-            if name.startswith("/") or ".." in parts or entry is None or name in written:
-                raise ContextError(f"unexpected member {name!r} in the archive from the container")
-            if member.islnk():
-                if member.linkname not in written or entry.kind is not Kind.FILE:
-                    raise ContextError(f"hard link {name!r} -> {member.linkname!r} points outside")
-            elif member.issym():
-                if entry.kind is not Kind.SYMLINK or member.linkname != entry.link:
-                    raise ContextError(f"symlink {name!r} is not the one selected")
-            elif member.isdir():
-                if entry.kind is not Kind.DIR:
-                    raise ContextError(f"{name!r} is a directory, expected {entry.kind.value}")
-            elif member.isreg():
-                if entry.kind is not Kind.FILE or member.size != entry.size:
-                    raise ContextError(f"{name!r} is not the file that was selected")
-            else:
-                raise ContextError(f"{name!r}: device, FIFO or unknown member type refused")
-            clean = tarfile.TarInfo(name)
-            clean.type, clean.mode = member.type, stat.S_IMODE(member.mode)
-            clean.uid, clean.gid, clean.mtime = member.uid, member.gid, int(member.mtime)
-            clean.uname = clean.gname = ""
-            clean.linkname, clean.size = member.linkname, member.size if member.isreg() else 0
-            if member.isreg():
-                reader = _HashingReader(tar.extractfile(member))  # type: ignore[arg-type]
-                writer.addfile(clean, reader)
-                file_bytes += member.size
-                if digests is not None:
-                    digests["/" + name] = reader.sha256.hexdigest()
-            else:
-                writer.addfile(clean)
-                if digests is not None and member.islnk():
-                    digests["/" + name] = digests.get("/" + member.linkname, "")
-            written.add(name)
+    found: dict[str, str] = {}
+    try:
+        with (
+            tarfile.open(
+                fileobj=source, mode="r|", encoding=TAR_ENCODING, errors=TAR_ERRORS
+            ) as tar,
+            open_tar_writer(out) as writer,
+        ):
+            for member in tar:
+                name = member.name
+                check_member(member, expected.get(name), written)
+                clean = clean_member(member)
+                if member.isreg() and member.sparse is not None:
+                    found["/" + name] = copy_sparse(tar, member, clean, writer)
+                elif member.isreg():
+                    reader = _HashingReader(tar.extractfile(member))  # type: ignore[arg-type]
+                    writer.addfile(clean, reader)
+                    found["/" + name] = reader.sha256.hexdigest()
+                else:
+                    writer.addfile(clean)
+                    if member.islnk():
+                        found["/" + name] = found.get("/" + member.linkname, "")
+                file_bytes += clean.size
+                written.add(name)
+    except (tarfile.TarError, SparseMapError, ValueError) as exc:
+        raise ContextError(f"the archive from the container is not a valid tar: {exc}") from None
+    if digests is not None:
+        digests.update(found)
     missing = set(expected) - written
     if missing:
         raise ContextError(
             f"{len(missing)} selected entries are missing, e.g. {sorted(missing)[0]!r}"
         )
     return RootfsStats(len(written), file_bytes)
-
-
-# -- the Dockerfile ------------------------------------------------------------
-
-
-def _quote(value: str) -> str:
-    """A double-quoted Dockerfile word: backslash, quote and $ escaped."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'
-
-
-def _exec_form(argv: Sequence[str]) -> str:
-    return json.dumps(list(argv))
-
-
-def _duration(nanoseconds: int | None) -> str | None:
-    if not nanoseconds:
-        return None
-    return f"{nanoseconds // 1_000_000}ms"
-
-
-def render_healthcheck(check: Healthcheck) -> str | None:
-    test = list(check.test)
-    if not test:
-        return None
-    if test[0] == "NONE":
-        return "HEALTHCHECK NONE"
-    flags = []
-    for flag, nanoseconds in (
-        ("interval", check.interval),
-        ("timeout", check.timeout),
-        ("start-period", check.start_period),
-    ):
-        value = _duration(nanoseconds)
-        if value:
-            flags.append(f"--{flag}={value}")
-    if check.retries:
-        flags.append(f"--retries={check.retries}")
-    command = " ".join(test[1:]) if test[0] == "CMD-SHELL" else _exec_form(test[1:])
-    return " ".join(["HEALTHCHECK", *flags, "CMD", command])
-
-
-def render_dockerfile(
-    config: ImageConfig, base: str, labels: Mapping[str, str]
-) -> tuple[str, list[str]]:
-    """The micro image's Dockerfile: the fat image's contract on top of one
-    ADD of the rootfs. Returns the text and warnings for what could not be
-    expressed."""
-    warnings: list[str] = []
-    lines = [f"FROM {base}", f"ADD {ROOTFS_MEMBER} /"]
-    for item in config.env:
-        name, _, value = item.partition("=")
-        if "\n" in value or not name:
-            warnings.append(f"ENV {name} has a newline in its value and was left out")
-            continue
-        lines.append(f"ENV {name}={_quote(value)}")
-    all_labels = {**config.labels, **labels}
-    for name in sorted(all_labels):
-        lines.append(f"LABEL {_quote(name)}={_quote(all_labels[name])}")
-    if config.workdir:
-        lines.append(f"WORKDIR {config.workdir.replace('$', chr(92) + '$')}")
-    for port in config.exposed_ports:
-        lines.append(f"EXPOSE {port}")
-    if config.volumes:
-        lines.append(f"VOLUME {_exec_form(config.volumes)}")
-    if config.stop_signal:
-        lines.append(f"STOPSIGNAL {config.stop_signal}")
-    if config.shell:
-        lines.append(f"SHELL {_exec_form(config.shell)}")
-    if config.healthcheck:
-        rendered = render_healthcheck(config.healthcheck)
-        if rendered:
-            lines.append(rendered)
-    if config.user:
-        lines.append(f"USER {config.user.replace('$', chr(92) + '$')}")
-    if config.entrypoint is not None:
-        lines.append(f"ENTRYPOINT {_exec_form(config.entrypoint)}")
-    if config.cmd is not None:
-        lines.append(f"CMD {_exec_form(config.cmd)}")
-    return "\n".join(lines) + "\n", warnings
 
 
 def write_context(dockerfile: str, rootfs: BinaryIO, rootfs_size: int, out: BinaryIO) -> None:
@@ -280,7 +300,6 @@ __all__ = [
     "ContextError",
     "RootfsStats",
     "copy_validated",
-    "render_dockerfile",
     "write_context",
     "write_rootfs_tar",
 ]

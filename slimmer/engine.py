@@ -610,12 +610,14 @@ class Engine:
         tag: str,
         *,
         labels: dict[str, str] | None = None,
+        build_args: dict[str, str] | None = None,
         platform: str | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> str:
         """Build an image from a tar context (Dockerfile at its top); returns
-        the image id. `labels` are added to the image by the builder (not
-        the Dockerfile). Build output goes to `progress` line by line."""
+        the image id. `labels` and `build_args` reach the builder as data,
+        never parsed as Dockerfile text (labels the user adds with --label
+        too). Build output goes to `progress` line by line."""
         image_id = None
         try:
             for message in self.client.api.build(
@@ -623,6 +625,7 @@ class Engine:
                 custom_context=True,
                 tag=tag,
                 labels=labels or None,
+                buildargs=build_args,
                 platform=platform,
                 rm=True,
                 forcerm=True,

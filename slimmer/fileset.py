@@ -26,7 +26,7 @@ from slimmer.execpath import find_program
 from slimmer.loader import Loader
 from slimmer.packages import read_package_db
 from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
-from slimmer.trace import Access, TracedFile
+from slimmer.trace import Access, Lookup, PathAction, TracedFile
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
 WHITEOUT_PREFIX = ".wh."
@@ -56,9 +56,27 @@ class Reason(StrEnum):
     PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
     APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
     APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
+    LOOKED_UP = "looked-up"  # the app named it to the kernel (stat, access, readlink, ...)
 
 
 SKIPPED_KINDS = frozenset({Kind.FIFO, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE, Kind.SOCKET})
+
+# What the app does with a path that names it as it is in the image (the
+# others make, change or remove it: inotify sees their effect).
+NAMING_ACTIONS = frozenset(
+    {
+        PathAction.STAT,
+        PathAction.ACCESS,
+        PathAction.READLINK,
+        PathAction.OPEN,
+        PathAction.EXEC,
+        PathAction.CHDIR,
+        PathAction.CHROOT,
+        PathAction.WATCH,
+        PathAction.LINK_FROM,
+        PathAction.CONNECT,
+    }
+)
 
 
 class SelectionError(SlimError):
@@ -72,6 +90,7 @@ class SelectionRequest:
     """What the host asks the collecting sensor for."""
 
     traced: tuple[TracedFile, ...] = ()
+    lookups: tuple[Lookup, ...] = ()  # seen at the system call
     entrypoint: tuple[str, ...] = ()  # argv[0]s (PATH-resolved here)
     healthcheck: tuple[str, ...] = ()
     includes: tuple[str, ...] = ()
@@ -100,6 +119,29 @@ class SelectionRequest:
 
 
 @dataclass(frozen=True)
+class Xattr:
+    """An extended attribute a micro image keeps (a file capability)."""
+
+    name: str
+    value: str  # hex
+
+    @property
+    def data(self) -> bytes:
+        return bytes.fromhex(self.value)
+
+
+# Extended attributes that change what a file does and that ADD of a tar
+# carries: file capabilities (setcap), and the user namespace. Not SELinux
+# labels (the host's policy) nor trusted.* (root of the host only).
+MAX_XATTRS = 32
+MAX_XATTR_BYTES = 64 * 1024
+
+
+def kept_xattr(name: str) -> bool:
+    return name == "security.capability" or name.startswith("user.")
+
+
+@dataclass(frozen=True)
 class Entry:
     path: str
     kind: Kind
@@ -110,6 +152,7 @@ class Entry:
     gid: int
     mtime: int
     link: str | None = None  # symlink target, as written
+    xattrs: tuple[Xattr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,6 +279,43 @@ class _Selector:
             if not changed and Access.EXECUTED not in access:
                 self.data_files.append(canonical)
         return closure_inputs
+
+    def lookups(self) -> list[str]:
+        """Paths the app named to the kernel, seen at the system call. A name
+        that resolved is kept as the app named it, with every symlink on the
+        way (inotify names only real paths, and never what is only stat'ed,
+        access'ed or readlink'ed: `ls -l FILE`, `test -x`, os.path.exists).
+        For a name that did not resolve (a config search list, a probe for
+        an optional file), or one the app made or changed, the directory it
+        is in and the links on the way to it are kept, so the same lookup
+        fails the same way. Returns programs it ran, for the closure."""
+        programs = []
+        for lookup in self.request.lookups:
+            if _under(lookup.path, self.request.skipped_trees):
+                continue
+            if lookup.existed and lookup.action in NAMING_ACTIONS:
+                canonical = self.add_named(lookup.path, lookup.follow)
+                if canonical is not None and lookup.action is PathAction.EXEC:
+                    programs.append(canonical)
+            elif lookup.path != "/":
+                self.add_named(parent(lookup.path), True, quiet=True)
+        return [p for p in programs if stat.S_ISREG(self.fs.lstat(p).st_mode)]
+
+    def add_named(self, path: str, follow: bool, *, quiet: bool = False) -> str | None:
+        """Keep a path by the name the app used, links on the way included;
+        a final link that does not resolve is kept as the link."""
+        for how in (follow, False) if follow else (False,):
+            try:
+                resolved = self.fs.resolve(path, follow=how)
+            except PathError:
+                continue
+            for hop in resolved.hops:
+                self.add(hop.path, Reason.SYMLINK)
+            self.add(resolved.path, Reason.LOOKED_UP)
+            return resolved.path
+        if not quiet:
+            self.drop(path, "not in the image (the app made it during the trace)")
+        return None
 
     def app_content(self) -> list[str]:
         """Content next to what the probes touched: a directory the app read
@@ -477,6 +557,7 @@ class _Selector:
         if kind is Kind.FILE and mode & (stat.S_ISUID | stat.S_ISGID):
             bits = "setuid" if mode & stat.S_ISUID else "setgid"
             self.warnings.append(f"{path} is {bits} (kept, owner {info.st_uid}:{info.st_gid})")
+        xattrs = self.xattrs(path) if kind in (Kind.FILE, Kind.DIR) else ()
         return Entry(
             path=path,
             kind=kind,
@@ -487,13 +568,24 @@ class _Selector:
             gid=info.st_gid,
             mtime=int(info.st_mtime),
             link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
+            xattrs=xattrs,
         )
+
+    def xattrs(self, path: str) -> tuple[Xattr, ...]:
+        found = self.fs.xattrs(path, kept_xattr)
+        if len(found) > MAX_XATTRS or any(len(v) > MAX_XATTR_BYTES for v in found.values()):
+            self.warnings.append(f"{path}: extended attributes too large, left out")
+            return ()
+        if "security.capability" in found:
+            self.warnings.append(f"{path} has file capabilities (kept)")
+        return tuple(Xattr(name, value.hex()) for name, value in sorted(found.items()))
 
 
 def select_files(fs: RootFS, request: SelectionRequest) -> Selection:
     """The file set of a micro image, with provenance."""
     selector = _Selector(fs, request)
     closure_inputs = selector.traced()
+    closure_inputs += selector.lookups()
     closure_inputs += selector.app_content()
     selector.bytecode_sources()
     selector.python_landmarks()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from slimmer import wire
 from slimmer.errors import PathError
 from slimmer.rootfs import RootFS, basename, join, parent
 
@@ -121,33 +122,6 @@ class Package:
         wanted = name.lower()
         return next((v for k, v in self.fields if k.lower() == wanted), None)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "manager": self.manager.value,
-            "name": self.name,
-            "version": self.version,
-            "architecture": self.architecture,
-            "source": self.source,
-            "source_version": self.source_version,
-            "essential": self.essential,
-            "priority": self.priority,
-            "fields": [list(pair) for pair in self.fields],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Package:
-        return cls(
-            manager=PackageManager(data["manager"]),
-            name=str(data["name"]),
-            version=str(data["version"]),
-            architecture=str(data["architecture"]),
-            source=str(data["source"]),
-            source_version=str(data["source_version"]),
-            essential=bool(data.get("essential", False)),
-            priority=str(data.get("priority", "")),
-            fields=tuple((str(k), str(v)) for k, v in data.get("fields", ())),
-        )
-
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -159,25 +133,6 @@ class FileRecord:
     digest: str | None = None  # dpkg: md5 hex; apk: its Z: value ("Q1" + base64 sha1)
     # apk: the attribute lines after the record (a:/Z: after R:, M: after F:)
     attributes: tuple[tuple[str, str], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "listed": self.listed,
-            "path": self.path,
-            "directory": self.directory,
-            "digest": self.digest,
-            "attributes": [list(pair) for pair in self.attributes],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FileRecord:
-        return cls(
-            listed=str(data["listed"]),
-            path=str(data["path"]),
-            directory=bool(data["directory"]),
-            digest=None if data.get("digest") is None else str(data["digest"]),
-            attributes=tuple((str(k), str(v)) for k, v in data.get("attributes", ())),
-        )
 
 
 @dataclass(frozen=True)
@@ -906,46 +861,15 @@ class KeptPackages:
             ranks[name] = len(seen)
         return ranks
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "manager": self.manager.value if self.manager else None,
-            "packages": [
-                {"package": k.package.to_json(), "files": [f.to_json() for f in k.files]}
-                for k in self.packages
-            ],
-            "os_release": {
-                "id": self.os_release.id,
-                "version_id": self.os_release.version_id,
-                "version_codename": self.os_release.version_codename,
-                "id_like": list(self.os_release.id_like),
-                "pretty_name": self.os_release.pretty_name,
-            },
-            "base": list(self.base),
-            "warnings": list(self.warnings),
-        }
+    def to_json(self) -> Any:
+        """Plain JSON data (slimmer.wire), as the sensor hands it back."""
+        return wire.encode(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> KeptPackages:
-        release = data.get("os_release") or {}
-        return cls(
-            manager=PackageManager(data["manager"]) if data.get("manager") else None,
-            packages=tuple(
-                KeptPackage(
-                    Package.from_json(item["package"]),
-                    tuple(FileRecord.from_json(f) for f in item["files"]),
-                )
-                for item in data.get("packages", ())
-            ),
-            os_release=OsRelease(
-                id=str(release.get("id", "")),
-                version_id=str(release.get("version_id", "")),
-                version_codename=str(release.get("version_codename", "")),
-                id_like=tuple(str(x) for x in release.get("id_like", ())),
-                pretty_name=str(release.get("pretty_name", "")),
-            ),
-            base=tuple(str(name) for name in data.get("base", ())),
-            warnings=tuple(str(w) for w in data.get("warnings", ())),
-        )
+    def from_json(cls, data: Any) -> KeptPackages:
+        """Validated through slimmer.wire: what comes out of a container is
+        untrusted."""
+        return wire.decode(cls, data)
 
 
 # -- the records in the micro image ------------------------------------------------

@@ -20,8 +20,16 @@ from typing import ClassVar, Literal
 
 from slimmer import wire
 from slimmer.depsreport import DepsReport
-from slimmer.fileset import KERNEL_TREES, Selection, SelectionRequest
-from slimmer.trace import TracedFile
+from slimmer.fileset import (
+    KERNEL_TREES,
+    MAX_XATTR_BYTES,
+    MAX_XATTRS,
+    Selection,
+    SelectionRequest,
+    Xattr,
+    kept_xattr,
+)
+from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
 
@@ -142,6 +150,7 @@ class TraceJob:
     user: str = ""
     stop_signal: int = 15
     stop_timeout: float = 10.0
+    syscalls: bool = True  # observe path lookups with ptrace + seccomp where that works
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +225,8 @@ class TraceResult:
     setup_seconds: float
     app_seconds: float
     files: tuple[TracedFile, ...]
+    lookups: tuple[Lookup, ...] = ()
+    syscalls: SyscallReport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,11 +307,26 @@ def _check_range(value: int, low: int, high: int, where: str) -> None:
         raise wire.WireError(f"{where}: {value} is out of range")
 
 
+def _check_xattrs(xattrs: tuple[Xattr, ...], where: str) -> None:
+    if len(xattrs) > MAX_XATTRS:
+        raise wire.WireError(f"{where}: {len(xattrs)} extended attributes are too many")
+    for xattr in xattrs:
+        if not kept_xattr(xattr.name):
+            raise wire.WireError(f"{where}: the extended attribute {xattr.name!r} is not kept")
+        try:
+            size = len(xattr.data)
+        except ValueError:
+            raise wire.WireError(f"{where}: {xattr.name} is not hex") from None
+        _check_range(size, 0, MAX_XATTR_BYTES, f"{where}.{xattr.name}")
+
+
 def check_result(result: SensorResult) -> None:
     if isinstance(result, TraceResult):
         _check_path(result.program, "program")
         for index, traced in enumerate(result.files):
             _check_path(traced.path, f"files[{index}]")
+        for index, lookup in enumerate(result.lookups):
+            _check_path(lookup.path, f"lookups[{index}]")
         _check_range(result.watches, 0, 2**31, "watches")
         _check_range(result.events, 0, 2**63, "events")
     elif isinstance(result, CollectResult):
@@ -313,6 +339,7 @@ def check_result(result: SensorResult) -> None:
             _check_range(entry.mode, 0, 0o7777, f"{where}.mode")
             _check_range(entry.uid, 0, MAX_ID, f"{where}.uid")
             _check_range(entry.gid, 0, MAX_ID, f"{where}.gid")
+            _check_xattrs(entry.xattrs, where)
     elif isinstance(result, InventoryResult):
         for name in ("files", "dirs", "symlinks", "other", "bytes"):
             _check_range(getattr(result, name), 0, 2**63, name)

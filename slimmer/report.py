@@ -34,6 +34,8 @@ REASON_TEXT: dict[str, str] = {
     "directory symlink of the fat image that would have replaced it",
     Reason.SCRATCH_DIR.value: "a scratch directory programs expect (kept empty)",
     Reason.USER_DB.value: "the engine reads it at start to resolve USER, its groups and HOME",
+    Reason.LOOKED_UP.value: "the app named it to the kernel (stat, access, readlink, open, exec, "
+    "chdir), seen at the system call; or a lookup that failed in it",
     Reason.APP_CHANGED.value: "the app wrote, replaced or deleted it during the trace; "
     "the image's own version is kept",
     Reason.APP_CONTENT.value: "the app read a data file in this directory, whose files no OS "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -232,6 +232,25 @@ class RootFS:
 
     def read_text(self, path: str, *, cwd: str = "/") -> str:
         return self.read_bytes(path, cwd=cwd).decode("utf-8", "surrogateescape")
+
+    def xattrs(self, canonical: str, names: Callable[[str], bool]) -> dict[str, bytes]:
+        """The extended attributes of a canonical path (not following a final
+        link) whose names `names` accepts; none where the file system has
+        none or they cannot be read."""
+        host = self.host_path(canonical)
+        try:
+            listed = os.listxattr(host, follow_symlinks=False)
+        except OSError:
+            return {}
+        found = {}
+        for name in sorted(listed):
+            if not names(name):
+                continue
+            try:
+                found[name] = os.getxattr(host, name, follow_symlinks=False)
+            except OSError:
+                continue
+        return found
 
     def listdir(self, canonical: str) -> list[str]:
         """Names in a canonical directory, sorted."""

@@ -137,8 +137,16 @@ def strip_elf(data: bytes | memoryview, *, protected: bool = False) -> StripResu
         return _plan(data, ident)
     except _Refused as refused:
         return _unchanged(StripOutcome.REFUSED, refused.reason, size)
-    except (ELFError, ConstructError, struct.error, ValueError, IndexError) as exc:
-        return _unchanged(StripOutcome.REFUSED, f"malformed ELF file: {exc}", size)
+    except (
+        ELFError,
+        ConstructError,
+        struct.error,
+        ValueError,
+        IndexError,
+        OverflowError,
+        MemoryError,
+    ) as exc:
+        return _unchanged(StripOutcome.REFUSED, f"malformed ELF file: {type(exc).__name__}", size)
 
 
 def _slice(data: bytes | memoryview, offset: int, length: int) -> bytes:
@@ -237,8 +245,15 @@ def _literal(data: bytes) -> Piece:
     return Piece(0, len(data), data)
 
 
+MAX_ALIGNMENT = 1 << 16  # the largest page size; a section asking for more is not sane
+
+
 def _align(offset: int, alignment: int) -> int:
-    return offset if alignment <= 1 else (offset + alignment - 1) // alignment * alignment
+    if alignment <= 1:
+        return offset
+    if alignment > MAX_ALIGNMENT or alignment & (alignment - 1):
+        raise _Refused(f"a section alignment of {alignment}")
+    return (offset + alignment - 1) // alignment * alignment
 
 
 def _plan(data: bytes | memoryview, ident: ElfIdent) -> StripResult:

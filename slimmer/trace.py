@@ -42,6 +42,50 @@ class Access(StrEnum):
     DELETED = "deleted"
 
 
+class PathAction(StrEnum):
+    """What a process did with a path it named."""
+
+    STAT = "stat"  # stat, lstat, statx, statfs, getxattr, listxattr
+    ACCESS = "access"
+    READLINK = "readlink"
+    OPEN = "open"  # opened read-only (a file or a directory)
+    WRITE = "write"  # opened for writing, or truncated
+    CREATE = "create"  # O_CREAT, mkdir, mknod, symlink, new name of link, bind
+    EXEC = "exec"
+    CHDIR = "chdir"
+    CHROOT = "chroot"
+    RENAME_FROM = "rename-from"
+    RENAME_TO = "rename-to"
+    LINK_FROM = "link-from"  # the existing name a hard link was made of
+    REMOVE = "remove"  # unlink, rmdir
+    CHANGE_ATTRS = "change-attrs"  # chmod, chown, utimes, setxattr
+    WATCH = "watch"  # inotify_add_watch
+    CONNECT = "connect"  # a Unix socket
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A path the app named to the kernel, seen at the system call: as it
+    named it (absolute, not resolved), what it did, whether the call
+    followed a final symlink, whether the name resolved when it began."""
+
+    path: str
+    action: PathAction
+    follow: bool
+    existed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyscallReport:
+    """Whether the syscall layer observed the run, and how completely."""
+
+    observed: bool
+    reason: str | None = None  # why not (ptrace or seccomp refused, ...)
+    dropped: int = 0  # lookups not kept because the log was full
+    unresolved: int = 0  # relative names whose directory could not be read
+    unobserved_programs: tuple[str, ...] = ()  # ran in an ABI that is not traced
+
+
 GONE = "gone"  # the kind of a traced path that no longer existed at the end
 
 
@@ -324,6 +368,8 @@ class Trace:
     command: tuple[str, ...]
     user: str
     files: tuple[TracedFile, ...]
+    lookups: tuple[Lookup, ...] = ()  # seen at the system call (see SyscallReport)
+    syscalls: SyscallReport | None = None
     probes: tuple[ProbeResult, ...] = ()
     exit_status: int | None = None
     exit_signal: int | None = None

@@ -57,6 +57,7 @@ class TraceOptions:
     stop_timeout: float = 10.0
     stop_signal: int | None = None  # default: the image's STOPSIGNAL
     echo_app: bool = True
+    syscalls: bool = True  # observe lookups at the system call where that works
 
 
 def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Path) -> Trace:
@@ -79,6 +80,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         user=user,
         stop_signal=stop_signal,
         stop_timeout=options.stop_timeout,
+        syscalls=options.syscalls,
     )
     request = options.probes
     if options.until_exit:
@@ -145,6 +147,10 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
 
     if result.overflow:
         problems.append("the inotify queue overflowed: some accesses were not recorded")
+    if result.syscalls.dropped:
+        problems.append(
+            f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
+        )
     status = TraceStatus.COMPLETE
     if problems:
         status = TraceStatus.PARTIAL
@@ -158,6 +164,8 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         command=tuple(argv),
         user=user,
         files=result.files,
+        lookups=result.lookups,
+        syscalls=result.syscalls,
         probes=probes,
         exit_status=result.exit.status,
         exit_signal=result.exit.signal,
@@ -181,4 +189,10 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         log.warning("%s exited with status %s", argv[0], trace.exit_status)
     for problem in trace.problems:
         log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
+    if options.syscalls and not result.syscalls.observed:
+        log.warning(
+            "syscall tracing was not possible here (%s): paths the app only looked up "
+            "(stat, access, a failed open) are not seen; inotify alone",
+            result.syscalls.reason,
+        )
     return trace

@@ -11,8 +11,9 @@ same type hints, so the shipped schemas cannot drift from the code.
 
 Supported field types: str, int, float, bool, None, `X | None`, Literal of
 strings, Enum subclasses (by value), list[T] and tuple[T, ...] (both read
-as tuples), dict[str, T], nested dataclasses, and unions of dataclasses
-that each carry a `KIND: ClassVar[str]` (written as a "kind" key).
+as tuples), fixed tuples tuple[A, B], dict[str, T], nested dataclasses,
+and unions of dataclasses that each carry a `KIND: ClassVar[str]`
+(written as a "kind" key).
 
 Paths are str with surrogateescape; JSON keeps undecodable bytes as
 \\udcXX escapes (ensure_ascii), which round-trip exactly.
@@ -100,6 +101,15 @@ def _union_members(hint: Any) -> tuple[Any, ...] | None:
     return None
 
 
+def _item_types(hint: Any, count: int) -> list[Any] | None:
+    """The type of each of `count` items of a list or tuple hint: list[T] and
+    tuple[T, ...] repeat T; a fixed tuple[A, B] needs exactly its count."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        return list(args) if len(args) == count else None
+    return [args[0] if args else Any] * count
+
+
 def _kind_of(cls: type) -> str:
     kind = getattr(cls, "KIND", None)
     if not isinstance(kind, str):
@@ -175,9 +185,13 @@ class _Decoder:
             raise self.fail(where, f"expected a list, got {_name(data)}")
         if len(data) > self.limits.max_items:
             raise self.fail(where, f"{len(data)} items are too many")
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
-        return tuple(self.value(item, element, f"{where}[{i}]") for i, element in enumerate(data))
+        items = _item_types(hint, len(data))
+        if items is None:
+            raise self.fail(where, f"expected {len(typing.get_args(hint))} items, got {len(data)}")
+        return tuple(
+            self.value(item, element, f"{where}[{i}]")
+            for i, (item, element) in enumerate(zip(items, data, strict=True))
+        )
 
     def mapping(self, hint: Any, data: Any, where: str) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -327,6 +341,13 @@ class _SchemaBuilder:
             return {"const": allowed[0]} if len(allowed) == 1 else {"enum": allowed}
         if origin in (list, tuple):
             args = typing.get_args(hint)
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                return {
+                    "type": "array",
+                    "prefixItems": [self.of(arg) for arg in args],
+                    "minItems": len(args),
+                    "maxItems": len(args),
+                }
             return {"type": "array", "items": self.of(args[0] if args else Any)}
         if origin is dict:
             return {"type": "object", "additionalProperties": self.of(typing.get_args(hint)[1])}

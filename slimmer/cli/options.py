@@ -120,6 +120,7 @@ def _make_trace_options(
     user: str | None,
     entrypoint: str | None,
     quiet_app: bool,
+    no_syscalls: bool,
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
@@ -134,6 +135,7 @@ def _make_trace_options(
         stop_timeout=stop_timeout,
         stop_signal=parse_signal(stop_signal) if stop_signal else None,
         echo_app=not quiet_app,
+        syscalls=not no_syscalls,
     )
 
 
@@ -156,6 +158,9 @@ trace_options = option_group(
         click.option("--entrypoint", default=None, metavar="CMD",
                      help="Replace the image's ENTRYPOINT (split like a shell would)."),
         click.option("--quiet-app", is_flag=True, help="Do not echo the app's output."),
+        click.option("--no-syscalls", is_flag=True,
+                     help="Do not observe lookups at the system call (ptrace + seccomp); "
+                     "inotify alone sees what is opened, not what is only stat'ed or missing."),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ],
 )  # fmt: skip

@@ -31,6 +31,11 @@ def print_trace_summary(trace: Trace, path: Path) -> None:
         f"watches {trace.watches}, events {trace.events}"
         + ("" if trace.complete else f", {trace.status.value.upper()}")
     )
+    if trace.syscalls is not None and trace.syscalls.observed:
+        missing = sum(1 for lookup in trace.lookups if not lookup.existed)
+        summary(f"  lookups seen at the system call {len(trace.lookups)} ({missing} missing)")
+    elif trace.syscalls is not None:
+        summary(f"  no syscall observation: {trace.syscalls.reason}")
     times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
     summary(f"  app exit {exit_text}; {times}")
     for probe in trace.probes:

@@ -44,12 +44,13 @@ from slimmer.protocol import (
     message_line,
 )
 from slimmer.rootfs import Kind, RootFS
-from slimmer.sensor.init import Supervisor
+from slimmer.sensor.init import Supervisor, TracedSupervisor
 from slimmer.sensor.seal import end_all_processes, seal, write_private
+from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
 from slimmer.trace import Access as TracedAccess
-from slimmer.trace import TracedFile
+from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
 PROGRESS_SECONDS = 0.25
@@ -156,6 +157,9 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         )
 
     skipped = layout.skipped_trees()
+    # The tracer's launcher starts (and loads its code) before the watches,
+    # so its own start-up is not the app's, and before the bundle is sealed.
+    tracer, untraced = prepare_tracer(job)
     try:
         watcher = TreeWatcher(skipped)
         watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
@@ -163,14 +167,14 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
     watcher.drain()
     setup_seconds = time.monotonic() - started
+    seal(layout)
     watcher.start()
     sampler = ExecSampler(watcher, layout.root)
     sampler.start()
     say(Watching(watches, round(setup_seconds, 3)))
 
-    supervisor = Supervisor(job.stop_signal, job.stop_timeout)
     app_started = time.monotonic()
-    supervisor.start(program, list(job.argv), env, job.workdir, user)
+    supervisor, tracer, untraced = start_app(job, program, env, user, tracer, untraced)
     watcher.mark(fs.resolve(program).path, Access.EXECUTED | Access.OPENED)
     app_exit = supervisor.wait()
     say(AppExited(app_exit.status))
@@ -195,9 +199,71 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
             setup_seconds=round(setup_seconds, 3),
             app_seconds=round(time.monotonic() - app_started, 3),
             files=files,
+            lookups=lookups_of(tracer, skipped),
+            syscalls=syscall_report(tracer, untraced),
         ),
     )
     return app_exit.status
+
+
+def prepare_tracer(job: TraceJob) -> tuple[SyscallTracer | None, str | None]:
+    """The syscall tracer, its launcher ready; or None and why not."""
+    if not job.syscalls:
+        return None, "turned off (--no-syscalls)"
+    try:
+        tracer = SyscallTracer(PathLog())
+        tracer.prepare()
+    except TracingUnavailable as exc:
+        return None, exc.detail
+    return tracer, None
+
+
+def start_app(
+    job: TraceJob,
+    program: str,
+    env: dict[str, str],
+    user: AppUser,
+    tracer: SyscallTracer | None,
+    untraced: str | None,
+) -> tuple[Supervisor, SyscallTracer | None, str | None]:
+    """The app, started under the syscall tracer where that works, else
+    with inotify alone (the trace says why)."""
+    if tracer is not None:
+        traced = TracedSupervisor(job.stop_signal, job.stop_timeout, tracer)
+        try:
+            traced.start(program, list(job.argv), env, job.workdir, user)
+        except TracingUnavailable as exc:
+            tracer, untraced = None, exc.detail
+        else:
+            return traced, tracer, None
+    if untraced is not None and job.syscalls:
+        say(Note(f"syscall tracing is unavailable here ({untraced}); inotify alone"))
+    supervisor = Supervisor(job.stop_signal, job.stop_timeout)
+    supervisor.start(program, list(job.argv), env, job.workdir, user)
+    return supervisor, None, untraced
+
+
+def lookups_of(tracer: SyscallTracer | None, skipped: tuple[str, ...]) -> tuple[Lookup, ...]:
+    if tracer is None:
+        return ()
+    return tuple(
+        Lookup(record.path, record.action, record.follow, record.existed)
+        for record in tracer.log.records()
+        if record.path.startswith("/")
+        and not any(record.path == t or record.path.startswith(t + "/") for t in skipped)
+    )
+
+
+def syscall_report(tracer: SyscallTracer | None, untraced: str | None) -> SyscallReport:
+    if tracer is None:
+        return SyscallReport(observed=False, reason=untraced)
+    log = tracer.log
+    return SyscallReport(
+        observed=True,
+        dropped=log.dropped,
+        unresolved=log.unresolved,
+        unobserved_programs=tuple(sorted(os.fsdecode(p) for p in log.unobserved_programs)),
+    )
 
 
 def deps(job: DepsJob, layout: SensorLayout) -> int:
@@ -264,7 +330,8 @@ def main(config_path: str) -> int:
             config = RunConfig.from_json(handle.read())
         if config.sensor_dir != layout.root:
             raise OSError(f"the config is for {config.sensor_dir}, not {layout.root}")
-        seal(layout)
+        if not isinstance(config.job, TraceJob):
+            seal(layout)  # trace seals once the tracer's launcher is ready
     except (OSError, wire.WireError) as exc:
         return fail(layout, FailureReason.INTERNAL, f"cannot read the run config: {exc}")
     try:

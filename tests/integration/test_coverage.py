@@ -125,3 +125,39 @@ def test_a_volume_with_content(engine: Engine, fixture_image, micro: Micro, run_
     kept = {f["path"] for f in report["files"]}
     assert {"/data/seed.txt", "/data/later.txt"} <= kept
     run_both(engine, image, tag, run_id)
+
+
+def test_a_file_capability_survives(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """A non-root program gets cap_net_bind_service from its file at exec;
+    without the capability on the file in the micro image it runs without."""
+    image = fixture_image("filecaps")
+    tag, _ = micro(image, "--until-exit")
+
+    def effective(image: str) -> str:
+        code, out, err = engine.run_to_exit(image, None, run_id)
+        assert code == 0, err
+        return next(line for line in out.decode().splitlines() if line.startswith("CapEff:"))
+
+    fat = effective(image)
+    assert fat.endswith("0000000000000400")  # 1 << CAP_NET_BIND_SERVICE
+    assert effective(tag) == fat
+
+
+def test_a_job_whose_output_depends_on_lookups_alone(
+    engine: Engine, fixture_image, micro: Micro, run_id: str
+) -> None:
+    """ls -l, test -x, [ -e ], a search list of config locations, readlink:
+    nothing is opened, so inotify sees nothing; the syscall layer sees the
+    names. Without it (--no-syscalls) the micro image answers otherwise."""
+    image = fixture_image("lookupjob")
+    tag, report = micro(image, "--until-exit")
+    kept = {f["path"]: f for f in report["files"]}
+    for path in ("/opt/data/report.bin", "/opt/tools/helper", "/opt/job/job.conf"):
+        assert "looked-up" in kept[path]["why"], path
+    assert kept["/opt/current"]["link"] == "/opt/releases/v2"
+    assert "/opt/data/optional.conf" not in kept
+    run_both(engine, image, tag, run_id)
+    blind, _ = micro(image, "--until-exit", "--no-syscalls")
+    assert engine.run_to_exit(blind, None, run_id) != engine.run_to_exit(image, None, run_id)

@@ -1,25 +1,18 @@
-"""The rootfs tar, its validation, the Dockerfile and the context tar."""
+"""The rootfs tar, its validation and the context tar."""
 
 from __future__ import annotations
 
 import io
 import os
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from slimmer.context import (
-    ContextError,
-    copy_validated,
-    render_dockerfile,
-    render_healthcheck,
-    write_context,
-    write_rootfs_tar,
-)
+from slimmer.context import ContextError, copy_validated, write_context, write_rootfs_tar
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
-from slimmer.trace import Healthcheck, ImageConfig
 
 
 @pytest.fixture
@@ -125,47 +118,6 @@ def test_missing_members_are_an_error(tree: Path) -> None:
         copy_validated(io.BytesIO(hostile(selection, lambda tar: None)), selection, io.BytesIO())
 
 
-CONFIG = ImageConfig(
-    entrypoint=("/entry",),
-    cmd=("serve", "--x"),
-    env=("PATH=/usr/bin", 'PRICE=$5 "quoted" \\ back'),
-    workdir="/srv",
-    user="app:grp",
-    exposed_ports=("80/tcp",),
-    labels={"org.example": "yes"},
-    stop_signal="SIGQUIT",
-    healthcheck=Healthcheck(test=("CMD", "/entry", "health"), interval=5_000_000_000, retries=3),
-    volumes=("/data",),
-)
-
-
-def test_dockerfile_keeps_the_contract() -> None:
-    text, warnings = render_dockerfile(CONFIG, "scratch", {"io.slim.version": "1"})
-    lines = text.splitlines()
-    assert lines[:2] == ["FROM scratch", "ADD rootfs.tar /"]
-    assert 'ENV PRICE="\\$5 \\"quoted\\" \\\\ back"' in lines
-    assert 'LABEL "org.example"="yes"' in lines and 'LABEL "io.slim.version"="1"' in lines
-    for line in (
-        "WORKDIR /srv",
-        "USER app:grp",
-        "EXPOSE 80/tcp",
-        'VOLUME ["/data"]',
-        "STOPSIGNAL SIGQUIT",
-        'HEALTHCHECK --interval=5000ms --retries=3 CMD ["/entry", "health"]',
-        'ENTRYPOINT ["/entry"]',
-        'CMD ["serve", "--x"]',
-    ):
-        assert line in lines
-    assert lines.index('ENTRYPOINT ["/entry"]') < lines.index('CMD ["serve", "--x"]')
-    assert warnings == []
-
-
-def test_healthcheck_forms() -> None:
-    assert render_healthcheck(Healthcheck(test=("NONE",))) == "HEALTHCHECK NONE"
-    shell = render_healthcheck(Healthcheck(test=("CMD-SHELL", "curl -f localhost || exit 1")))
-    assert shell == "HEALTHCHECK CMD curl -f localhost || exit 1"
-
-
 def test_context_tar_starts_with_a_plain_dockerfile(tree: Path) -> None:
     _, rootfs = rootfs_bytes(tree)
     out = io.BytesIO()
@@ -175,3 +127,38 @@ def test_context_tar_starts_with_a_plain_dockerfile(tree: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["Dockerfile", "rootfs.tar"]
         assert all(isinstance(m.mtime, int) for m in tar.getmembers())
+
+
+CAP_NET_BIND_SERVICE = bytes.fromhex("0100000200040000000000000000000000000000")  # v2, +ep
+
+
+def test_file_capabilities_and_user_xattrs_travel_and_nothing_else(tree: Path) -> None:
+    """security.capability and user.* go into the tar as PAX records (what
+    ADD applies); the host accepts exactly the selected ones."""
+    tool = tree / "srv/bin/tool"
+    os.setxattr(tool, "security.capability", CAP_NET_BIND_SERVICE)
+    os.setxattr(tree / "srv/data/a.txt", "user.origin", b"\x00binary\xff")
+    selection, data = rootfs_bytes(tree)
+    entries = {e.path: e for e in selection.entries}
+    assert [x.name for x in entries["/srv/bin/tool"].xattrs] == ["security.capability"]
+    assert "/srv/bin/tool has file capabilities (kept)" in selection.warnings
+    out = io.BytesIO()
+    copy_validated(io.BytesIO(data), selection, out)
+    with tarfile.open(
+        fileobj=io.BytesIO(out.getvalue()), encoding="utf-8", errors="surrogateescape"
+    ) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    headers = members["srv/bin/tool"].pax_headers
+    capability = headers["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape")
+    assert capability == CAP_NET_BIND_SERVICE
+    origin = members["srv/data/a.txt"].pax_headers["SCHILY.xattr.user.origin"]
+    assert origin.encode("utf-8", "surrogateescape") == b"\x00binary\xff"
+    # an attribute the selection did not name is refused
+    forged = replace(
+        selection,
+        entries=tuple(
+            replace(e, xattrs=()) if e.path == "/srv/bin/tool" else e for e in selection.entries
+        ),
+    )
+    with pytest.raises(ContextError, match="extended attributes"):
+        copy_validated(io.BytesIO(data), forged, io.BytesIO())

@@ -206,6 +206,7 @@ def _result_text(files: list[dict[str, object]], program: str = "/bin/app") -> s
                 "setup_seconds": 0.1,
                 "app_seconds": 0.1,
                 "files": files,
+                "syscalls": {"observed": False, "reason": "turned off"},
             },
         }
     )

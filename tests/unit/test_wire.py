@@ -132,3 +132,19 @@ def test_a_trace_follows_its_schema_and_the_schema_refuses_strangers() -> None:
     data["files"][0]["access"] = ["sniffed"]
     with pytest.raises(AssertionError, match="sniffed"):
         assert_valid("trace", data)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    fields: tuple[tuple[str, int], ...] = ()
+
+
+def test_fixed_tuples_have_their_length_and_types() -> None:
+    assert wire.loads(Pairs, '{"fields": [["a", 1], ["b", 2]]}') == Pairs((("a", 1), ("b", 2)))
+    for bad in ('{"fields": [["a"]]}', '{"fields": [["a", 1, 2]]}', '{"fields": [[1, "a"]]}'):
+        with pytest.raises(wire.WireError):
+            wire.loads(Pairs, bad)
+    schema = wire.schema_of(Pairs, title="pairs")
+    jsonschema.validate({"fields": [["a", 1]]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"fields": [["a", 1, 2]]}, schema)
