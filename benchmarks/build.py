@@ -9,6 +9,7 @@ Targets (issues 5 and 6): build under 5 s, verify under 5 s on this machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ def main() -> None:
     probes = ProbeRequest(http=(parse_http_probe("/"), parse_http_probe("/missing")))
     options = TraceOptions(probes=probes, echo_app=False)
     totals, verifies = [], []
-    with Engine.connect() as engine:
+    with Engine.from_environment(os.environ) as engine:
         try:
             measure(engine, args, options, cache, totals, verifies)
         finally:

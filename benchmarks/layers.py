@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import io
 import logging
+import os
 import tarfile
 import tempfile
 import time
@@ -273,7 +274,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="layers: %(message)s")
 
     apps = [APPS[name] for name in args.apps.split(",")]
-    with Engine.connect() as engine, tempfile.TemporaryDirectory(prefix="slim-layers-") as tmp:
+    with (
+        Engine.from_environment(os.environ) as engine,
+        tempfile.TemporaryDirectory(prefix="slim-layers-") as tmp,
+    ):
         workdir = Path(tmp)
         collected: dict[str, Collected] = {}
         traces: dict[str, SavedTrace] = {}

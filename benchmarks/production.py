@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -53,7 +54,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     cache = default_cache_dir()
-    with Engine.connect() as engine, tempfile.TemporaryDirectory(prefix="slim-prod-") as tmp:
+    with (
+        Engine.from_environment(os.environ) as engine,
+        tempfile.TemporaryDirectory(prefix="slim-prod-") as tmp,
+    ):
         scratch = Path(tmp)
         probes = ProbeRequest(http=(parse_http_probe("/"),))
         trace = trace_image(engine, args.image, TraceOptions(probes=probes, echo_app=False), cache)

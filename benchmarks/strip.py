@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -80,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="nginx-build")
     args = parser.parse_args()
-    engine = Engine.connect()
+    engine = Engine.from_environment(os.environ)
     with tempfile.TemporaryDirectory(prefix="slim-strip-") as scratch:
         rootfs = rootfs_of(args.image, Path(scratch))
     before = after = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def main() -> None:
             " i=$((i+1)); done",
         ],
     }
-    with Engine.connect() as engine:
+    with Engine.from_environment(os.environ) as engine:
         engine.build(fixture_context("pyapp"), IMAGE)
         for name, command in jobs.items():
             best = {True: float("inf"), False: float("inf")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    with Engine.connect() as engine:
+    with Engine.from_environment(os.environ) as engine:
         build_image(engine)
         command = ["/usr/local/bin/opener", str(args.rate), str(args.seconds), "10000"]
         trace = trace_image(

@@ -9,6 +9,7 @@ context's rootfs.tar; the Dockerfile carries the fat image's contract.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -16,8 +17,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from slimmer import __version__, wire
+from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
 from slimmer.context import (
@@ -63,6 +65,7 @@ from slimmer.report import (
     packages_report,
     strip_report,
 )
+from slimmer.rootfs import Kind
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
 from slimmer.sbom import app_files, build_sbom
 from slimmer.trace import (
@@ -129,12 +132,21 @@ class BuildOptions:
     strip_except: tuple[str, ...] = ()  # globs of files --strip leaves alone
     init: bool = False  # an init as PID 1 in front of the app
     sbom: Path | None = None  # default .slim/<tag>.sbom.json
+    labels: dict[str, str] = field(default_factory=dict)  # --label: added by the builder
+    platform: str | None = None  # --platform: must be the engine's own
 
     def __post_init__(self) -> None:
         if not self.tag and self.context_only is None:
             raise UsageError(
                 "give the micro image a name with -t NAME[:TAG] (or use --context-only)"
             )
+        if self.labels and self.context_only is not None:
+            raise UsageError(
+                "--label adds labels when slim builds; --context-only does not build",
+                "give them to the build: docker build --label KEY=VALUE - < CONTEXT",
+            )
+        if self.platform is not None:
+            parse_platform(self.platform)
         for pattern in self.includes:
             check_pattern(pattern, "--include")
         for pattern in self.excludes:
@@ -149,6 +161,85 @@ class BuildOptions:
 
     def sbom_path(self, image: str) -> Path:
         return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}.sbom.json"
+
+
+# The names Go (and so the engines) give CPUs that uname and Debian name otherwise.
+_ARCH_NAMES = {
+    "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+    "armel": "arm", "i386": "386", "i686": "386", "ppc64el": "ppc64le",
+}  # fmt: skip
+_PLATFORM = re.compile(r"([a-z0-9]+)(?:/([a-z0-9_-]+)(?:/([a-z0-9]+))?)?")
+
+
+def parse_platform(text: str) -> tuple[str, str | None, str | None]:
+    """`os[/arch[/variant]]` (linux/arm64/v8), architecture names normalised
+    as the engines name them."""
+    found = _PLATFORM.fullmatch(text.strip().lower())
+    if not found:
+        raise UsageError(
+            f"--platform {text!r} is not os[/arch[/variant]]", "e.g. --platform linux/amd64"
+        )
+    os_name, arch, variant = found.groups()
+    return os_name, _ARCH_NAMES.get(arch or "", arch), variant
+
+
+def check_platform(requested: str, native: str) -> None:
+    """slim runs the app on the engine to trace it and builds the micro image
+    from the fat image's files there: it makes images of the engine's own
+    platform only. A variant (linux/arm64/v8) is the engine's to judge."""
+    want_os, want_arch, _ = parse_platform(requested)
+    have_os, have_arch, _ = parse_platform(native)
+    if want_os != have_os or (want_arch is not None and want_arch != have_arch):
+        raise UsageError(
+            f"--platform {requested}: the engine runs {native} images, and slim builds only "
+            "for the engine's own platform (it runs the app to trace it; no emulation)",
+            f"use an engine on a {requested} machine (-H/--host, --context)",
+        )
+
+
+class CountingReader(io.RawIOBase):
+    """Reads through to a stream and shows how much passed as a step's
+    progress. `len` and `tell` give an HTTP body its Content-Length (requests
+    sends len - tell)."""
+
+    def __init__(self, inner: BinaryIO, step: progress.Step, total: int) -> None:
+        self.inner = inner
+        self.step = step
+        self.total = total
+        self.done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        data = self.inner.read(len(target))
+        size = len(data)
+        target[:size] = data
+        self.done += size
+        progress.update(self.step, self.done, self.total)
+        return size
+
+    def __len__(self) -> int:
+        return self.total
+
+    def tell(self) -> int:
+        return self.done
+
+    def __exit__(self, *exc: object) -> None:
+        progress.finish(self.step)
+        super().__exit__(*exc)
+
+
+_BUILD_STEP = re.compile(r"^(?:Step|STEP) (\d+)/(\d+)\b")
+
+
+def build_progress(line: str) -> None:
+    """The builder's output: its steps as progress (Docker's `Step 2/9 :`,
+    Podman's `STEP 2/9:`), every line in the debug log."""
+    log.debug("%s", line)
+    found = _BUILD_STEP.match(line)
+    if found:
+        progress.update(progress.BUILD, int(found.group(1)), int(found.group(2)))
 
 
 @dataclass(frozen=True)
@@ -201,6 +292,8 @@ def choose_traces(
 
 def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) -> BuildOutcome:
     """`slim build`: choose or make the traces, build, verify if asked."""
+    if options.platform is not None:
+        check_platform(options.platform, engine.platform)  # before any container runs
     traces, made = choose_traces(engine, image, options, cache_dir)
     result = build_micro(engine, image, traces, options, cache_dir)
     verified = None
@@ -342,13 +435,16 @@ def collect(
     ) as sensor:
         if sensor.wait_exit(COLLECT_TIMEOUT) is None:
             raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
+        progress.finish(progress.COLLECT)
         result = sensor.result_of(CollectResult)
+        file_bytes = sum(e.size for e in result.selection.entries if e.kind is Kind.FILE)
         try:
             with (
                 engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
                 rootfs_path.open("wb") as out,
+                CountingReader(stream, progress.COPY, file_bytes) as counted,
             ):
-                stats = copy_validated(stream, result.selection, out, digests)
+                stats = copy_validated(counted, result.selection, out, digests)
         except OSError as exc:
             raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
     return Collected(result, rootfs_path, stats, digests)
@@ -500,11 +596,13 @@ def build_micro(
 ) -> BuildResult:
     started = time.monotonic()
     seconds: dict[str, float] = {}
+    if options.platform is not None:
+        check_platform(options.platform, engine.platform)
     attrs = engine.image_attrs(image)
     image_id = str(attrs.get("Id", ""))
     used = [saved.trace for saved in traces]
     check_traces(used, image, image_id, options.force)
-    config = ImageConfig.from_inspect(attrs)
+    config = engine.image_config(image, attrs)
     request = selection_request(used, config, options, attrs.get("Created"))
     base = BASES.get(options.base, options.base)
     labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
@@ -562,14 +660,20 @@ def build_micro(
         if options.context_only is None and options.tag:
             log.info("building %s", options.tag)
             build_started = time.monotonic()
-            with context_path.open("rb") as context:
+            size = context_path.stat().st_size
+            with (
+                context_path.open("rb") as context,
+                CountingReader(context, progress.SEND, size) as counted,
+            ):
                 micro_id = engine.build(
-                    context,
+                    counted,
                     options.tag,
-                    labels=dockerfile.labels,
+                    labels={**dockerfile.labels, **options.labels},
                     build_args=dockerfile.build_args,
-                    progress=lambda line: log.debug("%s", line),
+                    platform=options.platform,
+                    progress=build_progress,
                 )
+            progress.finish(progress.BUILD)
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
             diff_ids = engine_layers(engine, micro_id, base, len(layers.written))
@@ -606,7 +710,10 @@ def build_micro(
         fat_size=fat_size,
         micro_size=micro_size,
         selection=replace(result.selection, entries=layers.entries),
-        dockerfile_warnings=[],
+        dockerfile_warnings=[
+            f"the engine did not report the image's {name.upper()}: the micro image has none"
+            for name in config.unreported
+        ],
         traces=[str(saved.path) for saved in traces],
         seconds=seconds,
         production=production,

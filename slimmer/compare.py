@@ -48,6 +48,8 @@ class ImageFigures:
     # OS packages its package database lists (dpkg, apk); None: no database,
     # or not counted (--no-files)
     packages: int | None = None
+    id: str = ""  # the image id (sha256:...)
+    digests: tuple[str, ...] = ()  # repo@sha256:..., where it was pushed or pulled
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +80,8 @@ def figures(
                 inventory.files if inventory else None,
                 round(first_size / size, 1) if size else 0,
                 inventory.packages if inventory else None,
+                id=str(attrs.get("Id") or ""),
+                digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
             )
         )
     return rows

@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -85,14 +85,20 @@ def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
 
 
 def write_rootfs_tar(
-    fs: RootFS, selection: Selection, out: BinaryIO, stripped: StripPlan | None = None
+    fs: RootFS,
+    selection: Selection,
+    out: BinaryIO,
+    stripped: StripPlan | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write the selected entries, in order, streaming file contents. A file
     whose inode was written before becomes a hard link to it; a file with
     enough zeros becomes a sparse member (slimmer.sparse). A file of the
-    `stripped` plan is written stripped (the selection carries its new size)."""
+    `stripped` plan is written stripped (the selection carries its new size).
+    `progress` hears the bytes of file contents written so far, after each file."""
     seen_inodes: dict[tuple[int, int], str] = {}
     results = stripped.results if stripped is not None else {}
+    written = 0
     with open_tar_writer(out) as tar:
         for entry in selection.entries:
             if entry.path == "/":
@@ -122,10 +128,13 @@ def write_rootfs_tar(
                     if len(data) != entry.size:
                         raise ContextError(f"{entry.path}: stripped size is not the planned one")
                     tar.addfile(member, io.BytesIO(data))
-                    continue
-                if os.fstat(handle.fileno()).st_size != entry.size:
-                    raise ContextError(f"{entry.path} changed size while it was collected")
-                add_file(tar, member, handle)
+                else:
+                    if os.fstat(handle.fileno()).st_size != entry.size:
+                        raise ContextError(f"{entry.path} changed size while it was collected")
+                    add_file(tar, member, handle)
+            written += entry.size
+            if progress is not None:
+                progress(written)
 
 
 def add_file(tar: tarfile.TarFile, member: tarfile.TarInfo, handle: BinaryIO) -> None:

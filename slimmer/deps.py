@@ -15,7 +15,6 @@ from slimmer.loader import Loader
 from slimmer.protocol import DepsJob, DepsResult
 from slimmer.rootfs import RootFS
 from slimmer.runner import run_sensor_once
-from slimmer.trace import ImageConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +61,7 @@ def closure_in_root(root: str, paths: tuple[str, ...], settings: DepsSettings) -
 def closure_in_image(
     engine: Engine, image: str, paths: tuple[str, ...], settings: DepsSettings, cache_dir: Path
 ) -> DepsOutcome:
-    config = ImageConfig.from_inspect(engine.image_attrs(image))
+    config = engine.image_config(image)
     job = DepsJob(
         paths=paths,
         env={**config.env_dict(), **settings.env},

@@ -7,50 +7,98 @@ Every container, volume or image slim creates carries the label
 from __future__ import annotations
 
 import io
+import ipaddress
+import json
 import logging
 import re
 import tarfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import docker
+import docker.constants
 import docker.errors
+import docker.tls
 import requests
 
 from slimmer.cleanup import signals_held
-from slimmer.errors import EngineError, NotFound, UsageError
+from slimmer.endpoint import EngineEndpoint, TlsFiles, choose_endpoint
+from slimmer.errors import (
+    CommandNotRunnable,
+    EngineError,
+    NotFound,
+    RuntimeRefused,
+    UsageError,
+)
+from slimmer.trace import Healthcheck, ImageConfig
+
+try:  # docker[ssh]: ssh:// engines
+    import paramiko
+
+    SSH_ERRORS: tuple[type[BaseException], ...] = (paramiko.SSHException,)
+except ImportError:  # pragma: no cover - paramiko comes with docker[ssh]
+    SSH_ERRORS = ()
 
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "io.slim.run"
-ENGINE_HINT = "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or set DOCKER_HOST"
+ENGINE_HINT = (
+    "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or choose another engine "
+    "(-H/--host, --context, DOCKER_HOST, DOCKER_CONTEXT)"
+)
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+SSH_BASE_URL = "http+docker://ssh"
+DEFAULT_SOCKETS = (None, "unix:///var/run/docker.sock", "unix:///run/docker.sock")
 
 
-def published_host_for(base_url: str) -> str:
-    """The host that publishes a container's ports, from the SDK's base URL:
-    127.0.0.1 for a local socket, the engine's host for tcp:// engines."""
+class EngineKind(StrEnum):
+    DOCKER = "docker"
+    PODMAN = "podman"
+
+
+def engine_kind_of(version: dict[str, Any]) -> EngineKind:
+    """Podman's compat API names itself among the version's components."""
+    names = {str(part.get("Name", "")) for part in version.get("Components") or ()}
+    return EngineKind.PODMAN if "Podman Engine" in names else EngineKind.DOCKER
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def published_host_for(base_url: str, ssh_hostname: str | None = None) -> str:
+    """The host where a container's published ports are reached, from the
+    SDK's base URL: 127.0.0.1 for a local socket or a loopback address, the
+    engine's host for tcp:// engines, the ssh host (after ~/.ssh/config's
+    HostName) for ssh:// engines."""
     url = urlsplit(base_url)
-    if url.scheme in ("http", "https", "tcp") and url.hostname not in (None, "localhost"):
-        return url.hostname
-    return "127.0.0.1"
+    if base_url.rstrip("/") == SSH_BASE_URL and ssh_hostname:
+        host: str | None = ssh_hostname
+    elif url.scheme in ("http", "https", "tcp"):
+        host = url.hostname
+    else:
+        host = None
+    if host is None or is_loopback(host):
+        return LOOPBACK
+    return host
 
 
 RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
 
 
 ANSWER_TIMEOUT = 10.0  # how long a connected engine may take to answer a ping
-
-
-def _engine_address() -> str:
-    try:
-        return str(docker.utils.kwargs_from_env().get("base_url") or "the default socket")
-    except docker.errors.DockerException:
-        return "DOCKER_HOST"
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -86,6 +134,126 @@ def _root_cause(exc: BaseException) -> str:
     return _short(found)
 
 
+def _tls_config(files: TlsFiles | None) -> docker.tls.TLSConfig | None:
+    if files is None:
+        return None
+    client_cert = (files.cert, files.key) if files.cert and files.key else None
+    return docker.tls.TLSConfig(client_cert=client_cert, ca_cert=files.ca, verify=files.verify)
+
+
+def _pin_engine_certificates(client: docker.DockerClient) -> None:
+    """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the CA file a
+    session verifies against (Session.merge_environment_settings), so an
+    environment that sets them for other tools would make slim check a TLS
+    engine against the wrong CA. The engine's own CA (DOCKER_CERT_PATH, the
+    context's ca.pem) wins, as it does for the docker CLI; proxies and the
+    rest of the environment still apply."""
+    api = client.api
+    engine_ca = api.verify
+    if not isinstance(engine_ca, str):
+        return
+    merge = api.merge_environment_settings
+
+    def merge_keeping_the_engine_ca(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings = dict(merge(*args, **kwargs))
+        settings["verify"] = engine_ca
+        return settings
+
+    api.merge_environment_settings = merge_keeping_the_engine_ca  # type: ignore[method-assign]
+
+
+def _ssh_error(exc: BaseException, where: str) -> EngineError:
+    """paramiko's refusals in slim's words: an unknown host key, a refused key."""
+    text = _short(exc)
+    if "known_hosts" in text or "not found in known" in text:
+        return EngineError(
+            f"the ssh host of the engine at {where} is not known: {text}",
+            "check its host key and add it to ~/.ssh/known_hosts (e.g. ssh once to it "
+            "and accept the key); slim never accepts an unknown host key",
+        )
+    if type(exc).__name__ == "AuthenticationException":
+        return EngineError(
+            f"ssh refused the login to the engine at {where}: {text}",
+            "check the user and key (ssh-add, IdentityFile in ~/.ssh/config)",
+        )
+    return EngineError(f"ssh to the engine at {where} failed: {text}", ENGINE_HINT)
+
+
+UNREPORTED_EFFECT = (
+    "the micro image gets none (a HEALTHCHECK CMD-SHELL and RUN in images built on it use "
+    "/bin/sh -c); the trace and the report say so"
+)
+_HISTORY_SHELL = re.compile(r"(?:^|#\(nop\)\s+)SHELL\s+(\[.*\])\s*$", re.DOTALL)
+
+
+def shell_from_history(history: list[dict[str, Any]]) -> tuple[tuple[str, ...] | None, bool]:
+    """The image's SHELL as its history records it (newest entry first), for
+    engines whose inspect leaves it out: (shell, known). Podman and buildah
+    record `SHELL ["/bin/ash", "-c"]` as JSON; Docker's builders write
+    `SHELL [/bin/ash -c]`, whose words cannot be told apart: unknown. No
+    SHELL entry in a history that records every step: the default (None)."""
+    if not history:
+        return None, False
+    for entry in history:
+        created_by = str(entry.get("CreatedBy") or "")
+        found = _HISTORY_SHELL.search(created_by.strip())
+        if not found:
+            continue
+        try:
+            words = json.loads(found.group(1))
+        except ValueError:
+            return None, False
+        if isinstance(words, list) and words and all(isinstance(w, str) for w in words):
+            return tuple(words), True
+        return None, False
+    return None, True
+
+
+# How the OCI runtime says it could not run the container's command (runc
+# through Docker and Podman, crun), and that an error is the runtime's at all.
+_COMMAND_FAILURE = re.compile(
+    r"unable to start container process: exec:|executable file .* not found|open executable"
+    r"|OCI runtime attempted to invoke a command that was not found|exec format error",
+    re.IGNORECASE,
+)
+_RUNTIME_FAILURE = re.compile(
+    r"OCI runtime|OCI permission denied|failed to create shim task|\b(runc|crun|runsc|youki)\b",
+    re.IGNORECASE,
+)
+_RUNTIME_HINTS = (
+    (
+        "rlimit",
+        "the engine asks for a resource limit (ulimit) the host does not let its runtime set: "
+        "lower the engine's default ulimits (dockerd --default-ulimit, Podman: default_ulimits "
+        "in containers.conf) or raise the host's (fs.nr_open, the service's hard limits)",
+    ),
+    (
+        "cgroup",
+        "the runtime cannot set up the container's cgroup: check the host's cgroup mounts "
+        "(scripts/cgroups.sh) and the engine's cgroup driver",
+    ),
+    ("exec format error", "the command is built for another CPU than the engine's"),
+)
+
+
+def start_error(explanation: str) -> EngineError | CommandNotRunnable | RuntimeRefused:
+    """The error for an engine's refusal to start a container, by what the
+    explanation says: the image's command cannot run, the OCI runtime
+    refused (a limit or policy of the host), or the engine refused."""
+    hint = next((h for word, h in _RUNTIME_HINTS if word in explanation.lower()), None)
+    if _COMMAND_FAILURE.search(explanation):
+        reason = explanation.split("unable to start container process: ", 1)[-1]
+        return CommandNotRunnable(f"the container's command cannot run: {reason}", hint)
+    if _RUNTIME_FAILURE.search(explanation):
+        return RuntimeRefused(
+            f"the container runtime refused to start the container: {explanation}",
+            hint
+            or "a limit or security policy of the engine's host refused what the "
+            "runtime was asked for (the reason is above)",
+        )
+    return EngineError(f"the engine could not start the container: {explanation}")
+
+
 def new_run_id(prefix: str = "") -> str:
     """A run id: the prefix (which names a group of runs, e.g. one CI job),
     then 12 random hex digits."""
@@ -119,13 +287,27 @@ class Leftover:
 class Engine:
     """A connected engine client; a context manager that closes it.
 
-    with Engine.connect() as engine:
+    with Engine.connect(endpoint) as engine:
         ...
     """
 
-    def __init__(self, client: docker.DockerClient, run_prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        run_prefix: str = "",
+        *,
+        endpoint: EngineEndpoint | None = None,
+        version: dict[str, Any] | None = None,
+        published_host: str | None = None,
+    ) -> None:
         self.client = client
         self.run_prefix = run_prefix
+        self.endpoint = endpoint or EngineEndpoint(None, None, "")
+        self.version_info = version if version is not None else dict(client.version())
+        self.kind = engine_kind_of(self.version_info)
+        self.given_published_host = published_host
+        self._unreported_said: set[str] = set()
+        self._said_where_published = False
 
     def new_run_id(self) -> str:
         """The label value of a new run's containers (see RUN_LABEL)."""
@@ -139,19 +321,43 @@ class Engine:
 
     @classmethod
     def connect(
-        cls, timeout: int = 120, run_prefix: str = "", answer_timeout: float = ANSWER_TIMEOUT
+        cls,
+        endpoint: EngineEndpoint,
+        *,
+        timeout: int = 120,
+        run_prefix: str = "",
+        answer_timeout: float = ANSWER_TIMEOUT,
+        published_host: str | None = None,
     ) -> Engine:
-        """Connect with the environment's settings (DOCKER_HOST and friends).
-        An engine that does not answer within `answer_timeout` seconds is an
+        """Connect to the engine at `endpoint` (see slimmer.endpoint). An
+        engine that does not answer within `answer_timeout` seconds is an
         error that says so; one that is not there fails at once. Every run
-        id this engine hands out starts with `run_prefix`."""
+        id this engine hands out starts with `run_prefix`. `published_host`
+        names where the engine's published ports are reached from here
+        (default: found from the endpoint, see published_host_for)."""
         if not RUN_ID_PREFIX.fullmatch(run_prefix):
             raise UsageError(f"bad run prefix {run_prefix!r}", "use up to 32 of a-z, 0-9 and -")
+        where = endpoint.describe()
         try:
-            client = docker.from_env(timeout=answer_timeout)  # asks the API version too
-            client.ping()
-        except docker.errors.DockerException as exc:
-            where = _engine_address()
+            client = docker.DockerClient(
+                base_url=endpoint.host,
+                tls=_tls_config(endpoint.tls),
+                # A fixed version: "auto" would ask the engine before the
+                # certificates are pinned below (see _pin_engine_certificates).
+                version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+                timeout=answer_timeout,
+            )
+            _pin_engine_certificates(client)
+            version = dict(client.version(api_version=False))
+            client.api._version = str(version["ApiVersion"])
+        except docker.errors.TLSParameterError as exc:
+            raise EngineError(
+                f"the TLS files for the engine at {where} are not usable: {exc}",
+                "DOCKER_CERT_PATH (or the context) must hold ca.pem, cert.pem and key.pem",
+            ) from None
+        except SSH_ERRORS as exc:
+            raise _ssh_error(exc, where) from None
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             if _timed_out(exc):
                 raise EngineError(
                     f"the Docker engine at {where} did not answer within {answer_timeout:.0f}s",
@@ -160,30 +366,83 @@ class Engine:
             raise EngineError(
                 f"the Docker engine at {where} is not reachable ({_root_cause(exc)})", ENGINE_HINT
             ) from None
+        except (KeyError, TypeError, ValueError):
+            raise EngineError(
+                f"the engine at {where} answered /version without an ApiVersion",
+                "is it a Docker-compatible engine?",
+            ) from None
         client.api.timeout = timeout  # long operations (builds, archives) get longer
-        return cls(client, run_prefix)
+        return cls(
+            client, run_prefix, endpoint=endpoint, version=version, published_host=published_host
+        )
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str], **options: Any) -> Engine:
+        """connect() to the engine the environment chooses (DOCKER_HOST,
+        DOCKER_CONTEXT, the docker CLI's current context), as docker does."""
+        return cls.connect(choose_endpoint(None, None, env), **options)
+
+    @property
+    def ssh_hostname(self) -> str | None:
+        """The host an ssh:// engine is reached on (after ~/.ssh/config)."""
+        adapter = getattr(self.client.api, "_custom_adapter", None)
+        params = getattr(adapter, "ssh_params", None) or {}
+        hostname = params.get("hostname")
+        return str(hostname) if hostname else None
 
     @property
     def published_host(self) -> str:
-        """Where published ports are reached: loopback for a local engine
-        (ports are bound to 127.0.0.1 only), the engine's host otherwise."""
-        return published_host_for(str(self.client.api.base_url))
+        """Where published ports are reached from here: --published-host when
+        given, else loopback for a local engine, the engine's host otherwise."""
+        if self.given_published_host:
+            return self.given_published_host
+        return published_host_for(str(self.client.api.base_url), self.ssh_hostname)
 
     @property
     def publish_address(self) -> str:
-        """The address ports are published on: loopback unless the engine is
-        remote, where loopback would be the remote host's."""
-        return "127.0.0.1" if self.published_host == "127.0.0.1" else "0.0.0.0"
+        """The address ports are published on: loopback when they are reached
+        on loopback (the engine is on this machine), else every interface of
+        the engine's host (its loopback is not reachable from here)."""
+        return LOOPBACK if is_loopback(self.published_host) else ALL_INTERFACES
+
+    def unanswered_hint(self) -> str | None:
+        """What to say when published ports do not answer on 127.0.0.1: the
+        engine may be on another machine behind a tunnel or a forwarded
+        socket, which slim cannot tell from its address."""
+        if self.given_published_host or self.published_host != LOOPBACK:
+            return None
+        if self.endpoint.host in DEFAULT_SOCKETS:
+            return None
+        return (
+            f"if the engine at {self.endpoint.host} runs on another machine (a tunnel, a "
+            "forwarded socket), name where its published ports are reachable: "
+            "slim --published-host ADDRESS ..."
+        )
 
     def publish(self, ports: list[int]) -> dict[str, tuple[str, None]]:
-        """A `ports=` option publishing TCP ports on a free host port each."""
-        return {f"{port}/tcp": (self.publish_address, None) for port in ports}
+        """A `ports=` option publishing TCP ports on a free host port each.
+        Where they are open on an engine elsewhere is said, once."""
+        address = self.publish_address
+        if ports and address == ALL_INTERFACES and not self._said_where_published:
+            self._said_where_published = True
+            log.info(
+                "the engine is not on this machine: its published ports are open on all its "
+                "interfaces while a run lasts, and probed at %s",
+                self.published_host,
+            )
+        return {f"{port}/tcp": (address, None) for port in ports}
+
+    @property
+    def platform(self) -> str:
+        """The engine's own platform, as os/arch (linux/amd64)."""
+        info = self.version_info
+        return f"{info.get('Os') or 'linux'}/{info.get('Arch') or '?'}"
 
     def close(self) -> None:
         self.client.close()
 
     def version(self) -> str:
-        return str(self.client.version().get("Version", "?"))
+        return str(self.version_info.get("Version", "?"))
 
     def image_attrs(self, image: str) -> dict[str, Any]:
         """The inspect data of a local image."""
@@ -196,6 +455,49 @@ class Engine:
             ) from None
         except docker.errors.APIError as exc:
             raise EngineError(f"inspecting {image!r} failed: {_short(exc)}") from None
+
+    def image_config(self, image: str, attrs: dict[str, Any] | None = None) -> ImageConfig:
+        """The parts of the image's config the micro image keeps. Podman's
+        compat inspect (4.x) leaves out HEALTHCHECK and SHELL and says [] for
+        a missing ENTRYPOINT: they are read from its own API and the image's
+        history; what cannot be read is named in `unreported`, and said."""
+        attrs = attrs if attrs is not None else self.image_attrs(image)
+        config = ImageConfig.from_inspect(attrs)
+        if self.kind is EngineKind.PODMAN:
+            config = self._podman_config(image, config)
+        if config.unreported and str(attrs.get("Id")) not in self._unreported_said:
+            self._unreported_said.add(str(attrs.get("Id")))
+            log.warning(
+                "the engine (%s) does not report the %s of %s: %s",
+                self.kind.value,
+                " and ".join(name.upper() for name in config.unreported),
+                image,
+                UNREPORTED_EFFECT,
+            )
+        return config
+
+    def _podman_config(self, image: str, config: ImageConfig) -> ImageConfig:
+        api = self.client.api
+        try:
+            libpod = api._result(api._get(api._url("/libpod/images/{0}/json", image)), json=True)
+            history = api.history(image)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting {image!r} on Podman failed: {_short(exc)}") from None
+        own = libpod.get("Config") or {}
+        entrypoint = own.get("Entrypoint")
+        shell, shell_known = shell_from_history(history)
+        unreported = list(config.unreported)
+        if config.shell is None and not shell_known:
+            unreported.append("shell")
+        return replace(
+            config,
+            # The image's own config keeps a missing ENTRYPOINT missing (null).
+            entrypoint=None if entrypoint is None else tuple(str(p) for p in entrypoint),
+            healthcheck=config.healthcheck or Healthcheck.from_inspect(libpod.get("Healthcheck")),
+            stop_signal=config.stop_signal or own.get("StopSignal") or None,
+            shell=config.shell or shell,
+            unreported=tuple(unreported),
+        )
 
     def pull(self, image: str) -> None:
         """Pull an image from its registry (the fast path where one answers)."""
@@ -271,10 +573,13 @@ class Engine:
             raise EngineError(f"inspecting container {ref.name} failed: {_short(exc)}") from None
 
     def start(self, ref: ContainerRef) -> None:
+        """Start a created container. The OCI runtime's refusals are told
+        apart from the engine's: CommandNotRunnable (the image's command),
+        RuntimeRefused (a limit or policy of the host)."""
         try:
             self.client.api.start(ref.id)
         except docker.errors.APIError as exc:
-            raise EngineError(f"the engine could not start the container: {_short(exc)}") from None
+            raise start_error(_short(exc)) from None
 
     def run_to_exit(
         self,
@@ -306,20 +611,22 @@ class Engine:
         *,
         labels: dict[str, str] | None = None,
         build_args: dict[str, str] | None = None,
+        platform: str | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> str:
         """Build an image from a tar context (Dockerfile at its top); returns
         the image id. `labels` and `build_args` reach the builder as data,
-        never parsed as Dockerfile text. Build output goes to `progress`
-        line by line."""
+        never parsed as Dockerfile text (labels the user adds with --label
+        too). Build output goes to `progress` line by line."""
         image_id = None
         try:
             for message in self.client.api.build(
                 fileobj=context,
                 custom_context=True,
                 tag=tag,
-                labels=labels,
+                labels=labels or None,
                 buildargs=build_args,
+                platform=platform,
                 rm=True,
                 forcerm=True,
                 decode=True,

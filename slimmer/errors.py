@@ -13,7 +13,7 @@ class ExitCode(IntEnum):
     ENGINE = 4  # the Docker engine is not reachable
     NOT_FOUND = 5  # an image, a command or a file is not there
     APP = 6  # the traced app failed
-    RESOURCE = 7  # a limit of this host: inotify watches, disk space
+    RESOURCE = 7  # a limit of this host: inotify watches, disk space, what the runtime may not set
     STALE_TRACE = 8  # a trace of another image, or an incomplete one
     INTERRUPTED = 130
 
@@ -41,7 +41,7 @@ class PathError(SlimError):
 
 
 class EngineError(SlimError):
-    """The Docker engine could not be reached or refused a request."""
+    """The Docker engine could not be reached, or refused a request."""
 
     exit_code = ExitCode.ENGINE
 
@@ -50,6 +50,19 @@ class NotFound(SlimError):
     """An image, a command or a file is not where the user said."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class CommandNotRunnable(NotFound):
+    """The OCI runtime could not start a container's command: it is not in
+    the image, not executable, or for another CPU."""
+
+
+class RuntimeRefused(SlimError):
+    """The engine's OCI runtime (runc, crun) refused to start a container
+    because of a limit or policy of the host (an rlimit it may not set,
+    cgroups, a security profile)."""
+
+    exit_code = ExitCode.RESOURCE
 
 
 class UsageError(SlimError):

@@ -226,7 +226,7 @@ def run_probes(
             waited = wait_http_ready(host, host_port, plan.ready_timeout, still_running, probe.port)
         except (NotReady, AppGone) as exc:
             if must_answer:
-                raise
+                raise _with_engine_hint(exc, engine) from None
             results.append(ProbeResult(probe, NoAnswer(exc.message), False))
             continue
         ready = waited if ready is None else ready
@@ -255,6 +255,15 @@ def run_probes(
         results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
         log.info("probe %s: %s", probe.label(), answer.outcome())
     return ProbeRun(tuple(results), ready)
+
+
+def _with_engine_hint(error: SlimError, engine: Engine) -> SlimError:
+    """A port that never answered may be published where slim does not look
+    (an engine behind a tunnel): the hint says how to name the place."""
+    where = engine.unanswered_hint()
+    if isinstance(error, NotReady) and where:
+        error.hint = f"{where}; otherwise {error.hint}" if error.hint else where
+    return error
 
 
 def exec_answer(

@@ -444,7 +444,22 @@ class Note:
     text: str
 
 
-SensorMessage = Watching | AppExited | Note
+class ProgressStep(StrEnum):
+    WATCH = "watch"  # directories watched so far (the total is not known)
+    COLLECT = "collect"  # bytes of the selected files tarred so far, of `total`
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long step of the sensor got."""
+
+    KIND: ClassVar[str] = "progress"
+    step: ProgressStep
+    done: int
+    total: int | None = None
+
+
+SensorMessage = Watching | AppExited | Note | Progress
 
 
 @dataclass(frozen=True)
@@ -453,7 +468,9 @@ class _Line:
 
 
 def message_line(message: SensorMessage) -> str:
-    return MESSAGE_PREFIX + wire.dumps(_Line(message), indent=None)
+    """One line, without its newline (wire.dumps ends with one: the host
+    read an empty line of the app after each message)."""
+    return MESSAGE_PREFIX + wire.dumps(_Line(message), indent=None).rstrip("\n")
 
 
 def parse_message_line(line: str) -> SensorMessage | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import platform
 import tarfile
 import threading
 import time
@@ -21,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from slimmer import wire
+from slimmer import progress, wire
 from slimmer.engine import ContainerRef, Engine
-from slimmer.errors import ExitCode, NotFound, SlimError
+from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
     SENSOR_ENV,
@@ -32,6 +33,8 @@ from slimmer.protocol import (
     FailureReason,
     Job,
     Note,
+    Progress,
+    ProgressStep,
     RunConfig,
     SensorFailure,
     SensorLayout,
@@ -44,6 +47,7 @@ from slimmer.protocol import (
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 40
+PROGRESS_STEPS = {ProgressStep.WATCH: progress.WATCH, ProgressStep.COLLECT: progress.COLLECT}
 R = TypeVar("R", bound=SensorResult)
 
 
@@ -105,6 +109,7 @@ class SensorContainer:
         self.notes: list[str] = []
         self.watching = threading.Event()
         self.ended = threading.Event()
+        self._steps: set[progress.Step] = set()  # steps whose progress the sensor showed
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
     def start(self) -> None:
@@ -122,11 +127,19 @@ class SensorContainer:
             if pending:
                 self._line(pending.decode("utf-8", "replace"))
         finally:
+            for step in self._steps:
+                progress.finish(step)
             self.ended.set()
 
     def _line(self, line: str) -> None:
         message = parse_message_line(line)
+        if isinstance(message, Progress):
+            step = PROGRESS_STEPS[message.step]
+            self._steps.add(step)
+            progress.update(step, message.done, message.total)
+            return
         if isinstance(message, Watching):
+            progress.finish(progress.WATCH)
             self.watching.set()
             log.info("watching %d directories (%.2fs)", message.directories, message.seconds)
             return
@@ -231,7 +244,14 @@ def sensor_container(
         with bundle.open("rb") as handle:
             engine.put_archive(container, handle, layout.root)
         sensor = SensorContainer(engine, container, layout, echo_app)
-        sensor.start()
+        try:
+            sensor.start()
+        except CommandNotRunnable as exc:
+            raise SensorError(
+                f"slim's sensor cannot run in a container of {image}: {exc.message}",
+                f"the sensor is this machine's CPython ({platform.machine()}); the engine "
+                f"runs {engine.platform} containers: use an engine with this machine's CPU",
+            ) from None
         yield sensor
 
 

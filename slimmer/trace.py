@@ -136,6 +136,9 @@ class ImageConfig:
     healthcheck: Healthcheck | None = None
     volumes: tuple[str, ...] = ()
     shell: tuple[str, ...] | None = None
+    # Fields the engine did not report, so the micro image cannot keep them
+    # ("shell": Podman reports no SHELL for an image built by Docker).
+    unreported: tuple[str, ...] = ()
 
     @classmethod
     def from_inspect(cls, attrs: dict[str, Any]) -> ImageConfig:

@@ -21,7 +21,6 @@ from slimmer.probes import (
 from slimmer.protocol import TraceJob, TraceResult
 from slimmer.runner import SensorError, sensor_container
 from slimmer.trace import (
-    ImageConfig,
     ProbeResult,
     Trace,
     TraceStatus,
@@ -65,7 +64,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     """Trace one run of the image. Raises AppFailed (with the trace, when
     one was written) if the app did not behave."""
     attrs = engine.image_attrs(image)
-    config = ImageConfig.from_inspect(attrs)
+    config = engine.image_config(image, attrs)
     argv = command_line(config, options.cmd, options.entrypoint)
     if not argv:
         raise SlimError(

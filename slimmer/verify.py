@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from slimmer.engine import Engine
-from slimmer.errors import ExitCode, SlimError
+from slimmer.errors import CommandNotRunnable, ExitCode, SlimError
 from slimmer.probes import ProbeRequest, command_answer, plan_probes, run_probes
 from slimmer.trace import (
     Answer,
@@ -21,7 +21,6 @@ from slimmer.trace import (
     HostProbe,
     HttpAnswer,
     HttpProbe,
-    ImageConfig,
     NoAnswer,
     Trace,
 )
@@ -124,11 +123,16 @@ class Check:
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyOutcome:
-    """`slim verify --format json`: every check and whether all matched."""
+    """`slim verify --format json`: the two images (names as given, image
+    ids, registry digests), every check and whether all matched."""
 
     schema: Literal["slim.verify/1"] = VERIFY_SCHEMA
     fat: str
     micro: str
+    fat_id: str = ""
+    micro_id: str = ""
+    fat_digests: tuple[str, ...] = ()  # repo@sha256:..., where the image was pushed or pulled
+    micro_digests: tuple[str, ...] = ()
     checks: tuple[Check, ...]
     same: bool
     seconds: dict[str, float]
@@ -138,29 +142,48 @@ class VerifyOutcome:
 
 
 def answers_of(
-    engine: Engine, image: str, plan: VerifyPlan, client_image: str
+    engine: Engine,
+    image: str,
+    attrs: dict[str, Any],
+    plan: VerifyPlan,
+    client_image: str,
+    *,
+    reference: bool,
 ) -> dict[str, Answer]:
     """Run one image and collect an answer per probe; clients run in
-    containers of `client_image` (the fat one)."""
-    config = ImageConfig.from_inspect(engine.image_attrs(image))
+    containers of `client_image` (the fat one). The reference (the fat
+    image) must answer its HTTP probes: without its answers there is
+    nothing to compare with. A container whose command cannot start gives
+    that as every answer (a micro image that lost its entrypoint)."""
+    config = engine.image_config(image, attrs)
     run_id = engine.new_run_id()
     entrypoint = list(plan.command) if plan.command is not None else None
     if plan.until_exit:
-        code, out, err = engine.run_to_exit(
-            image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
-        )
+        try:
+            code, out, err = engine.run_to_exit(
+                image, None, run_id, timeout=plan.exit_timeout, entrypoint=entrypoint
+            )
+        except CommandNotRunnable as exc:
+            if reference:
+                raise
+            return {RUN_LABEL: NoAnswer(exc.message)}
         return {RUN_LABEL: command_answer(code, out, err)}
     probe_plan = plan_probes(plan.probes, config, config.user, client_image)
     with engine.container(
         image, run_id, ports=probe_plan.ports(config), entrypoint=entrypoint
     ) as container:
-        engine.start(container)
+        try:
+            engine.start(container)
+        except CommandNotRunnable as exc:
+            if reference:
+                raise
+            return {probe.label(): NoAnswer(exc.message) for probe in probe_plan.probes()}
         run = run_probes(
             engine,
             container,
             probe_plan,
             still_running=lambda: engine.is_running(container),
-            must_answer=False,
+            must_answer=reference,
         )
     return {result.probe.label(): result.answer for result in run.results}
 
@@ -228,16 +251,21 @@ def verify_images(engine: Engine, fat: str, micro: str, plan: VerifyPlan) -> Ver
         )
     seconds: dict[str, float] = {}
     started = time.monotonic()
+    fat_attrs, micro_attrs = engine.image_attrs(fat), engine.image_attrs(micro)
     log.info("running %s", fat)
-    fat_answers = answers_of(engine, fat, plan, fat)
+    fat_answers = answers_of(engine, fat, fat_attrs, plan, fat, reference=True)
     seconds["fat"] = round(time.monotonic() - started, 3)
     log.info("running %s", micro)
-    micro_answers = answers_of(engine, micro, plan, fat)
+    micro_answers = answers_of(engine, micro, micro_attrs, plan, fat, reference=False)
     seconds["micro"] = round(time.monotonic() - started - seconds["fat"], 3)
     checks = tuple(compare_answers(fat_answers, micro_answers, plan.headers))
     return VerifyOutcome(
         fat=fat,
         micro=micro,
+        fat_id=str(fat_attrs.get("Id") or ""),
+        micro_id=str(micro_attrs.get("Id") or ""),
+        fat_digests=tuple(str(d) for d in fat_attrs.get("RepoDigests") or ()),
+        micro_digests=tuple(str(d) for d in micro_attrs.get("RepoDigests") or ()),
         checks=checks,
         same=all(check.same for check in checks),
         seconds=seconds,
@@ -264,4 +292,33 @@ def render_checks(checks: list[Check], fat: str, micro: str, show_all: bool) -> 
         lines.append(
             "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + mark
         )
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(outcome: VerifyOutcome, show_all: bool) -> list[str]:
+    """The checks as a markdown table and a verdict, for a CI job summary."""
+    fat, micro = outcome.fat, outcome.micro
+    rows = [c for c in outcome.checks if show_all or not c.same]
+    lines = [f"### slim verify: `{_cell(fat)}` and `{_cell(micro)}`", ""]
+    if rows:
+        lines += [
+            f"| probe | aspect | {_cell(fat)} | {_cell(micro)} | |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_cell(c.probe)} | {_cell(c.aspect)} | {_cell(c.fat)} | {_cell(c.micro)} | "
+            + ("same" if c.same else "**differs**")
+            + " |"
+            for c in rows
+        ]
+        lines.append("")
+    differing = len(outcome.differing())
+    if differing:
+        lines.append(f"**verify failed:** {differing} of {len(outcome.checks)} checks differ")
+    else:
+        lines.append(f"verify passed: {len(outcome.checks)} checks, the answers are the same")
     return lines

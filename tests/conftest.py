@@ -30,7 +30,7 @@ os.environ["SLIM_RUN_PREFIX"] = SESSION_PREFIX
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     try:
-        connected = Engine.connect(run_prefix=SESSION_PREFIX)
+        connected = Engine.from_environment(os.environ, run_prefix=SESSION_PREFIX)
     except EngineError as exc:
         message = f"{exc.message}; {exc.hint}"
         if IN_CI:

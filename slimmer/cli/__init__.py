@@ -7,7 +7,13 @@ from __future__ import annotations
 import click
 
 from slimmer import __version__
-from slimmer.cli.base import default_cache_dir, run_cli, setup_logging
+from slimmer.cli.base import (
+    check_published_host,
+    default_cache_dir,
+    run_cli,
+    setup_logging,
+    setup_progress,
+)
 from slimmer.cli.build import build_command
 from slimmer.cli.compare import compare
 from slimmer.cli.deps import deps
@@ -20,8 +26,40 @@ from slimmer.cli.verify import verify
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="slim")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-def cli(debug: bool, quiet: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (and results on stdout).")
+@click.option(
+    "-H",
+    "--host",
+    "engine_host",
+    default=None,
+    metavar="URL",
+    help="The engine (unix://, tcp://, ssh://), as docker -H. Default: DOCKER_HOST, "
+    "else the docker context, else the local socket.",
+)
+@click.option(
+    "--context",
+    "engine_context",
+    default=None,
+    metavar="NAME",
+    help="The docker context to use (docker context ls), as docker --context.",
+)
+@click.option(
+    "--published-host",
+    default=None,
+    envvar="SLIM_PUBLISHED_HOST",
+    callback=check_published_host,
+    metavar="ADDRESS",
+    help="Where the engine's published ports are reached from here, for an engine behind "
+    "a tunnel ($SLIM_PUBLISHED_HOST). Default: 127.0.0.1 for a local engine, the "
+    "engine's host otherwise.",
+)
+def cli(
+    debug: bool,
+    quiet: bool,
+    engine_host: str | None,
+    engine_context: str | None,
+    published_host: str | None,
+) -> None:
     """slim makes micro container images from fat build images.
 
     It runs the application inside the fat image, records every file it
@@ -38,6 +76,7 @@ def cli(debug: bool, quiet: bool) -> None:
       slim schema NAME               the JSON Schema of a file slim writes
     """
     setup_logging(debug, quiet)
+    setup_progress(quiet)
 
 
 for command in (trace, build_command, verify, compare, explain, deps, schema):

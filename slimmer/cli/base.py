@@ -4,9 +4,11 @@ only the command line may read (environment, cache dir)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
+from slimmer import progress
+from slimmer.endpoint import choose_endpoint
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
 
@@ -38,8 +42,15 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, _value: Any) -> None:
         return
 
+    def emit(self, record: logging.LogRecord) -> None:
+        display = progress.current()
+        if isinstance(display, progress.LiveBar):
+            display.interrupt(lambda: super(CurrentStderr, self).emit(record))
+        else:
+            super().emit(record)
 
-GLOBAL_OPTIONS = ("-q", "--quiet", "--debug")
+
+GLOBAL_OPTIONS = ("-q", "--quiet", "--debug", "-H", "--host", "--context", "--published-host")
 
 
 class SlimCommand(click.Command):
@@ -162,8 +173,20 @@ def summary(line: str) -> None:
         click.echo(line, err=True)
 
 
+def setup_progress(quiet: bool) -> None:
+    """How long steps show progress: a live bar on a terminal, a plain line
+    every few seconds otherwise (CI logs), nothing with -q."""
+    if quiet:
+        progress.use(progress.Silent())
+    elif sys.stderr.isatty():
+        progress.use(progress.LiveBar())
+    else:
+        progress.use(progress.PlainLines())
+
+
 def setup_logging(debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    """INFO (progress, summaries) by default; -q leaves errors only; --debug all."""
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
     logger = logging.getLogger(LOGGER)
     if not any(isinstance(h, CurrentStderr) for h in logger.handlers):
         handler = CurrentStderr()
@@ -222,10 +245,42 @@ def default_cache_dir() -> Path:
 
 
 def connect() -> Engine:
-    """The engine of the environment (DOCKER_HOST and friends). Runs are
-    labelled with $SLIM_RUN_PREFIX in front of their id, so that a CI job
-    can find (and clean up) exactly its own containers."""
-    return Engine.connect(run_prefix=os.environ.get("SLIM_RUN_PREFIX", ""))
+    """The engine chosen by -H/--host, --context or the environment
+    (DOCKER_HOST, DOCKER_CONTEXT, the docker CLI's current context), as the
+    docker CLI chooses it. Runs are labelled with $SLIM_RUN_PREFIX in front
+    of their id, so that a CI job can find (and clean up) exactly its own
+    containers."""
+    context = click.get_current_context(silent=True)
+    options = context.find_root().params if context else {}
+    endpoint = choose_endpoint(
+        options.get("engine_host"), options.get("engine_context"), os.environ
+    )
+    return Engine.connect(
+        endpoint,
+        run_prefix=os.environ.get("SLIM_RUN_PREFIX", ""),
+        published_host=options.get("published_host"),
+    )
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+
+
+def check_published_host(
+    _context: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    """An address or a host name, without scheme or port."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r} is not an address or a host name (no scheme, no port)",
+            param_hint="--published-host",
+        )
+    return value
 
 
 def host_env() -> dict[str, str]:

@@ -228,6 +228,8 @@ def _make_build_options(
     strip_except: tuple[str, ...],
     init: bool,
     sbom_path: Path | None,
+    labels: tuple[str, ...],
+    platform: str | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
     for path, option in (
@@ -259,7 +261,20 @@ def _make_build_options(
         strip_except=strip_except,
         init=init,
         sbom=sbom_path,
+        labels=parse_labels(labels),
+        platform=platform,
     )
+
+
+def parse_labels(given: tuple[str, ...]) -> dict[str, str]:
+    """`--label KEY=VALUE` (or KEY, an empty value), as docker build reads them."""
+    labels: dict[str, str] = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        if not key.strip() or key != key.strip():
+            raise UsageError(f"bad --label {item!r}", "write it as KEY=VALUE")
+        labels[key] = value
+    return labels
 
 
 build_options = option_group(
@@ -319,6 +334,12 @@ build_options = option_group(
                      default=None,
                      help="Where to write the SBOM, CycloneDX 1.5 JSON "
                      "(default .slim/<tag>.sbom.json)."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="Add a label to the micro image (as docker build --label); "
+                     "repeatable. The fat image's labels are kept anyway."),
+        click.option("--platform", default=None, metavar="OS/ARCH",
+                     help="The micro image's platform, as docker build --platform: only the "
+                     "engine's own is possible (slim runs the app there)."),
     ],
     consumes=("trace_options",),
 )  # fmt: skip

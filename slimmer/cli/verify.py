@@ -17,18 +17,28 @@ from slimmer.verify import (
     plan_from_request,
     plan_from_trace,
     render_checks,
+    render_markdown,
     verify_images,
 )
 
 
 def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text") -> None:
-    """Print the checks; raise VerifyFailed (exit 1) when any differs."""
+    """Print the checks; raise VerifyFailed (exit 1) when any differs, after
+    a line on stderr for each check that failed."""
     if output == "json":
         click.echo(wire.dumps(outcome), nl=False)
+    elif output == "markdown":
+        click.echo("\n".join(render_markdown(outcome, show_all)))
     else:
         for line in render_checks(list(outcome.checks), outcome.fat, outcome.micro, show_all):
             click.echo(line)
     differ = outcome.differing()
+    for check in differ:
+        click.echo(
+            f"slim: check failed: {check.probe} {check.aspect}: {outcome.fat} {check.fat}, "
+            f"{outcome.micro} {check.micro}",
+            err=True,
+        )
     if differ:
         raise VerifyFailed(
             f"verify: {len(differ)} of {len(outcome.checks)} checks differ between "
@@ -56,10 +66,11 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
 @click.option(
     "--format",
     "output",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "markdown"]),
     default="text",
     show_default=True,
-    help="json: every check, schema slim.verify/1 (slim schema verify).",
+    help="json: every check, schema slim.verify/1 (slim schema verify); markdown suits a "
+    "CI job summary.",
 )
 @handles_errors
 @verify_options

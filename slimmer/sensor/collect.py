@@ -53,8 +53,14 @@ class Refused:
     hint: str | None = None
 
 
-def collect_files(job: CollectJob, layout: SensorLayout) -> CollectResult | SensorFailure:
-    """The collect job; the rootfs tar goes to the layout's output_tar."""
+def collect_files(
+    job: CollectJob,
+    layout: SensorLayout,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> CollectResult | SensorFailure:
+    """The collect job; the rootfs tar goes to the layout's output_tar.
+    `progress`, given the bytes of file contents to write, returns what hears
+    how many were written."""
     fs = RootFS("/")
     clock = Clock()
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
@@ -84,8 +90,9 @@ def collect_files(job: CollectJob, layout: SensorLayout) -> CollectResult | Sens
         plan = plan_strip(fs, regular_files(selection), protection(kept, job.strip))
         selection = with_sizes(selection, plan)
         clock.lap("strip")
+    total = sum(entry.size for entry in selection.entries if entry.kind is Kind.FILE)
     with open(layout.output_tar, "wb") as out:
-        write_rootfs_tar(fs, selection, out, plan)
+        write_rootfs_tar(fs, selection, out, plan, progress(total) if progress else None)
     clock.lap("tar")
     return CollectResult(
         selection=selection,

@@ -7,6 +7,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from slimmer import wire
 from slimmer.depsreport import closure_report, closure_tree
@@ -27,6 +28,8 @@ from slimmer.protocol import (
     InventoryJob,
     InventoryResult,
     Note,
+    Progress,
+    ProgressStep,
     RunConfig,
     SensorFailure,
     SensorLayout,
@@ -50,11 +53,28 @@ from slimmer.trace import Lookup, PathAction, SyscallReport, TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
 TRACER_SWITCH_INTERVAL = 0.0001
+PROGRESS_SECONDS = 0.25
 
 
 def say(message: SensorMessage) -> None:
     sys.stderr.write(message_line(message) + "\n")
     sys.stderr.flush()
+
+
+def progress_sayer(
+    step: ProgressStep, total: int | None = None, every: float = PROGRESS_SECONDS
+) -> Callable[[int], None]:
+    """A progress callback that says how far a step got, at most every `every` seconds."""
+    last = time.monotonic()
+
+    def heard(done: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            say(Progress(step, done, total))
+
+    return heard
 
 
 def write_result(layout: SensorLayout, result: SensorResult) -> None:
@@ -142,7 +162,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
     tracer, untraced = prepare_tracer(job)
     try:
         watcher = TreeWatcher(skipped)
-        watches = watcher.watch_tree("/")
+        watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
     except WatchLimitError as exc:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
     watcher.drain()
@@ -294,7 +314,9 @@ def deps(job: DepsJob, layout: SensorLayout) -> int:
 def collect(job: CollectJob, layout: SensorLayout) -> int:
     """Select the micro image's files here, where they are, and tar them
     (slimmer.sensor.collect)."""
-    result = collect_files(job, layout)
+    result = collect_files(
+        job, layout, lambda total: progress_sayer(ProgressStep.COLLECT, total)
+    )
     if isinstance(result, SensorFailure):
         return fail(layout, result.reason, result.message, result.hint)
     write_result(layout, result)

@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Literal
@@ -125,8 +126,9 @@ class TreeWatcher:
         self.dirs[wd] = directory
         return True
 
-    def watch_tree(self, root: str = "/") -> int:
-        """Add a watch to every directory under root; returns the count."""
+    def watch_tree(self, root: str = "/", progress: Callable[[int], None] | None = None) -> int:
+        """Add a watch to every directory under root; returns the count.
+        `progress` hears the count every 1000 directories."""
         pending = [root]
         added = 0
         while pending:
@@ -136,6 +138,8 @@ class TreeWatcher:
             added += 1
             if added % 1000 == 0:
                 self.drain()  # keep the queue from overflowing with our own events
+                if progress is not None:
+                    progress(added)
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:

@@ -4,9 +4,8 @@ DOCKER_HOST names: Docker in `make test`, Podman rootful and rootless in
 `make test-podman` (the marker `engine_lane` selects these tests there).
 
 Podman's compat image inspect (4.3) has no Config.Healthcheck and no
-Config.Shell: the tests that need them are expected to fail on Podman until
-slim reads them elsewhere (strict: a fix makes them pass, and the marker
-must then go)."""
+Config.Shell: slim reads the HEALTHCHECK from Podman's own API and the
+SHELL from the image's history, so the same tests hold on every engine."""
 
 from __future__ import annotations
 
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.engine_lane
 
 MICRO = "slim-test-healthuser:micro"
 HEALTH_TEST = ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/health.txt"]
-
-PODMAN_HEALTHCHECK_FIX = (
-    "slimmer/engine.py: Podman's compat GET /images/{name}/json has no Config.Healthcheck; "
-    "read the top-level 'Healthcheck' of GET /libpod/images/{name}/json"
-)
-PODMAN_SHELL_FIX = (
-    "slimmer/engine.py: Podman 4.3 reports no Shell in either inspect; read it from the "
-    "image history ('#(nop) SHELL [...]') or say that it cannot be read"
-)
 
 
 @dataclass(frozen=True)
@@ -79,11 +69,6 @@ def lane_run(
         engine.remove_image(MICRO)
 
 
-def expect_podman_gap(request: pytest.FixtureRequest, run: LaneRun, fix: str) -> None:
-    if run.kind is EngineKind.PODMAN:
-        request.applymarker(pytest.mark.xfail(reason=fix, strict=True))
-
-
 def test_trace_runs_the_app_as_the_image_user(lane_run: LaneRun) -> None:
     assert lane_run.trace["config"]["user"] == "web"
     assert lane_run.trace["config"]["exposed_ports"] == ["8080/tcp"]
@@ -91,22 +76,21 @@ def test_trace_runs_the_app_as_the_image_user(lane_run: LaneRun) -> None:
     assert [probe["answer"]["status"] for probe in http] == [200]
 
 
-def test_trace_reads_the_healthcheck_and_runs_it(
-    request: pytest.FixtureRequest, lane_run: LaneRun
-) -> None:
-    expect_podman_gap(request, lane_run, PODMAN_HEALTHCHECK_FIX)
+def test_trace_reads_the_healthcheck_and_runs_it(lane_run: LaneRun) -> None:
     assert (lane_run.trace["config"]["healthcheck"] or {}).get("test") == HEALTH_TEST
     health = [p for p in lane_run.trace["probes"] if p["probe"]["kind"] == "healthcheck"]
     assert health and health[0]["ok"], lane_run.trace["probes"]
 
 
-def test_trace_reads_the_shell(request: pytest.FixtureRequest, lane_run: LaneRun) -> None:
-    expect_podman_gap(request, lane_run, PODMAN_SHELL_FIX)
+def test_trace_reads_the_shell(lane_run: LaneRun) -> None:
     assert lane_run.trace["config"]["shell"] == ["/bin/ash", "-c"]
+    assert lane_run.trace["config"]["unreported"] == []
 
 
 def test_micro_image_keeps_user_port_and_command(lane_run: LaneRun) -> None:
     lines = lane_run.dockerfile.splitlines()
+    # The image has no ENTRYPOINT: null (Podman's compat inspect says [] for none).
+    assert lane_run.trace["config"]["entrypoint"] is None
     assert "USER web" in lines
     assert any(line.startswith("EXPOSE") and "8080/tcp" in line for line in lines)
     assert any(line.startswith("CMD") and "httpd" in line for line in lines)
@@ -114,10 +98,7 @@ def test_micro_image_keeps_user_port_and_command(lane_run: LaneRun) -> None:
     assert owners.get("/srv/www/index.html") == 7001
 
 
-def test_micro_image_keeps_the_healthcheck(
-    request: pytest.FixtureRequest, lane_run: LaneRun
-) -> None:
-    expect_podman_gap(request, lane_run, PODMAN_HEALTHCHECK_FIX)
+def test_micro_image_keeps_the_healthcheck(lane_run: LaneRun) -> None:
     health = [line for line in lane_run.dockerfile.splitlines() if line.startswith("HEALTHCHECK")]
     assert len(health) == 1 and "wget -q -O /dev/null" in health[0], lane_run.dockerfile
     assert "--interval=" in health[0] and "--retries=3" in health[0]
@@ -125,8 +106,7 @@ def test_micro_image_keeps_the_healthcheck(
     assert "/bin/ash" in kept  # the healthcheck's shell and its closure
 
 
-def test_micro_image_keeps_the_shell(request: pytest.FixtureRequest, lane_run: LaneRun) -> None:
-    expect_podman_gap(request, lane_run, PODMAN_SHELL_FIX)
+def test_micro_image_keeps_the_shell(lane_run: LaneRun) -> None:
     assert 'SHELL ["/bin/ash", "-c"]' in lane_run.dockerfile.splitlines(), lane_run.dockerfile
 
 
@@ -135,8 +115,7 @@ def test_verify_answers_alike(lane_run: LaneRun) -> None:
     assert "answers like" in lane_run.verified.output
 
 
-def test_verify_compares_the_healthcheck(request: pytest.FixtureRequest, lane_run: LaneRun) -> None:
-    expect_podman_gap(request, lane_run, PODMAN_HEALTHCHECK_FIX)
+def test_verify_compares_the_healthcheck(lane_run: LaneRun) -> None:
     lines = lane_run.verified.stdout.splitlines()
     health = [line for line in lines if line.startswith("HEALTHCHECK")]
     assert health and all(line.endswith("same") for line in health), lane_run.verified.describe()

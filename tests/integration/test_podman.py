@@ -1,32 +1,36 @@
-"""Podman only (make test-podman): what an OCI runtime error looks like
-through slim. A second rootful `podman system service` whose containers.conf
-asks for an open-files limit above the kernel's fs.nr_open makes runc refuse
-every container start ("error setting rlimit type 7: operation not
-permitted"), as a host that refuses Podman's default limits does. slim must
-say the runtime refused, not that the engine is unreachable (exit 4)."""
+"""Podman only (make test-podman).
+
+What an OCI runtime error looks like through slim: a second rootful
+`podman system service` whose containers.conf asks for an open-files limit
+above the kernel's fs.nr_open makes runc refuse every container start
+("error setting rlimit type 7: operation not permitted"), as a host that
+refuses Podman's default limits does. slim says the runtime refused (exit
+7, a limit of the host), not that the engine is unreachable (exit 4).
+
+And a config field Podman does not report: the SHELL of an image built by
+Docker (Podman's inspect has none, and Docker's history entry is not JSON).
+slim says so, in the trace and the report."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.helpers.images import derive_image
 from tests.helpers.slimrun import run_slim
 
 pytestmark = pytest.mark.podman
-
-RUNTIME_ERROR_FIX = (
-    "slimmer/engine.py: an APIError 500 from a container start whose explanation names "
-    "the OCI runtime ('OCI runtime', 'runc', 'crun', 'OCI permission denied') is a "
-    "runtime refusal, not 'the engine is not reachable' (exit 4)"
-)
 
 
 def answers(socket: Path) -> bool:
@@ -73,7 +77,6 @@ def refusing_podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             service.wait()
 
 
-@pytest.mark.xfail(reason=RUNTIME_ERROR_FIX, strict=True)
 def test_a_runtime_refusal_is_not_an_unreachable_engine(
     refusing_podman: str, tmp_path: Path
 ) -> None:
@@ -87,8 +90,9 @@ def test_a_runtime_refusal_is_not_an_unreachable_engine(
         "true",
         env={"DOCKER_HOST": refusing_podman},
     )
-    assert ran.exit_code not in (ExitCode.OK, ExitCode.ENGINE), ran.describe()
+    assert ran.exit_code == ExitCode.RESOURCE, ran.describe()
     assert "not reachable" not in ran.output, ran.describe()
+    assert "Traceback" not in ran.output, ran.describe()
     assert "runtime" in ran.output.lower(), ran.describe()
     assert "rlimit" in ran.output, ran.describe()  # the runtime's own reason is shown
 
@@ -97,3 +101,40 @@ def test_the_refusing_service_is_reachable(refusing_podman: str) -> None:
     """The service answers (so the failure above is the runtime's, not a
     dead socket)."""
     assert answers(Path(refusing_podman.removeprefix("unix://")))
+
+
+DOCKER_SHELL_HISTORY = "/bin/sh -c #(nop)  SHELL [/bin/ash -c]"  # as Docker's builder writes it
+
+
+def test_a_shell_podman_does_not_report_is_said(
+    engine: Engine, fixture_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The fixture as Docker would have built it: Shell in its config, the
+    history entry in Docker's words. Podman reports neither; slim says so."""
+
+    def as_docker_built(config: dict[str, Any]) -> None:
+        config["config"]["Shell"] = ["/bin/ash", "-c"]
+        for entry in config.get("history") or []:
+            if "SHELL" in entry.get("created_by", ""):
+                entry["created_by"] = DOCKER_SHELL_HISTORY
+
+    tag = derive_image(
+        engine, fixture_image("healthuser"), "slim-test-podman-dockershell:latest", as_docker_built
+    )
+    try:
+        trace, report = tmp_path / "t.json", tmp_path / "r.json"
+        traced = run_slim("trace", tag, "-o", str(trace), "--quiet-app")
+        assert traced.exit_code == 0, traced.describe()
+        assert "does not report the SHELL" in traced.stderr, traced.describe()
+        config = json.loads(trace.read_text())["config"]
+        assert config["shell"] is None and config["unreported"] == ["shell"]
+        assert config["healthcheck"]["test"][0] == "CMD-SHELL"  # read from Podman's own API
+        built = run_slim(
+            "build", tag, "--trace", str(trace), "--context-only", str(tmp_path / "c.tar"),
+            "--report", str(report),
+        )  # fmt: skip
+        assert built.exit_code == 0, built.describe()
+        warnings = json.loads(report.read_text())["warnings"]
+        assert any("SHELL" in warning for warning in warnings), warnings
+    finally:
+        engine.remove_image(tag)

@@ -60,7 +60,7 @@ def nginx_pair(engine: Engine, fat_nginx: str, tmp_path_factory) -> Iterator[tup
         engine.remove_image(tag)
 
 
-def test_verify_passes_on_a_correct_pair(fat_nginx: str, nginx_pair) -> None:
+def test_verify_passes_on_a_correct_pair(engine: Engine, fat_nginx: str, nginx_pair) -> None:
     trace, good, _ = nginx_pair
     result = CliRunner().invoke(cli, ["verify", fat_nginx, good, "--trace", str(trace)])
     assert result.exit_code == 0, result.output
@@ -73,6 +73,17 @@ def test_verify_passes_on_a_correct_pair(fat_nginx: str, nginx_pair) -> None:
     outcome = json.loads(as_json.stdout)
     assert outcome["same"] is True and (outcome["fat"], outcome["micro"]) == (fat_nginx, good)
     assert {c["probe"] for c in outcome["checks"]} == {"GET / :80", "GET /missing :80"}
+    assert outcome["fat_id"] == engine.image_attrs(fat_nginx)["Id"]
+    assert outcome["micro_id"] == engine.image_attrs(good)["Id"]
+    assert outcome["micro_digests"] == []  # built here, never pushed
+    markdown = CliRunner().invoke(
+        cli, ["verify", fat_nginx, good, "--trace", str(trace), "--format", "markdown", "--all"]
+    )
+    assert markdown.exit_code == 0, markdown.output
+    lines = markdown.stdout.splitlines()
+    assert f"| probe | aspect | {fat_nginx} | {good} | |" in lines
+    assert "| GET / :80 | status | 200 | 200 | same |" in lines
+    assert lines[-1].startswith("verify passed: ")
 
 
 def test_verify_fails_with_a_readable_diff(fat_nginx: str, nginx_pair) -> None:
@@ -91,6 +102,15 @@ def test_verify_fails_with_a_readable_diff(fat_nginx: str, nginx_pair) -> None:
     assert any(line.startswith("GET / :80") and " body " in line for line in lines)
     assert not any(line.startswith("GET /missing") for line in lines)  # only differences shown
     assert "checks differ" in result.output
+    failed = [line for line in result.stderr.splitlines() if line.startswith("slim: check failed")]
+    assert f"slim: check failed: GET / :80 status: {fat_nginx} 200, {broken} 403" in failed
+    assert len(failed) == sum(1 for line in lines if line.endswith("DIFFERS"))
+    markdown = CliRunner().invoke(
+        cli, ["verify", fat_nginx, broken, "--trace", str(trace), "--format", "markdown"]
+    )
+    assert markdown.exit_code == ExitCode.FAILURE
+    assert "| GET / :80 | status | 200 | 403 | **differs** |" in markdown.stdout.splitlines()
+    assert "**verify failed:**" in markdown.stdout
 
 
 def test_verify_of_a_batch_job(engine: Engine, fixture_image, tmp_path: Path) -> None:
@@ -143,6 +163,7 @@ def test_compare_formats(fat_nginx: str, nginx_pair) -> None:
     # the app's files and the records of its OS packages, in layers by update risk
     assert micro["files"] < 100 < fat["files"] and micro["layers"] > 4
     assert 0 < micro["packages"] < 40 < fat["packages"]
+    assert micro["id"].startswith("sha256:") and micro["digests"] == []
     markdown = runner.invoke(
         cli, ["compare", fat_nginx, good, "--format", "markdown", "--no-files"]
     )

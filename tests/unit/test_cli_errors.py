@@ -39,8 +39,13 @@ def assert_clear(result: subprocess.CompletedProcess[str], code: ExitCode, says:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["build", "img", "-t", "x:y", "--platform", "linux/amd64"], "no such option: --platform"),
-        (["build", "img", "-t", "x:y", "--label", "a=b"], "no such option: --label"),
+        (["build", "img", "-t", "x:y", "--platform", "linux amd64"], "is not os[/arch[/variant]]"),
+        (["build", "img", "-t", "x:y", "--label", "=b"], "bad --label '=b'"),
+        (["build", "img", "--context-only", "c.tar", "--label", "a=b"], "--context-only does not"),
+        (["trace", "img", "--context", "x"], "--context is an option of slim itself"),
+        (["trace", "img", "-H", "tcp://x:2375"], "-H is an option of slim itself"),
+        (["--published-host", "tcp://x", "trace", "img"], "is not an address or a host name"),
+        (["-H", "tcp://x:2375", "--context", "y", "compare", "img"], "conflicting options"),
         (["trace", "-q", "img"], "-q is an option of slim itself"),
         (["trace", "img", "/bin/app", "-g", "x"], "options meant for the app go after --"),
         (["trace", "img", "--duration", "-5"], "is not a number of seconds"),

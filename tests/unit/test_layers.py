@@ -177,7 +177,9 @@ def extract(layers: list[bytes], target: Path) -> dict[str, tuple[str, int, int,
     """Stack tars like the engine does, then describe the tree."""
     for data in layers:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(target, filter="tar")
+            # Python 3.11.2 (Debian 12's) has no extraction filters (3.11.4+).
+            safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+            tar.extractall(target, **safe)
     tree = {}
     for path in sorted(target.rglob("*")):
         info = path.lstat()

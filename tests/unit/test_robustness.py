@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from slimmer.builder import StaleTrace, check_traces
 from slimmer.cli import cli
 from slimmer.context import copy_validated, write_rootfs_tar
-from slimmer.engine import published_host_for
 from slimmer.errors import ExitCode, PathError
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
@@ -199,19 +198,6 @@ def test_fuzz_context_writer_is_total_and_deterministic(tmp_path_factory, entrie
     write_rootfs_tar(RootFS(root), selection, second)
     assert first.getvalue() == second.getvalue()
     copy_validated(io.BytesIO(first.getvalue()), selection, io.BytesIO())
-
-
-@pytest.mark.parametrize(
-    ("base_url", "host"),
-    [
-        ("http+docker://localhost", "127.0.0.1"),
-        ("http+docker://localunixsocket", "127.0.0.1"),
-        ("http://10.1.2.3:2375", "10.1.2.3"),
-        ("https://engine.example:2376", "engine.example"),
-    ],
-)
-def test_probes_reach_a_remote_engine_on_its_host(base_url: str, host: str) -> None:
-    assert published_host_for(base_url) == host
 
 
 _SAVER = """

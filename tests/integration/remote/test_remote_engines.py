@@ -3,8 +3,7 @@ local tunnel, ssh://, docker contexts (see conftest.py for the set-up).
 
 The engine in its own network namespace publishes ports on its own address,
 never on this machine's 127.0.0.1: a slim that probes loopback fails there.
-Tests of behaviour slim does not have yet are strict xfails whose reason
-names the fix (a fix makes them pass; then the marker goes)."""
+Each way of choosing an engine is followed as the docker CLI follows it."""
 
 from __future__ import annotations
 
@@ -21,42 +20,10 @@ from slimmer.errors import ExitCode
 from tests.helpers.slimrun import SlimRun, run_slim
 from tests.integration.remote.conftest import FIXTURE, REMOTE_ONLY, RemoteEngine
 
-# Options slim is to gain; the tests spell them here only.
+# slim's own options (before the command), spelled like docker's where docker has them.
 PUBLISHED_HOST_OPTION = "--published-host"  # where the engine's published ports are reached
 CONTEXT_OPTION = "--context"
 HOST_OPTION = "-H"
-
-SSH_PROBES_FIX = (
-    "slimmer/engine.py: an ssh:// engine publishes ports on the ssh host, not on 127.0.0.1 here: "
-    "publish on 0.0.0.0 and probe the URL's host (after ~/.ssh/config HostName; the SDK's "
-    "SSHHTTPAdapter.ssh_params['hostname'])"
-)
-TUNNEL_FIX = (
-    f"slim: {PUBLISHED_HOST_OPTION} ADDRESS names where a tunnelled engine (tcp://127.0.0.1:PORT "
-    "that is not this machine's) publishes ports"
-)
-TUNNEL_HINT_FIX = (
-    "slim: when published ports do not answer on 127.0.0.1, the error names "
-    f"{PUBLISHED_HOST_OPTION}"
-)
-TLS_FIX = (
-    "slimmer/engine.py: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the engine's "
-    "ca.pem (Session.merge_environment_settings), already in DockerClient() with version='auto'; "
-    "the engine's certificates must win"
-)
-CONTEXT_ENV_FIX = (
-    "slimmer/engine.py: docker 7.2 finds the contexts directory through ~/.docker/config.json and "
-    "ignores DOCKER_CONTEXT when that file does not exist (as after `docker context create`)"
-)
-UNKNOWN_CONTEXT_FIX = (
-    "slimmer/engine.py: docker 7.2 silently uses the default engine for an unknown "
-    "DOCKER_CONTEXT; slim must refuse it"
-)
-OPTION_FIX = "slim: no --context / -H/--host options yet (spelled like docker's)"
-SSH_ERRORS_FIX = (
-    "slimmer/engine.py: Engine.connect catches only docker's DockerException; paramiko's "
-    "SSHException (unknown host key, refused key) escapes as a traceback with exit 1"
-)
 
 # A clean slate: no engine selection inherited from the environment of the test run.
 NO_ENGINE_ENV: dict[str, str | None] = {
@@ -79,14 +46,25 @@ def engine_env(**changes: str | None) -> dict[str, str | None]:
 
 
 def trace_build_verify(
-    work: Path, env: Mapping[str, str | None], *options: str, image: str = FIXTURE
+    work: Path, env: Mapping[str, str | None], *slim_options: str, image: str = FIXTURE
 ) -> list[SlimRun]:
-    """The main job on one engine; each step must succeed."""
+    """The main job on one engine; each step must succeed. `slim_options`
+    go before the command."""
     trace, tag = work / "trace.json", f"slim-test-remote-{work.name.lower()}:micro"
     steps = [
-        ("trace", image, "-o", str(trace), "--ready-timeout", "5", *options),
-        ("build", image, "-t", tag, "--trace", str(trace), "--report", str(work / "r.json")),
-        ("verify", image, tag, "--trace", str(trace), *options),
+        (*slim_options, "trace", image, "-o", str(trace), "--ready-timeout", "5"),
+        (
+            *slim_options,
+            "build",
+            image,
+            "-t",
+            tag,
+            "--trace",
+            str(trace),
+            "--report",
+            str(work / "r.json"),
+        ),
+        (*slim_options, "verify", image, tag, "--trace", str(trace)),
     ]
     runs = []
     for argv in steps:
@@ -109,7 +87,12 @@ def finds_remote_only_image(*argv: str, env: Mapping[str, str | None]) -> SlimRu
 
 
 def test_tcp_engine(remote_engine: RemoteEngine, tmp_path: Path) -> None:
-    trace_build_verify(tmp_path, engine_env(DOCKER_HOST=remote_engine.tcp_host))
+    traced, _, _ = trace_build_verify(tmp_path, engine_env(DOCKER_HOST=remote_engine.tcp_host))
+    # Published on the engine's interfaces (its loopback is not this machine's), and said.
+    assert (
+        f"open on all its interfaces while a run lasts, and probed at {remote_engine.engine_ip}"
+        in traced.stderr
+    )
 
 
 def tls_env(remote: RemoteEngine, **changes: str | None) -> dict[str, str | None]:
@@ -125,7 +108,6 @@ def test_tls_engine(remote_engine: RemoteEngine, tmp_path: Path) -> None:
     trace_build_verify(tmp_path, tls_env(remote_engine))
 
 
-@pytest.mark.xfail(reason=TLS_FIX, strict=True)
 def test_tls_engine_certificates_win_over_requests_ca_bundle(remote_engine: RemoteEngine) -> None:
     finds_remote_only_image(env=tls_env(remote_engine, **CA_BUNDLE_ENV))
 
@@ -145,7 +127,6 @@ def test_tls_engine_refuses_a_client_without_certificates(remote_engine: RemoteE
 # ---- a tunnel: a remote engine behind a local port
 
 
-@pytest.mark.xfail(reason=TUNNEL_FIX, strict=True)
 def test_tunnelled_engine_with_its_published_host(
     remote_engine: RemoteEngine, tmp_path: Path
 ) -> None:
@@ -157,7 +138,6 @@ def test_tunnelled_engine_with_its_published_host(
     )
 
 
-@pytest.mark.xfail(reason=TUNNEL_HINT_FIX, strict=True)
 def test_tunnelled_engine_without_it_says_what_to_do(
     remote_engine: RemoteEngine, tmp_path: Path
 ) -> None:
@@ -198,7 +178,6 @@ def test_ssh_to_this_machine(
         engine.remove_image("slim-test-remote-sshlocal:micro")
 
 
-@pytest.mark.xfail(reason=SSH_PROBES_FIX, strict=True)
 def test_ssh_engine_elsewhere(remote_engine: RemoteEngine, tmp_path: Path) -> None:
     trace_build_verify(
         tmp_path,
@@ -206,7 +185,6 @@ def test_ssh_engine_elsewhere(remote_engine: RemoteEngine, tmp_path: Path) -> No
     )
 
 
-@pytest.mark.xfail(reason=SSH_ERRORS_FIX, strict=True)
 def test_ssh_engine_with_an_unknown_host_key_is_refused(
     remote_engine: RemoteEngine, tmp_path: Path
 ) -> None:
@@ -281,14 +259,12 @@ def test_docker_context_variable_is_followed_with_a_config_file(
     )
 
 
-@pytest.mark.xfail(reason=CONTEXT_ENV_FIX, strict=True)
 def test_docker_context_variable_is_followed(context_home: Path) -> None:
     finds_remote_only_image(
         env=engine_env(HOME=str(context_home), DOCKER_CONTEXT="slim-remote-tcp")
     )
 
 
-@pytest.mark.xfail(reason=TLS_FIX, strict=True)
 def test_tls_context_certificates_win_over_requests_ca_bundle(current_context_home: Path) -> None:
     finds_remote_only_image(
         env=engine_env(
@@ -297,7 +273,6 @@ def test_tls_context_certificates_win_over_requests_ca_bundle(current_context_ho
     )
 
 
-@pytest.mark.xfail(reason=UNKNOWN_CONTEXT_FIX, strict=True)
 def test_unknown_context_is_an_error(current_context_home: Path) -> None:
     ran = run_slim(
         "compare",
@@ -310,13 +285,11 @@ def test_unknown_context_is_an_error(current_context_home: Path) -> None:
     assert "slim-no-such-context" in ran.output, ran.describe()
 
 
-@pytest.mark.xfail(reason=OPTION_FIX, strict=True)
 def test_context_option_is_followed(context_home: Path) -> None:
     finds_remote_only_image(
         CONTEXT_OPTION, "slim-remote-tcp", env=engine_env(HOME=str(context_home))
     )
 
 
-@pytest.mark.xfail(reason=OPTION_FIX, strict=True)
 def test_host_option_is_followed(remote_engine: RemoteEngine) -> None:
     finds_remote_only_image(HOST_OPTION, remote_engine.tcp_host, env=engine_env())
