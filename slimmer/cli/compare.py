@@ -12,20 +12,14 @@ from slimmer.cli.base import (
     exit_with,
     handles_errors,
 )
+from slimmer.cli.options import format_option
 from slimmer.compare import check_gates, figures, parse_size, render
 from slimmer.errors import ExitCode
 
 
 @click.command(cls=SlimCommand)
 @click.argument("images", nargs=-1, required=True)
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-    help="markdown suits a CI job summary; json follows slim schema compare.",
-)
+@format_option("markdown suits a CI job summary; json follows slim schema compare.")
 @click.option(
     "--max-size",
     default=None,

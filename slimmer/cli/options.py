@@ -28,6 +28,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
 
 
+def format_option(help_text: str) -> Callable[[F], F]:
+    """--format text|json|markdown, given to the command as `output`."""
+    return click.option(
+        "--format",
+        "output",
+        type=click.Choice(["text", "json", "markdown"]),
+        default="text",
+        show_default=True,
+        help=help_text,
+    )
+
+
 def option_group(
     target: str,
     make: Callable[..., Any],

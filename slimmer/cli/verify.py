@@ -8,7 +8,7 @@ import click
 
 from slimmer import wire
 from slimmer.cli.base import SlimCommand, connect, handles_errors, summary
-from slimmer.cli.options import verify_options
+from slimmer.cli.options import format_option, verify_options
 from slimmer.trace import Trace, default_trace_path
 from slimmer.verify import (
     VerifyFailed,
@@ -63,14 +63,9 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
     help="Replay this trace's probes and command (default .slim/<fat>.trace.json if there).",
 )
 @click.option("--all", "show_all", is_flag=True, help="Show matching checks too.")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-    help="json: every check, schema slim.verify/1 (slim schema verify); markdown suits a "
-    "CI job summary.",
+@format_option(
+    "json: every check, schema slim.verify/1 (slim schema verify); markdown suits a "
+    "CI job summary."
 )
 @handles_errors
 @verify_options

@@ -4,7 +4,8 @@ signal N).
 
 `Supervisor` starts the app with subprocess.Popen; `TracedSupervisor` starts
 it under slimmer.sensor.syscalls' tracer, which then owns waitpid (ptrace
-stops arrive there), and has the same start/wait/reap_orphans interface."""
+stops arrive there), and has the same start/wait interface. After the app,
+slimmer.sensor.seal.end_all_processes ends and reaps whatever it left."""
 
 from __future__ import annotations
 
@@ -127,18 +128,6 @@ class Supervisor:
                     self._kill_timer.cancel()
                 return decode_status(raw)
 
-    @staticmethod
-    def reap_orphans(seconds: float = 0.2) -> None:
-        """Reap what is left for a short while after the app ended."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                time.sleep(0.02)
-
 
 class TracedSupervisor(Supervisor):
     """Runs one app under the syscall tracer until it exits. The tracer's
@@ -182,7 +171,7 @@ class TracedSupervisor(Supervisor):
                     self._kill_timer.cancel()
                 return decode_status(ended[1])
 
-    def reap_orphans(self, seconds: float = 0.2) -> None:  # type: ignore[override]
+    def reap_orphans(self, seconds: float = 0.2) -> None:
         """Serve stops and reap for a short while after the app ended."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
