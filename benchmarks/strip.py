@@ -81,9 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="nginx-build")
     args = parser.parse_args()
-    engine = Engine.from_environment(os.environ)
+    with Engine.from_environment(os.environ) as engine:
+        measure(engine, args.image)
+
+
+def measure(engine: Engine, image: str) -> None:
     with tempfile.TemporaryDirectory(prefix="slim-strip-") as scratch:
-        rootfs = rootfs_of(args.image, Path(scratch))
+        rootfs = rootfs_of(image, Path(scratch))
     before = after = 0
     seconds = 0.0
     stripped_nginx = None
@@ -111,8 +115,8 @@ def main() -> None:
         f"\nfile bytes of the micro image: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB"
         f" ({1 - after / before:.0%} less), stripping took {seconds:.2f} s"
     )
-    original = answers(engine, args.image, None)
-    stripped = answers(engine, args.image, stripped_nginx)
+    original = answers(engine, image, None)
+    stripped = answers(engine, image, stripped_nginx)
     print(f"original nginx: {original}")
     print(f"stripped nginx: {stripped}")
     print("same answers" if original == stripped else "DIFFERENT ANSWERS")
