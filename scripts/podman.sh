@@ -36,18 +36,9 @@ url=unix://$sock
 
 [ "$(id -u)" = 0 ] || die "setting up the Podman lane installs packages and starts a service; run as root"
 
-install_missing() {  # install_missing PACKAGE...: apt-get only for what is missing
-    local wanted=() package
-    for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || wanted+=("$package"); done
-    [ "${#wanted[@]}" -eq 0 ] && return 0
-    command -v apt-get >/dev/null 2>&1 || die "${wanted[*]} missing and there is no apt-get to install them"
-    say "installing ${wanted[*]}"
-    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-    apt-get update -qq >/dev/null || die "apt-get update failed"
-    # Without recommends: podman builds with its own buildah code, and
-    # neither mode needs dbus or fuse-overlayfs (vfs or native overlay do).
-    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null || die "apt-get install ${wanted[*]} failed"
-}
+# Without recommends (apt.sh): podman builds with its own buildah code, and
+# neither mode needs dbus or fuse-overlayfs (vfs or native overlay do).
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 answers() { curl -fsS --max-time 5 --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
 

@@ -100,16 +100,7 @@ if [ "$action" = down ]; then
     exit 0
 fi
 
-install_missing() {
-    local wanted=() package
-    for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || wanted+=("$package"); done
-    [ "${#wanted[@]}" -eq 0 ] && return 0
-    command -v apt-get >/dev/null 2>&1 || die "${wanted[*]} missing and there is no apt-get to install them"
-    say "installing ${wanted[*]}"
-    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-    apt-get update -qq >/dev/null || die "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null || die "apt-get install ${wanted[*]} failed"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 install_missing iproute2 socat openssh-server openssh-client openssl iptables
 command -v dockerd >/dev/null 2>&1 || die "no dockerd here; run scripts/engine.sh first (it installs docker.io)"

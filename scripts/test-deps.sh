@@ -35,11 +35,8 @@ fi
 # One package may be named by several checks.
 mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
 [ "$(id -u)" = 0 ] || die "the tests need ${packages[*]}; run as root, or: sudo apt-get install ${packages[*]}"
-command -v apt-get >/dev/null 2>&1 || die "the tests need ${packages[*]} and there is no apt-get here; install their equivalents by hand"
-say "installing ${packages[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null || die "apt-get update failed"
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null || die "apt-get install ${packages[*]} failed"
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_install "${packages[@]}"
 
 compiles gcc -m32 || die "gcc -m32 still cannot link after installing gcc-multilib"
 compiles musl-gcc || die "musl-gcc still cannot link after installing musl-tools"
