@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import logging
 import os
-import tarfile
+import sys
 import tempfile
 import time
 import zlib
@@ -53,17 +52,11 @@ from slimmer.protocol import CollectJob
 from slimmer.trace import ImageConfig
 from slimmer.tracer import TraceOptions, trace_image
 
-log = logging.getLogger("layers")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # one way to build fixtures/ images, shared with the tests
+from tests.helpers.images import context_of  # noqa: E402
 
-
-def context_of(directory: Path) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(directory.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
-    buffer.seek(0)
-    return buffer
+log = logging.getLogger("layers")
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ Target (issue 12): the syscall layer costs at most 1.5x inotify alone.
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import tarfile
+import sys
 from pathlib import Path
 
 from slimmer.cli import default_cache_dir
@@ -25,22 +24,15 @@ from slimmer.engine import Engine
 from slimmer.tracer import TraceOptions, trace_image
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # one way to build fixtures/ images, shared with the tests
+from tests.helpers.images import context_of  # noqa: E402
+
 IMAGE = "slim-bench-pyapp:latest"
 IMPORTS = (
     "import json, email.parser, email.message, http.client, urllib.request, "
     "xml.etree.ElementTree, asyncio, decimal, logging, argparse, unittest, "
     "sqlite3, csv, zipfile, tarfile, pathlib, dataclasses, typing"
 )
-
-
-def fixture_context(name: str) -> io.BytesIO:
-    buffer = io.BytesIO()
-    directory = REPO / "fixtures" / name
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(directory.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
-    buffer.seek(0)
-    return buffer
 
 
 def app_seconds(engine: Engine, command: list[str], syscalls: bool) -> float:
@@ -75,7 +67,7 @@ def main() -> None:
         ],
     }
     with Engine.from_environment(os.environ) as engine:
-        engine.build(fixture_context("pyapp"), IMAGE)
+        engine.build(context_of(REPO / "fixtures" / "pyapp"), IMAGE)
         for name, command in jobs.items():
             best = {True: float("inf"), False: float("inf")}
             for _ in range(args.repeat):

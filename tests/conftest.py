@@ -3,10 +3,8 @@ missing engine fails the run, elsewhere it skips them with the reason."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from slimmer.engine import Engine, Leftover
 from slimmer.errors import EngineError
+from tests.helpers.images import context_of
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -64,16 +63,6 @@ def no_leftovers(engine: Engine) -> Iterator[None]:
 
 
 FIXTURE_LABEL = "io.slim.fixture"
-
-
-def context_of(directory: Path) -> io.BytesIO:
-    """A build context tar of a fixtures/ directory."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(directory.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
-    buffer.seek(0)
-    return buffer
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""Images whose config a test chooses: an image saved from the engine,
-its config edited, loaded back under a new tag (docker save/load format),
-so tests can make configs no Dockerfile can express."""
+"""Images for tests and benchmarks: the build context of a fixtures/
+directory, and images whose config a test chooses (an image saved from the
+engine, its config edited, loaded back under a new tag in docker save/load
+format), so tests can make configs no Dockerfile can express."""
 
 from __future__ import annotations
 
@@ -9,9 +10,20 @@ import io
 import json
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from slimmer.engine import Engine
+
+
+def context_of(directory: Path) -> io.BytesIO:
+    """A build context tar of a fixtures/ directory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(directory.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    buffer.seek(0)
+    return buffer
 
 
 def derive_image(

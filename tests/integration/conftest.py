@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from slimmer.engine import Engine
-from tests.conftest import FIXTURE_LABEL, SESSION_PREFIX, context_of, leftover_keys
+from tests.conftest import FIXTURE_LABEL, SESSION_PREFIX, leftover_keys
+from tests.helpers.images import context_of
 
 
 @pytest.fixture(autouse=True)

@@ -223,23 +223,14 @@ def handmade_elf(big_endian: bool, elf64: bool) -> bytes:
     machine, entry = (21, 0x10000000 + text_offset) if big_endian else (62, 0x400000 + text_offset)
     machine = machine if elf64 else (20 if big_endian else 3)
     ident = b"\x7fELF" + bytes([2 if elf64 else 1, 2 if big_endian else 1, 1, 0]) + b"\0" * 8
+    # e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize,
+    # e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+    words = "QQQ" if elf64 else "III"  # entry, phoff, shoff
+    ehdr = ident + struct.pack(
+        order + "HHI" + words + "IHHHHHH",
+        2, machine, 1, entry, ehsize, shoff, 0, ehsize, phsize, 1, shsize, 7, 6,
+    )  # fmt: skip
     if elf64:
-        ehdr = ident + struct.pack(
-            order + "HHIQQQIHHHHHH",
-            2,
-            machine,
-            1,
-            entry,
-            ehsize,
-            shoff,
-            0,
-            ehsize,
-            phsize,
-            1,
-            shsize,
-            7,
-            6,
-        )
         phdr = struct.pack(
             order + "IIQQQQQQ",
             1,
@@ -252,22 +243,6 @@ def handmade_elf(big_endian: bool, elf64: bool) -> bytes:
             0x1000,
         )
     else:
-        ehdr = ident + struct.pack(
-            order + "HHIIIIIHHHHHH",
-            2,
-            machine,
-            1,
-            entry,
-            ehsize,
-            shoff,
-            0,
-            ehsize,
-            phsize,
-            1,
-            shsize,
-            7,
-            6,
-        )
         phdr = struct.pack(
             order + "IIIIIIII",
             1,
