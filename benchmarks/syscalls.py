@@ -100,7 +100,9 @@ def run_traced(argv: list[str], uid: int | None) -> tuple[Timing, int, int, floa
     watcher.stop()
     if not (os.WIFEXITED(ended[1]) and os.WEXITSTATUS(ended[1]) == 0):
         raise SystemExit(f"traced job failed: status {ended[1]:#x}")
-    return timing, tracer.stats.stops, len(tracer.log.first), launch_seconds
+    stats = tracer.stats
+    tracer.close()
+    return timing, stats.stops + stats.notifications, len(tracer.log.first), launch_seconds
 
 
 def measure(argv: list[str], uid: int | None, repeat: int) -> None:

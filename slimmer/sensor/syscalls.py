@@ -136,15 +136,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
 import json
 import os
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from typing import NoReturn, TypeVar
 
@@ -202,6 +205,17 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
+# SECCOMP_USER_NOTIF_FLAG_CONTINUE is Linux 5.5; without it a notified call
+# could only be answered, not let through
+NOTIFY_KERNEL = (5, 5)
 
 # classic BPF opcodes
 BPF_LD_W_ABS = 0x20
@@ -511,6 +525,7 @@ class MachineSupport:
     untraced_elf_machines: frozenset[int]
     o_nofollow: int
     regs_fallback: bool  # PTRACE_GETREGS when PTRACE_GET_SYSCALL_INFO is missing
+    seccomp_call: int  # the number of seccomp(2)
 
 
 MACHINES: dict[str, MachineSupport] = {
@@ -519,9 +534,14 @@ MACHINES: dict[str, MachineSupport] = {
         frozenset(),
         O_NOFOLLOW_X86,
         regs_fallback=True,
+        seccomp_call=317,
     ),
     "aarch64": MachineSupport(
-        (Abi.AARCH64,), frozenset({EM_ARM}), O_NOFOLLOW_ARM64, regs_fallback=False
+        (Abi.AARCH64,),
+        frozenset({EM_ARM}),
+        O_NOFOLLOW_ARM64,
+        regs_fallback=False,
+        seccomp_call=277,
     ),
 }
 
@@ -533,10 +553,21 @@ def _insn(code: int, jt: int, jf: int, k: int) -> tuple[int, int, int, int]:
     return (code, jt, jf, k & 0xFFFFFFFF)
 
 
-def _entry(number: int, code: int, spec: SyscallSpec) -> list[tuple[int, int, int, int]]:
+def _action(spec: SyscallSpec, notify: bool) -> int:
+    """What the filter returns for a call that names a path. With `notify`
+    the tracer hears of a path call on its seccomp listener; a call whose
+    outcome it must see at the exit stop (chdir, set*id) stays a ptrace stop."""
+    if notify and not (spec.moves_cwd or spec.changes_ids):
+        return SECCOMP_RET_USER_NOTIF
+    return SECCOMP_RET_TRACE
+
+
+def _entry(
+    number: int, code: int, spec: SyscallSpec, notify: bool
+) -> list[tuple[int, int, int, int]]:
     """Instructions for one call: ALLOW where the filter can tell no path
-    is named, else TRACE with `code` as the data."""
-    trace = _insn(BPF_RET_K, 0, 0, SECCOMP_RET_TRACE | code)
+    is named, else TRACE (or USER_NOTIF) with `code` as the data."""
+    trace = _insn(BPF_RET_K, 0, 0, _action(spec, notify) | code)
     allow = _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)
     if spec.allow_empty_path and spec.flags_arg is not None:
         low = SECCOMP_DATA_ARGS + 8 * spec.flags_arg
@@ -561,18 +592,20 @@ def _entry(number: int, code: int, spec: SyscallSpec) -> list[tuple[int, int, in
     return [_insn(BPF_JMP_JEQ_K, 0, len(body), number), *body]
 
 
-def _abi_block(abi: Abi) -> list[tuple[int, int, int, int]]:
+def _abi_block(abi: Abi, notify: bool) -> list[tuple[int, int, int, int]]:
     """Match the number against the ABI's table (the number is loaded)."""
     block: list[tuple[int, int, int, int]] = []
     for name, number in sorted(SYSCALL_NUMBERS[abi].items(), key=lambda item: item[1]):
-        block += _entry(number, (abi << 8) | SPEC_INDEX[name], SPECS[SPEC_INDEX[name]])
+        block += _entry(number, (abi << 8) | SPEC_INDEX[name], SPECS[SPEC_INDEX[name]], notify)
     block.append(_insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return block
 
 
-def seccomp_filter(machine: str) -> bytes:
+def seccomp_filter(machine: str, *, notify: bool = False) -> bytes:
     """The classic-BPF program (struct sock_filter[]) for a kernel
-    architecture: TRACE path calls of every ABI it runs, ALLOW the rest."""
+    architecture: TRACE path calls of every ABI it runs, ALLOW the rest.
+    With `notify`, path calls go to the seccomp listener instead
+    (USER_NOTIF); chdir, fchdir, chroot and set*id stay TRACE."""
     support = MACHINES.get(machine)
     if support is None:
         raise ValueError(f"no syscall tables for {machine}")
@@ -580,8 +613,8 @@ def seccomp_filter(machine: str) -> bytes:
     load_nr = _insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR)
     blocks: list[tuple[int, list[tuple[int, int, int, int]]]] = []
     if Abi.X86_64 in support.abis:
-        x32 = [load_nr, *_abi_block(Abi.X32)]
-        native = _abi_block(Abi.X86_64)
+        x32 = [load_nr, *_abi_block(Abi.X32, notify)]
+        native = _abi_block(Abi.X86_64, notify)
         x86 = [
             load_nr,
             _insn(BPF_JMP_JGE_K, 0, 1, X32_SYSCALL_BIT),  # x32: bit 30 of the number
@@ -591,9 +624,9 @@ def seccomp_filter(machine: str) -> bytes:
         ]
         blocks.append((AUDIT_ARCH_X86_64, x86))
     if Abi.I386 in support.abis:
-        blocks.append((AUDIT_ARCH_I386, [load_nr, *_abi_block(Abi.I386)]))
+        blocks.append((AUDIT_ARCH_I386, [load_nr, *_abi_block(Abi.I386, notify)]))
     if Abi.AARCH64 in support.abis:
-        blocks.append((AUDIT_ARCH_AARCH64, [load_nr, *_abi_block(Abi.AARCH64)]))
+        blocks.append((AUDIT_ARCH_AARCH64, [load_nr, *_abi_block(Abi.AARCH64, notify)]))
     # dispatch on the arch: jeq arch -> ja block; anything else is allowed
     dispatch_length = 2 * len(blocks) + 1
     offset = 0
@@ -606,6 +639,38 @@ def seccomp_filter(machine: str) -> bytes:
     for _, block in blocks:
         program += block
     return b"".join(struct.pack("<HBBI", *insn) for insn in program)
+
+
+_ABI_ARCH = {
+    Abi.X86_64: AUDIT_ARCH_X86_64,
+    Abi.X32: AUDIT_ARCH_X86_64,
+    Abi.I386: AUDIT_ARCH_I386,
+    Abi.AARCH64: AUDIT_ARCH_AARCH64,
+}
+
+
+def call_codes(machine: str) -> dict[tuple[int, int], int]:
+    """(audit arch, call number) -> the code the filter would return as
+    data, for the calls a seccomp notification reports (it carries the
+    number and arch, not the filter's data)."""
+    support = MACHINES[machine]
+    return {
+        (_ABI_ARCH[abi], number): (abi << 8) | SPEC_INDEX[name]
+        for abi in support.abis
+        for name, number in SYSCALL_NUMBERS[abi].items()
+    }
+
+
+def notify_supported(release: str) -> bool:
+    """Whether a kernel release (os.uname().release) can let a notified
+    call through (SECCOMP_USER_NOTIF_FLAG_CONTINUE)."""
+    numbers: list[int] = []
+    for part in release.split("-", 1)[0].split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            return False
+        numbers.append(int(digits))
+    return len(numbers) == 2 and tuple(numbers) >= NOTIFY_KERNEL
 
 
 # --- ctypes plumbing ---------------------------------------------------------
@@ -634,6 +699,9 @@ def _libc() -> ctypes.CDLL:
     libc.prctl.restype = ctypes.c_int
     libc.setfsuid.argtypes = (ctypes.c_uint,)
     libc.setfsgid.argtypes = (ctypes.c_uint,)
+    libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+    libc.ioctl.restype = ctypes.c_int
+    libc.syscall.restype = ctypes.c_long
     return libc
 
 
@@ -816,6 +884,7 @@ class LaunchRequest:
     gid: int | None = None
     groups: tuple[int, ...] | None = None
     mode: LaunchMode = LaunchMode.EXEC
+    notify: bool = False  # try a seccomp listener for path calls (the tracer decides)
 
     @classmethod
     def of(
@@ -852,6 +921,7 @@ class LaunchRequest:
                 "uid": self.uid,
                 "gid": self.gid,
                 "groups": None if self.groups is None else list(self.groups),
+                "notify": self.notify,
             }
         ).encode()
 
@@ -870,7 +940,10 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-LAUNCHER_READY = b"R"  # the launcher's first byte on its error pipe
+LAUNCHER_READY = b"R"  # the launcher's first byte on its error socket
+# its second, once the filter is in place: how the tracer hears of path calls
+LAUNCHER_LISTENS = b"L"  # a seccomp listener, sent along with this byte
+LAUNCHER_PTRACED = b"T"  # ptrace stops only
 
 
 def launcher_main(args: list[str]) -> None:
@@ -889,7 +962,9 @@ def launcher_main(args: list[str]) -> None:
             return text.encode("latin-1")
 
         libc = _libc()
-        seccomp_program = _pack_filter(seccomp_filter(os.uname().machine))
+        machine = os.uname().machine
+        trace_program = _pack_filter(seccomp_filter(machine))
+        notify_program = _pack_filter(seccomp_filter(machine, notify=True))
         mode = LaunchMode(wire["mode"])
         if mode is LaunchMode.EXEC:
             stage = LaunchStage.CHDIR
@@ -910,9 +985,7 @@ def launcher_main(args: list[str]) -> None:
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         stage = LaunchStage.SECCOMP
-        filter_address = ctypes.addressof(seccomp_program)
-        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter_address, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+        _install_filter(libc, err_fd, machine, trace_program, notify_program, wire["notify"])
         if mode is LaunchMode.PROBE:
             stage = LaunchStage.TRACED_CALL
             os.stat("/")  # ENOSYS unless a tracer took the stop
@@ -924,6 +997,39 @@ def launcher_main(args: list[str]) -> None:
         _fail(err_fd, stage, exc.errno or 0, exc.strerror or str(exc))
     except Exception as exc:  # a bad request: say so, never run the app half-set-up
         _fail(err_fd, stage, 0, f"{type(exc).__name__}: {exc}")
+
+
+def _install_filter(
+    libc: ctypes.CDLL,
+    err_fd: int,
+    machine: str,
+    trace_program: _SockFprog,
+    notify_program: _SockFprog,
+    notify: bool,
+) -> None:
+    """Install the filter and tell the tracer how it will hear of calls:
+    with a seccomp listener where the kernel gives one (its fd goes to the
+    tracer, this process keeps none), else with ptrace stops alone."""
+    listener = -1
+    if notify:
+        listener = libc.syscall(
+            ctypes.c_long(MACHINES[machine].seccomp_call),
+            ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+            ctypes.c_long(SECCOMP_FILTER_FLAG_NEW_LISTENER),
+            ctypes.c_void_p(ctypes.addressof(notify_program)),
+        )
+    if listener < 0:
+        address = ctypes.addressof(trace_program)
+        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, address, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+        os.write(err_fd, LAUNCHER_PTRACED)
+        return
+    channel = socket.socket(fileno=err_fd)
+    try:
+        socket.send_fds(channel, [LAUNCHER_LISTENS], [listener])
+    finally:
+        channel.detach()
+        os.close(listener)
 
 
 def _pack_filter(program: bytes) -> _SockFprog:
@@ -995,6 +1101,7 @@ class TracingSupport:
 @dataclass
 class TracerStats:
     stops: int = 0  # seccomp stops
+    notifications: int = 0  # calls heard of on the seccomp listener
     events: int = 0  # every ptrace stop
     peek_reads: int = 0  # strings read word by word
     mem_opens: int = 0  # /proc/<tid>/mem files opened
@@ -1030,6 +1137,63 @@ class _Caches:
     injecting: dict[int, _Injection] = field(default_factory=dict)
 
 
+_NOTIF = struct.Struct("<QIIiIQ6Q")  # struct seccomp_notif: id pid flags, seccomp_data
+_NOTIF_RESP = struct.Struct("<QqiI")  # struct seccomp_notif_resp: id val error flags
+
+
+class _Listener:
+    """A seccomp listener, served on a thread of its own: the tracer
+    thread blocks in waitpid for ptrace stops, and a blocked waitpid cannot
+    also wait for a notification. The tracer's state is shared under
+    `lock`; the kernel runs this thread on the CPU of the call that woke
+    it (Linux >= 6.6; before, every call wakes another CPU)."""
+
+    def __init__(
+        self,
+        fd: int,
+        libc: ctypes.CDLL,
+        serve: Callable[[int, int, int, tuple[int, ...]], None],
+    ) -> None:
+        self.fd = fd
+        self._libc = libc
+        self._serve = serve
+        self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(fd, True)
+        libc.ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        self._thread = threading.Thread(target=self._run, name="slim-seccomp-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self._stop_read, select.POLLIN)
+        request = ctypes.create_string_buffer(_NOTIF.size)
+        response = ctypes.create_string_buffer(_NOTIF_RESP.size)
+        libc = self._libc
+        while True:
+            events = dict(poller.poll())
+            if self._stop_read in events or not events.get(self.fd, 0) & select.POLLIN:
+                return  # closed, or POLLHUP: no process uses the filter any more
+            ctypes.memset(request, 0, _NOTIF.size)
+            if libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, request) != 0:
+                continue  # it went away: a signal interrupted it, or it died
+            call_id, tid, _flags, number, arch, _ip, *args = _NOTIF.unpack_from(request)
+            try:
+                self._serve(tid, number & 0xFFFFFFFF, arch, tuple(args))
+            finally:
+                # let the call run as if no filter were there (ENOENT: the
+                # caller is gone, nothing to do)
+                flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE
+                _NOTIF_RESP.pack_into(response, 0, call_id, 0, 0, flags)
+                libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, response)
+
+    def close(self) -> None:
+        os.write(self._stop_write, b"x")
+        self._thread.join()
+        for fd in (self.fd, self._stop_read, self._stop_write):
+            os.close(fd)
+
+
 _INFO = struct.Struct("<B3xIQQQ6QI")  # struct ptrace_syscall_info, the seccomp variant
 _REGS_WORDS = 27  # struct user_regs_struct on x86_64
 # argument registers in user_regs_struct: rdi rsi rdx r10 r8 r9 / ebx ecx edx esi edi ebp
@@ -1045,8 +1209,9 @@ class SyscallTracer:
 
     `use_syscall_info=False` reads registers as on kernels before 5.3;
     `use_proc_mem=False` reads memory only with PTRACE_PEEKDATA, as where
-    /proc/<tid>/mem is refused. Both are the fallbacks, for tests and
-    diagnosis."""
+    /proc/<tid>/mem is refused; `use_notify=False` takes every path call
+    as a ptrace stop, as on kernels before 5.5. All are the fallbacks, for
+    tests and diagnosis."""
 
     def __init__(
         self,
@@ -1055,6 +1220,7 @@ class SyscallTracer:
         *,
         use_syscall_info: bool = True,
         use_proc_mem: bool = True,
+        use_notify: bool = True,
     ) -> None:
         self.log = log if log is not None else PathLog()
         self.interpreter = list(interpreter) if interpreter else interpreter_command()
@@ -1069,6 +1235,14 @@ class SyscallTracer:
         self._libc = _libc()
         self._use_info = use_syscall_info
         self._use_proc_mem = use_proc_mem
+        self._use_notify = use_notify and notify_supported(os.uname().release)
+        self._codes = call_codes(self.machine)
+        self._listeners: list[_Listener] = []
+        # the state below is the tracer thread's and the listeners' threads'
+        self._lock = threading.Lock()
+        # (code, flags, absolute name) of notified calls already recorded
+        self._known: set[tuple[int, int, bytes]] = set()
+        self._in_stop = False  # serving a ptrace stop: PTRACE_PEEKDATA works
         self._own_ids = (os.getuid(), os.getgid())
         self._info = ctypes.create_string_buffer(128)
         self._regs = (ctypes.c_ulonglong * _REGS_WORDS)()
@@ -1095,6 +1269,7 @@ class SyscallTracer:
         could not be started: chdir, user, exec), as Popen would."""
         launch = self._spawn(request)
         pid = launch.popen.pid
+        self._await_filter(launch)
         while True:
             _, status = os.waitpid(pid, WALL)
             # Popen returns once the launcher's own exec closed its pipe, which
@@ -1124,6 +1299,7 @@ class SyscallTracer:
         request = LaunchRequest("", (), (), "/", uid, gid, None, LaunchMode.PROBE)
         launch = self._spawn(request)
         pid = launch.popen.pid
+        self._await_filter(launch)
         while True:
             _, status = os.waitpid(pid, WALL)
             if not os.WIFSTOPPED(status):
@@ -1160,7 +1336,7 @@ class SyscallTracer:
         launch, self._ready = self._ready or self._start_launcher(), None
         self._launch = launch
         try:
-            wire = request.to_wire()
+            wire = replace(request, notify=self._use_notify).to_wire()
             while wire:
                 wire = wire[os.write(launch.request_write, wire) :]
         finally:
@@ -1170,7 +1346,8 @@ class SyscallTracer:
     def _start_launcher(self) -> _Launch:
         """Start the launcher, seize it, wait until it is ready."""
         request_read, request_write = os.pipe()
-        err_read, err_write = os.pipe()
+        # a socket, not a pipe: the seccomp listener comes back through it
+        err_read, err_write = (end.detach() for end in socket.socketpair())
         try:
             popen = subprocess.Popen(
                 [
@@ -1229,6 +1406,27 @@ class SyscallTracer:
             launch.popen.returncode = status
             self._launch_failed(launch, status)
 
+    def _await_filter(self, launch: _Launch) -> None:
+        """Serve the launcher's stops until its filter is in place (or it
+        failed: its report stays for _launch_failed). A listener it sent
+        is served from then on."""
+        pid = launch.popen.pid
+        while not select.select([launch.err_read], [], [], 0.05)[0]:
+            waited, status = os.waitpid(pid, WALL | os.WNOHANG)
+            if waited and not os.WIFSTOPPED(status):
+                return  # the loop reads the exit and the report
+            if waited:
+                self._dispatch(pid, status)
+        channel = socket.socket(fileno=launch.err_read)
+        try:
+            if channel.recv(1, socket.MSG_PEEK) not in (LAUNCHER_LISTENS, LAUNCHER_PTRACED):
+                return  # a failure report, or EOF
+            message, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
+        finally:
+            channel.detach()
+        if message == LAUNCHER_LISTENS and fds:
+            self._listeners.append(_Listener(fds[0], self._libc, self._on_notification))
+
     def _launch_failed(self, launch: _Launch, status: int) -> NoReturn:
         """Raise what the launcher reported before it ended."""
         report = _read_all(launch.err_read)
@@ -1267,7 +1465,49 @@ class SyscallTracer:
                 return pid, status
             self._dispatch(pid, status)
 
+    def _on_notification(self, tid: int, number: int, arch: int, args: tuple[int, ...]) -> None:
+        """A path call waits on a listener (on its thread): record it."""
+        with self._lock:
+            self.stats.notifications += 1
+            if self._launch is not None:
+                self._launch.traced_calls += 1
+            code = self._codes.get((arch, number))
+            if code is None:
+                return
+            try:
+                known = self._known_call(tid, code, args)
+                if known is not True:
+                    self._observe_call(tid, code, args)
+                    if known is not None and len(self._known) < self.log.limit:
+                        self._known.add(known)
+            except (OSError, ValueError, IndexError):
+                self.log.unresolved += 1  # never leave the call waiting
+
+    def _known_call(
+        self, tid: int, code: int, args: tuple[int, ...]
+    ) -> tuple[int, int, bytes] | bool | None:
+        """The fast path: True when the call repeats one already recorded
+        (the same call and flags with the same absolute name: the same
+        path, action and follow); else the key to remember it by, or None
+        where no key tells (relative names, execs, several names)."""
+        spec = SPECS[code & 0xFF]
+        if len(spec.operands) != 1 or spec.sockaddr or spec.opens is OpenFlags.HOW:
+            return None
+        operand = spec.operands[0]
+        if operand.action is PathAction.EXEC or self._chrooted:
+            return None
+        name = self._read_cstring(tid, args[operand.path_arg])
+        if not name or name[0] != 0x2F:  # "/"
+            return None
+        flags = args[spec.flags_arg] & 0xFFFFFFFF if spec.flags_arg is not None else 0
+        key = (code, flags, name)
+        return True if key in self._known else key
+
     def _dispatch(self, pid: int, status: int) -> None:
+        with self._lock:
+            self._dispatch_locked(pid, status)
+
+    def _dispatch_locked(self, pid: int, status: int) -> None:
         self.stats.events += 1
         event = status >> 16
         sig = (status >> 8) & 0xFF
@@ -1294,6 +1534,10 @@ class SyscallTracer:
         self._libc.ptrace(request, pid, addr, data)
 
     def _forget(self, tid: int) -> None:
+        with self._lock:
+            self._forget_locked(tid)
+
+    def _forget_locked(self, tid: int) -> None:
         caches = self._caches
         self._close_mem(tid)
         caches.cwd.pop(tid, None)
@@ -1366,16 +1610,11 @@ class SyscallTracer:
         if got is None:
             return PTRACE_CONT
         code, args = got
-        spec = SPECS[code & 0xFF]
-        if spec.sockaddr:
-            self._observe_socket(tid, spec, args)
-        else:
-            for operand in spec.operands:
-                self._observe(tid, spec, operand, args)
-            if spec.operands and spec.operands[0].action is PathAction.EXEC:
-                # an exec replaces the address space (a vfork child's is its
-                # parent's until then): read it afresh afterwards
-                self._close_mem(tid)
+        self._in_stop = True
+        try:
+            spec = self._observe_call(tid, code, args)
+        finally:
+            self._in_stop = False
         if tid in self._caches.injecting:
             return PTRACE_SYSCALL  # a signal handler's call, before the injected prctl
         if spec.changes_ids:
@@ -1387,6 +1626,20 @@ class SyscallTracer:
             self._caches.in_exit.add(tid)
             return PTRACE_SYSCALL
         return PTRACE_CONT
+
+    def _observe_call(self, tid: int, code: int, args: tuple[int, ...]) -> SyscallSpec:
+        """Record the paths of a call the filter sent (`code`: its data)."""
+        spec = SPECS[code & 0xFF]
+        if spec.sockaddr:
+            self._observe_socket(tid, spec, args)
+            return spec
+        for operand in spec.operands:
+            self._observe(tid, spec, operand, args)
+        if spec.operands and spec.operands[0].action is PathAction.EXEC:
+            # an exec replaces the address space (a vfork child's is its
+            # parent's until then): read it afresh afterwards
+            self._close_mem(tid)
+        return spec
 
     def _on_syscall_stop(self, tid: int) -> int:
         """A syscall-entry or -exit stop the tracer asked for; the restart."""
@@ -1442,14 +1695,16 @@ class SyscallTracer:
     def _observe(
         self, tid: int, spec: SyscallSpec, operand: PathOperand, args: tuple[int, ...]
     ) -> None:
-        if operand.action is PathAction.EXEC and tid not in self._caches.mem:
+        address = args[operand.path_arg]
+        name = None
+        if operand.action is PathAction.EXEC and tid not in self._caches.mem and self._in_stop:
             # a new process's first call is often its exec, after which its
             # memory must be opened anew: read this one name word by word
-            name = self._peek(tid, args[operand.path_arg], PATH_MAX, until_nul=True)
-            if name is None:
-                name = self._read_cstring(tid, args[operand.path_arg])
-        else:
-            name = self._read_cstring(tid, args[operand.path_arg])
+            name = self._peek(tid, address, PATH_MAX, until_nul=True)
+        if name is None:
+            name = self._read_cstring(tid, address)
+        if name is None and address:
+            self.log.unresolved += 1  # the tracee's memory could not be read
         if not name:
             return
         flags = args[spec.flags_arg] & 0xFFFFFFFF if spec.flags_arg is not None else 0
@@ -1638,12 +1893,19 @@ class SyscallTracer:
             os.close(fd)
 
     def close(self) -> None:
-        """Close the tracer's descriptors of tracees' memory."""
+        """Close the tracer's descriptors of tracees' memory and its
+        seccomp listeners."""
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         for tid in list(self._caches.mem):
             self._close_mem(tid)
 
     def _peek(self, tid: int, address: int, size: int, *, until_nul: bool) -> bytes | None:
-        """Read with PTRACE_PEEKDATA, one aligned word at a time."""
+        """Read with PTRACE_PEEKDATA, one aligned word at a time (only a
+        tracee in a ptrace stop can be read so)."""
+        if not self._in_stop:
+            return None
         self.stats.peek_reads += 1
         libc = self._libc
         start = address - address % WORD
@@ -1683,9 +1945,14 @@ def probe_support(
     drops to uid/gid), and why not. Starts one short launcher process."""
     try:
         tracer = SyscallTracer(PathLog(limit=16), interpreter)
+    except TracingUnavailable as exc:
+        return TracingSupport(False, exc.refusal, exc.detail)
+    try:
         tracer.probe(uid, gid)
     except TracingUnavailable as exc:
         return TracingSupport(False, exc.refusal, exc.detail)
     except OSError as exc:
         return TracingSupport(False, Refusal.LAUNCHER_FAILED, str(exc))
+    finally:
+        tracer.close()
     return TracingSupport(True)

@@ -109,7 +109,10 @@ for _ in range(2):
     threading.Thread(target=busy, daemon=True).start()
 
 tracer = SyscallTracer(
-    PathLog(), use_syscall_info=request["syscall_info"], use_proc_mem=request["proc_mem"]
+    PathLog(),
+    use_syscall_info=request["syscall_info"],
+    use_proc_mem=request["proc_mem"],
+    use_notify=request["notify"],
 )
 supervisor = TracedSupervisor(signal.SIGTERM, 5.0, tracer)
 user = AppUser(request["uid"], request["gid"], (), None, "/")
@@ -165,6 +168,7 @@ def traced(
     linger: float = 0.3,
     syscall_info: bool = True,
     proc_mem: bool = True,
+    notify: bool = True,
     without_ptrace_capability: bool = False,
     env: dict[str, str] | None = None,
 ) -> TracedRun:
@@ -178,6 +182,7 @@ def traced(
         "linger": linger,
         "syscall_info": syscall_info,
         "proc_mem": proc_mem,
+        "notify": notify,
         "env": env if env is not None else {"PATH": "/usr/bin:/bin"},
     }
     command = [sys.executable, "-c", DRIVER, json.dumps(request)]
@@ -322,14 +327,14 @@ def test_stat_access_readlink_symlinked_dir_threads_fork_exec_rename(base: Path)
 def test_the_registers_fallback_records_the_same(base: Path) -> None:
     """Kernels before 5.3 lack PTRACE_GET_SYSCALL_INFO: GETREGS instead."""
     binary = paths_program(base)
-    run = traced([str(binary), str(base)], cwd=str(base), syscall_info=False)
+    run = traced([str(binary), str(base)], cwd=str(base), syscall_info=False, notify=False)
     assert_paths_program(run, base, binary)
 
 
 def test_reading_memory_word_by_word_records_the_same(base: Path) -> None:
     """Where /proc/<tid>/mem is refused: PTRACE_PEEKDATA."""
     binary = paths_program(base)
-    run = traced([str(binary), str(base)], cwd=str(base), proc_mem=False)
+    run = traced([str(binary), str(base)], cwd=str(base), proc_mem=False, notify=False)
     assert_paths_program(run, base, binary)
     assert run.stats["peek_reads"] > 0 and run.stats["mem_opens"] == 0
 
@@ -562,6 +567,7 @@ def test_the_app_dies_with_its_tracer(base: Path) -> None:
         "linger": 0,
         "syscall_info": True,
         "proc_mem": True,
+        "notify": True,
         "env": {},
     }
     driver = subprocess.Popen(
@@ -629,16 +635,18 @@ def test_probe_says_yes_here() -> None:
 
 
 REFUSING = """
-import ctypes, struct, sys
-from slimmer.sensor.syscalls import probe_support
-number, arg0 = int(sys.argv[1]), int(sys.argv[2])
-# a hardened profile: EPERM for one call (with this first argument, if >= 0)
+import ctypes, json, struct, sys
+from slimmer.sensor.syscalls import probe_support, SyscallTracer, PathLog
+# a hardened profile: EPERM for some calls (with this first argument, if >= 0)
 deny, allow = (0x06, 0, 0, 0x00050000 | 1), (0x06, 0, 0, 0x7FFF0000)
-if arg0 < 0:
-    insns = [(0x20, 0, 0, 0), (0x15, 0, 1, number), deny, allow]
-else:
-    insns = [(0x20, 0, 0, 0), (0x15, 0, 3, number), (0x20, 0, 0, 16), (0x15, 0, 1, arg0)]
-    insns += [deny, allow]
+insns = []
+for number, arg0 in json.loads(sys.argv[1]):
+    if arg0 < 0:
+        insns += [(0x20, 0, 0, 0), (0x15, 0, 1, number), deny]
+    else:
+        insns += [(0x20, 0, 0, 0), (0x15, 0, 3, number), (0x20, 0, 0, 16), (0x15, 0, 1, arg0)]
+        insns += [deny]
+insns += [allow]
 code = b"".join(struct.pack("<HBBI", *i) for i in insns)
 buffer = ctypes.create_string_buffer(code, len(code))
 class Prog(ctypes.Structure):
@@ -649,21 +657,34 @@ libc.prctl.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)
 assert libc.prctl(38, 1, 0, 0, 0) == 0
 assert libc.prctl(22, 2, ctypes.addressof(prog), 0, 0) == 0
 support = probe_support()
-print(support.available, support.refusal.value if support.refusal else None)
+tracer = SyscallTracer(PathLog())
+if support.available:
+    tracer.probe()
+print(support.available, support.refusal.value if support.refusal else None,
+      tracer.stats.notifications > 0, tracer.stats.stops > 0)
 """
+
+SECCOMP_CALL = (317, -1)  # seccomp(2): how a listener is asked for
+PR_SET_SECCOMP_CALL = (157, 22)  # prctl(PR_SET_SECCOMP): the ptrace-only filter
 
 
 @needs_x86_64
 @pytest.mark.parametrize(
-    ("number", "arg0", "refusal"),
+    ("denied", "outcome"),
     [
-        (101, -1, Refusal.PTRACE_REFUSED),  # ptrace(2) forbidden
-        (157, 22, Refusal.SECCOMP_REFUSED),  # prctl(PR_SET_SECCOMP) forbidden
+        ([(101, -1)], "False ptrace-refused False False"),  # ptrace(2) forbidden
+        # no seccomp(2): path calls come as ptrace stops
+        ([SECCOMP_CALL], "True None False True"),
+        # no prctl(PR_SET_SECCOMP): seccomp(2) and its listener are enough
+        ([PR_SET_SECCOMP_CALL], "True None True False"),
+        ([SECCOMP_CALL, PR_SET_SECCOMP_CALL], "False seccomp-refused False False"),
     ],
 )
-def test_probe_names_what_is_refused(number: int, arg0: int, refusal: Refusal) -> None:
+def test_probe_names_what_is_refused(denied: list[tuple[int, int]], outcome: str) -> None:
+    if not syscalls.notify_supported(os.uname().release):
+        pytest.skip("no seccomp listener before Linux 5.5")
     result = subprocess.run(
-        [sys.executable, "-c", REFUSING, str(number), str(arg0)],
+        [sys.executable, "-c", REFUSING, json.dumps(denied)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -671,7 +692,7 @@ def test_probe_names_what_is_refused(number: int, arg0: int, refusal: Refusal) -
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", refusal.value]
+    assert result.stdout.split() == outcome.split()
 
 
 def test_an_app_that_cannot_be_executed_is_an_oserror(base: Path) -> None:
@@ -691,7 +712,7 @@ def test_where_calls_cannot_be_decoded_the_app_does_not_start_traced(base: Path)
     fallback here): the launcher is killed before the app runs, so the
     sensor can start it untraced."""
     marker = base / "ran"
-    tracer = syscalls.SyscallTracer(PathLog(), use_syscall_info=False)
+    tracer = syscalls.SyscallTracer(PathLog(), use_syscall_info=False, use_notify=False)
     tracer.support = dataclasses.replace(tracer.support, regs_fallback=False)
     request = syscalls.LaunchRequest.of("/bin/sh", ["sh", "-c", f"touch {marker}"], {}, "/")
     with pytest.raises(syscalls.TracingUnavailable) as refused:
