@@ -82,7 +82,7 @@ class SyscallReport:
     observed: bool
     reason: str | None = None  # why not (ptrace or seccomp refused, ...)
     dropped: int = 0  # lookups not kept because the log was full
-    unresolved: int = 0  # relative names whose directory could not be read
+    unresolved: int = 0  # names unreadable, or relative with no readable directory
     unobserved_programs: tuple[str, ...] = ()  # ran in an ABI that is not traced
 
 

@@ -38,6 +38,26 @@ others, so the app runs at full speed except on those calls. The return
 data tells the tracer which call it was (and in which ABI). fstat-like calls
 (`newfstatat(fd, "", AT_EMPTY_PATH)`, what glibc's fstat is, statx with
 AT_EMPTY_PATH, futimens) are allowed by the filter itself: they name no path.
+
+How the tracer hears of a path call: ptrace stops cost two cross-CPU
+wakeups each (tens of microseconds on a VM, where a wakeup of an idle CPU
+exits to the hypervisor). So where the kernel can (Linux >= 5.5, for
+SECCOMP_USER_NOTIF_FLAG_CONTINUE) the launcher installs the filter with
+seccomp(2) and SECCOMP_FILTER_FLAG_NEW_LISTENER: path calls return
+USER_NOTIF and wait on the listener, whose fd the launcher passes back over
+its error socket (SCM_RIGHTS) and closes. A thread of the sensor serves it
+(the tracer thread blocks in waitpid and cannot also wait there): RECV,
+read the name from /proc/<tid>/mem, record, SEND with FLAG_CONTINUE so the
+call runs as if no filter were there. SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+(Linux >= 6.6) makes the kernel run that thread on the CPU of the call and
+back: about 10 us a call instead of 65. chdir, fchdir, chroot and set*id
+stay TRACE (the tracer must act at their exit), and every process stays
+seized for the tree, the signals and the set*id injection below. The
+threads share the tracer's state under one lock. Where seccomp(2) is
+refused, or the kernel is older, the launcher installs the all-TRACE filter
+with prctl and everything is a ptrace stop, as described below. (The app
+then cannot make a listener of its own: the kernel allows one per chain.)
+
 The filter checks the architecture field of every call:
 
 - x86_64 hosts: the x86_64 ABI, the x32 ABI (bit 30 of the number) and the
@@ -67,7 +87,8 @@ links) against the caller's fs uid: for a tracee of another uid the tracer
 sets its own fs uid and gid to the tracee's for the moment of the open or
 readlink (a per-thread setting). Where even that is refused it reads with
 PTRACE_PEEKDATA, one word per call, which the tracer may use on any
-dumpable tracee.
+dumpable tracee in a ptrace stop (not on one waiting on the listener: a
+name that cannot be read there counts as `unresolved`).
 
 A process that changes its ids without exec'ing (a server's workers after
 setuid) turns non-dumpable, and then neither its memory nor its /proc
@@ -82,8 +103,9 @@ have set anyway. Elsewhere such processes' relative names count as
 `unresolved` and their absolute ones are unreadable.
 
 The loop keeps the GIL across its ctypes calls (PyDLL: none of them
-blocks), so the sensor's other threads can take it only while the tracer
-waits in waitpid, not at each ptrace request.
+blocks; the listener thread polls before it receives), so the sensor's
+other threads can take it only while the tracer waits in waitpid or poll,
+not at each ptrace request.
 
 The cwd is cached per thread and copied to a new process at fork; chdir,
 fchdir and chroot are resumed to their syscall-exit stop, where every cached
@@ -113,9 +135,11 @@ fail with ENOSYS (an app in its dynamic loader then dies with "cannot open
 shared object", one in its main loop misbehaves quietly); being killed is
 the honest outcome (as PID 1 the sensor takes the namespace down anyway).
 
-Cost: one ptrace round trip per traced call (about 10-70 us on a loaded
-2-cpu VM, most of it the two context switches), nothing for other calls;
-see benchmarks/syscalls.py.
+Cost: one listener round trip per path call (about 25-40 us with the
+Python around it on a 2-cpu VM with Linux >= 6.6; a repeated absolute name
+takes a shorter path), or one ptrace round trip (about 65-100 us) where
+there is no listener; three ptrace stops per new process; nothing for other
+calls. See benchmarks/syscalls.py and benchmarks/syscall_trace.py.
 
 Limits: set-id and file-capability programs run without their elevation
 (no_new_privs, and a tracer without CAP_SYS_PTRACE, both forbid it), so an
@@ -736,7 +760,7 @@ class PathLog:
         self.limit = limit
         self.first: dict[tuple[bytes, PathAction, bool], bool] = {}
         self.dropped = 0  # observations not kept because the log was full
-        self.unresolved = 0  # relative names whose cwd or dirfd could not be read
+        self.unresolved = 0  # names unreadable, or relative with no readable cwd or dirfd
         self.unobserved_programs: set[bytes] = set()  # exec'd in an ABI not traced
 
     def add(self, key: tuple[bytes, PathAction, bool], existed: bool) -> None:
