@@ -775,10 +775,12 @@ class PathLog:
         return self.dropped == 0
 
     def records(self) -> list[PathRecord]:
+        # a copy first: a listener thread may still add to the log
+        observations = list(self.first.items())
         return sorted(
             (
                 PathRecord(os.fsdecode(path), action, follow, existed)
-                for (path, action, follow), existed in self.first.items()
+                for (path, action, follow), existed in observations
             ),
             key=lambda r: (r.path, r.action.value, r.follow),
         )
