@@ -33,15 +33,19 @@ from slimmer.sensor.syscalls import (
     AUDIT_ARCH_X86_64,
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_TRACE,
+    SECCOMP_RET_USER_NOTIF,
     SPEC_INDEX,
+    SPECS,
     SYSCALL_NUMBERS,
     X32_SYSCALL_BIT,
     Abi,
     PathAction,
     PathLog,
     Refusal,
+    call_codes,
     clean_absolute,
     join_physical,
+    notify_supported,
     probe_support,
     seccomp_filter,
 )
@@ -321,6 +325,18 @@ def test_stat_access_readlink_symlinked_dir_threads_fork_exec_rename(base: Path)
     assert_paths_program(run, base, binary)
     # the dynamic loader's lookups are seen too
     assert any(r[0] == "/etc/ld.so.cache" and r[1] == "open" for r in run.records)
+    if notify_supported(os.uname().release):
+        # path calls came on the listener; chdir and set*id still stop
+        assert run.stats["notifications"] > 0
+
+
+@needs_x86_64
+def test_ptrace_stops_alone_record_the_same(base: Path) -> None:
+    """Kernels before 5.5, or no seccomp(2): every path call is a ptrace stop."""
+    binary = paths_program(base)
+    run = traced([str(binary), str(base)], cwd=str(base), notify=False)
+    assert_paths_program(run, base, binary)
+    assert run.stats["notifications"] == 0 and run.stats["stops"] > 0
 
 
 @needs_x86_64
@@ -793,6 +809,36 @@ def test_the_x86_64_filter() -> None:
     )
     # an architecture the filter has no table for runs untraced
     assert run_filter(program, AUDIT_ARCH_AARCH64, 56) == SECCOMP_RET_ALLOW
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_with_a_listener_path_calls_notify_and_chdir_and_set_id_still_stop(machine: str) -> None:
+    program = seccomp_filter(machine, notify=True)
+    codes = call_codes(machine)
+    assert codes  # every traced (arch, number) has a code
+    for (arch, number), code in codes.items():
+        spec = SPECS[code & 0xFF]
+        returned = run_filter(program, arch, number, ONES)
+        assert returned & 0xFF == code & 0xFF  # the same call, as the notification says
+        stays_a_stop = spec.moves_cwd or spec.changes_ids
+        action = SECCOMP_RET_TRACE if stays_a_stop else SECCOMP_RET_USER_NOTIF
+        assert returned & 0xFFFF0000 == action, spec.name
+
+
+@pytest.mark.parametrize(
+    ("release", "supported"),
+    [
+        ("6.18.44-fc-v595", True),
+        ("5.5.0", True),
+        ("5.4.0-150-generic", False),
+        ("4.19.0", False),
+        ("5.10.0-28-cloud-amd64", True),
+        ("6.1.0-rc7+", True),
+        ("garbage", False),
+    ],
+)
+def test_which_kernels_can_let_a_notified_call_through(release: str, supported: bool) -> None:
+    assert notify_supported(release) is supported
 
 
 def test_the_aarch64_filter() -> None:
