@@ -1418,31 +1418,38 @@ class SyscallTracer:
         """Serve the seized launcher's stops (a signal it gets while it
         starts) until it says it is ready."""
         pid = launch.popen.pid
-        while not select.select([launch.err_read], [], [], 0.05)[0]:
-            waited, status = os.waitpid(pid, WALL | os.WNOHANG)
-            if waited and not os.WIFSTOPPED(status):
-                launch.popen.returncode = status
-                os.close(launch.request_write)
-                self._launch_failed(launch, status)
-            if waited:
-                self._dispatch(pid, status)
+        ended = self._serve_launcher_until_it_writes(launch)
+        if ended is not None:
+            launch.popen.returncode = ended
+            os.close(launch.request_write)
+            self._launch_failed(launch, ended)
         if os.read(launch.err_read, len(LAUNCHER_READY)) != LAUNCHER_READY:
             os.close(launch.request_write)
             _, status = os.waitpid(pid, WALL)
             launch.popen.returncode = status
             self._launch_failed(launch, status)
 
-    def _await_filter(self, launch: _Launch) -> None:
-        """Serve the launcher's stops until its filter is in place (or it
-        failed: its report stays for _launch_failed). A listener it sent
-        is served from then on."""
+    def _serve_launcher_until_it_writes(self, launch: _Launch) -> int | None:
+        """Serve the seized launcher's stops (a signal it gets meanwhile)
+        until its error socket has something to read; its exit status
+        instead if it ended first (reaped: the caller must use it)."""
         pid = launch.popen.pid
         while not select.select([launch.err_read], [], [], 0.05)[0]:
             waited, status = os.waitpid(pid, WALL | os.WNOHANG)
             if waited and not os.WIFSTOPPED(status):
-                return  # the loop reads the exit and the report
+                return status
             if waited:
                 self._dispatch(pid, status)
+        return None
+
+    def _await_filter(self, launch: _Launch) -> None:
+        """Serve the launcher's stops until its filter is in place (or it
+        failed: its report stays for _launch_failed). A listener it sent
+        is served from then on."""
+        ended = self._serve_launcher_until_it_writes(launch)
+        if ended is not None:
+            launch.popen.returncode = ended
+            self._launch_failed(launch, ended)
         channel = socket.socket(fileno=launch.err_read)
         try:
             if channel.recv(1, socket.MSG_PEEK) not in (LAUNCHER_LISTENS, LAUNCHER_PTRACED):
