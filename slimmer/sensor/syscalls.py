@@ -45,18 +45,41 @@ exits to the hypervisor). So where the kernel can (Linux >= 5.5, for
 SECCOMP_USER_NOTIF_FLAG_CONTINUE) the launcher installs the filter with
 seccomp(2) and SECCOMP_FILTER_FLAG_NEW_LISTENER: path calls return
 USER_NOTIF and wait on the listener, whose fd the launcher passes back over
-its error socket (SCM_RIGHTS) and closes. A thread of the sensor serves it
-(the tracer thread blocks in waitpid and cannot also wait there): RECV,
-read the name from /proc/<tid>/mem, record, SEND with FLAG_CONTINUE so the
-call runs as if no filter were there. SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-(Linux >= 6.6) makes the kernel run that thread on the CPU of the call and
-back: about 10 us a call instead of 65. chdir, fchdir, chroot and set*id
-stay TRACE (the tracer must act at their exit), and every process stays
-seized for the tree, the signals and the set*id injection below. The
-threads share the tracer's state under one lock. Where seccomp(2) is
-refused, or the kernel is older, the launcher installs the all-TRACE filter
-with prctl and everything is a ptrace stop, as described below. (The app
-then cannot make a listener of its own: the kernel allows one per chain.)
+its error socket (SCM_RIGHTS) and closes. The tracer serves it: poll,
+RECV, read the name from /proc/<tid>/mem, record, SEND with FLAG_CONTINUE
+so the call runs as if no filter were there.
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux >= 6.6) makes the kernel run the
+tracer on the CPU of the call and back: about 10 us a call instead of 65.
+(The app then cannot make a listener of its own: the kernel allows one per
+chain.)
+
+On a listener the processes are not traced at all: the filter is inherited
+by every child, so it follows the tree by itself, and a process costs no
+ptrace stop (a fork event, a new child's first stop and the parent's
+SIGCHLD delivery were three cross-CPU round trips each). The tracer lets
+the app go (PTRACE_DETACH) once it has exec'd; every call the filter sends,
+chdir and set*id included, waits on the listener, for a TRACE without a
+tracer would fail the call with ENOSYS. What that costs the tracer:
+
+- it hears of no fork, exec or exit: cwds are not cached (a relative name
+  reads /proc/<tid>/cwd, a chdir has no exit stop to drop a cache at), and
+  the memory files it keeps per tid are checked against the pid namespace's
+  allocation cursor (`_PidCursor`): a tid above it, or any once it wrapped,
+  may be a new process;
+- a set*id is where a process turns unreadable (below): the tracer seizes
+  it there, while it is still root, and interrupts its wait (the kernel
+  withdraws the notification and restarts the call); the call's restart is
+  then a syscall stop like any, and the injection below runs at its exit.
+  Such a process stays seized (with PTRACE_O_TRACEFORK, and so do its
+  children: once its ids changed it could not be seized again) until it
+  execs;
+- a SIGCHLD handler writes to a pipe the tracer polls with the listener
+  (signal.set_wakeup_fd), so a seized process's stops are served at once;
+  where the tracer is not the main thread it looks every millisecond.
+
+Where seccomp(2) is refused, or the kernel is older, the launcher installs
+the all-TRACE filter with prctl, and the tracer follows the tree with
+ptrace as described below.
 
 The filter checks the architecture field of every call:
 
@@ -69,8 +92,9 @@ The filter checks the architecture field of every call:
   tracer marks such programs when they are exec'd (`unobserved_programs`).
   (A foreign program under binfmt emulation makes native calls: observed.)
 
-The tracer (the sensor's main thread, which must also own waitpid) follows
-the whole tree: PTRACE_O_TRACEFORK/VFORK/CLONE attach every new process and
+With ptrace stops alone the tracer (the sensor's main thread, which must
+also own waitpid) follows the whole tree: PTRACE_O_TRACEFORK/VFORK/CLONE
+attach every new process and
 thread, waitpid(-1, __WALL) sees threads, and every child of the sensor,
 traced or not (orphans re-parented to PID 1), is reaped. At each seccomp
 stop it reads the call's number and arguments (PTRACE_GET_SYSCALL_INFO,
@@ -93,7 +117,7 @@ name that cannot be read there counts as `unresolved`).
 A process that changes its ids without exec'ing (a server's workers after
 setuid) turns non-dumpable, and then neither its memory nor its /proc
 links are readable by a tracer without CAP_SYS_PTRACE. On x86_64 the set*id
-calls are traced too: at a successful one's exit stop the tracer makes the
+calls are sent to the tracer too: at a successful one's exit stop it makes the
 process run prctl(PR_SET_DUMPABLE, 1) (it backs the instruction pointer onto
 the `syscall` instruction with prctl's number and arguments in the
 registers, and restores every register at that call's exit stop, also
@@ -103,13 +127,14 @@ have set anyway. Elsewhere such processes' relative names count as
 `unresolved` and their absolute ones are unreadable.
 
 The loop keeps the GIL across its ctypes calls (PyDLL: none of them
-blocks; the listener thread polls before it receives), so the sensor's
-other threads can take it only while the tracer waits in waitpid or poll,
-not at each ptrace request.
+blocks; the listener is polled before it is received from), so the
+sensor's other threads can take it only while the tracer waits in waitpid
+or poll, not at each ptrace request.
 
-The cwd is cached per thread and copied to a new process at fork; chdir,
-fchdir and chroot are resumed to their syscall-exit stop, where every cached
-cwd (and root) is dropped, so the next relative name reads it afresh.
+With ptrace stops alone the cwd is cached per thread and copied to a new
+process at fork; chdir, fchdir and chroot are resumed to their syscall-exit
+stop, where every cached cwd (and root) is dropped, so the next relative
+name reads it afresh.
 
 Whether a path existed is decided by the tracer at the syscall's entry with
 stat/lstat (following the final symlink exactly when the call does). That
@@ -134,12 +159,15 @@ died, its tracees would continue with a filter that makes every path call
 fail with ENOSYS (an app in its dynamic loader then dies with "cannot open
 shared object", one in its main loop misbehaves quietly); being killed is
 the honest outcome (as PID 1 the sensor takes the namespace down anyway).
+On a listener the app's first process has the parent-death signal SIGKILL
+instead (the rest end with PID 1).
 
 Cost: one listener round trip per path call (about 25-40 us with the
 Python around it on a 2-cpu VM with Linux >= 6.6; a repeated absolute name
-takes a shorter path), or one ptrace round trip (about 65-100 us) where
-there is no listener; three ptrace stops per new process; nothing for other
-calls. See benchmarks/syscalls.py and benchmarks/syscall_trace.py.
+takes a shorter path) and nothing for a new process; or, where there is no
+listener, one ptrace round trip per path call (about 65-100 us) and three
+ptrace stops per new process; nothing for other calls. See
+benchmarks/syscalls.py and benchmarks/syscall_trace.py.
 
 Limits: set-id and file-capability programs run without their elevation
 (no_new_privs, and a tracer without CAP_SYS_PTRACE, both forbid it), so an
@@ -169,10 +197,10 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
+from types import FrameType
 from typing import NoReturn, TypeVar
 
 from slimmer.errors import SlimError
@@ -186,12 +214,15 @@ PTRACE_PEEKDATA = 2
 PTRACE_CONT = 7
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_SYSCALL_INFO_ENTRY = 1
 PTRACE_SYSCALL_INFO_SECCOMP = 3
 
 PTRACE_O_TRACESYSGOOD = 1
@@ -220,9 +251,11 @@ TRACE_OPTIONS = (
 )
 
 WALL = 0x40000000  # __WALL: threads and non-SIGCHLD children too
+WNOTHREAD = 0x20000000  # __WNOTHREAD: this thread's children and tracees only
 SYSCALL_EXIT_STOP = signal.SIGTRAP | 0x80  # with PTRACE_O_TRACESYSGOOD
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -489,6 +522,10 @@ _X86_64_PRCTL = 157
 # set*id calls are traced in the x86_64 ABI only: there the tracer can make
 # a process that changed its ids dumpable again (see SyscallTracer).
 _SET_ID_CALLS = frozenset(spec.name for spec in SPECS if spec.changes_ids)
+_X86_64_SET_ID_NUMBERS = frozenset(_X86_64_NUMBERS[name] for name in _SET_ID_CALLS)
+# syscall stops a process seized at a set*id may make (in a signal handler)
+# before the call is restarted; then it is let go without the injection
+SET_ID_SEARCH_STOPS = 256
 
 # x32: the x86_64 numbers with bit 30 set, except the calls whose
 # arguments hold pointers to pointer arrays.
@@ -577,13 +614,12 @@ def _insn(code: int, jt: int, jf: int, k: int) -> tuple[int, int, int, int]:
     return (code, jt, jf, k & 0xFFFFFFFF)
 
 
-def _action(spec: SyscallSpec, notify: bool) -> int:
-    """What the filter returns for a call that names a path. With `notify`
-    the tracer hears of a path call on its seccomp listener; a call whose
-    outcome it must see at the exit stop (chdir, set*id) stays a ptrace stop."""
-    if notify and not (spec.moves_cwd or spec.changes_ids):
-        return SECCOMP_RET_USER_NOTIF
-    return SECCOMP_RET_TRACE
+def _action(notify: bool) -> int:
+    """What the filter returns for a call it sends to the tracer: with
+    `notify` every such call (chdir and set*id too) waits on the seccomp
+    listener, for the processes are not traced; else it is a ptrace stop.
+    (TRACE without a tracer would fail the call with ENOSYS.)"""
+    return SECCOMP_RET_USER_NOTIF if notify else SECCOMP_RET_TRACE
 
 
 def _entry(
@@ -591,7 +627,7 @@ def _entry(
 ) -> list[tuple[int, int, int, int]]:
     """Instructions for one call: ALLOW where the filter can tell no path
     is named, else TRACE (or USER_NOTIF) with `code` as the data."""
-    trace = _insn(BPF_RET_K, 0, 0, _action(spec, notify) | code)
+    trace = _insn(BPF_RET_K, 0, 0, _action(notify) | code)
     allow = _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)
     if spec.allow_empty_path and spec.flags_arg is not None:
         low = SECCOMP_DATA_ARGS + 8 * spec.flags_arg
@@ -628,8 +664,7 @@ def _abi_block(abi: Abi, notify: bool) -> list[tuple[int, int, int, int]]:
 def seccomp_filter(machine: str, *, notify: bool = False) -> bytes:
     """The classic-BPF program (struct sock_filter[]) for a kernel
     architecture: TRACE path calls of every ABI it runs, ALLOW the rest.
-    With `notify`, path calls go to the seccomp listener instead
-    (USER_NOTIF); chdir, fchdir, chroot and set*id stay TRACE."""
+    With `notify`, they go to the seccomp listener instead (USER_NOTIF)."""
     support = MACHINES.get(machine)
     if support is None:
         raise ValueError(f"no syscall tables for {machine}")
@@ -775,12 +810,10 @@ class PathLog:
         return self.dropped == 0
 
     def records(self) -> list[PathRecord]:
-        # a copy first: a listener thread may still add to the log
-        observations = list(self.first.items())
         return sorted(
             (
                 PathRecord(os.fsdecode(path), action, follow, existed)
-                for (path, action, follow), existed in observations
+                for (path, action, follow), existed in self.first.items()
             ),
             key=lambda r: (r.path, r.action.value, r.follow),
         )
@@ -1035,7 +1068,10 @@ def _install_filter(
 ) -> None:
     """Install the filter and tell the tracer how it will hear of calls:
     with a seccomp listener where the kernel gives one (its fd goes to the
-    tracer, this process keeps none), else with ptrace stops alone."""
+    tracer, this process keeps none), else with ptrace stops alone. On a
+    listener the tracer lets the app go after its exec, so PTRACE_O_EXITKILL
+    no longer ties the app to it: the parent-death signal does (for the
+    app's first process; the sensor is PID 1, so the rest end with it)."""
     listener = -1
     if notify:
         listener = libc.syscall(
@@ -1056,6 +1092,7 @@ def _install_filter(
     finally:
         channel.detach()
         os.close(listener)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _pack_filter(program: bytes) -> _SockFprog:
@@ -1133,6 +1170,7 @@ class TracerStats:
     mem_opens: int = 0  # /proc/<tid>/mem files opened
     proc_reads: int = 0  # readlinks of /proc/<tid>/cwd or fd
     fsuid_switches: int = 0
+    attaches: int = 0  # processes seized at a set*id call (on a listener)
 
 
 @dataclass
@@ -1161,66 +1199,190 @@ class _Caches:
     in_exit: set[int] = field(default_factory=set)  # resumed to a syscall-exit stop
     ids_exit: set[int] = field(default_factory=set)  # resumed to a set*id's exit stop
     injecting: dict[int, _Injection] = field(default_factory=dict)
+    # on a listener: processes seized at a set*id call (and their children
+    # born since), let go at their exec
+    seized: set[int] = field(default_factory=set)
+    ids_entry: dict[int, int] = field(default_factory=dict)  # tid -> stops left to find it
 
 
+SERVE_BATCH = 256  # calls served between two looks for ptrace stops
+# records a call that waits on the listener (tid, number, arch, arguments);
+# whether to let it run now
+_Answer = Callable[[int, int, int, tuple[int, ...]], bool]
 _NOTIF = struct.Struct("<QIIiIQ6Q")  # struct seccomp_notif: id pid flags, seccomp_data
 _NOTIF_RESP = struct.Struct("<QqiI")  # struct seccomp_notif_resp: id val error flags
 
 
 class _Listener:
-    """A seccomp listener, served on a thread of its own: the tracer
-    thread blocks in waitpid for ptrace stops, and a blocked waitpid cannot
-    also wait for a notification. The tracer's state is shared under
-    `lock`; the kernel runs this thread on the CPU of the call that woke
-    it (Linux >= 6.6; before, every call wakes another CPU)."""
+    """A seccomp listener, served on the tracer's thread between its waits
+    for ptrace stops (there are few: the processes are not traced). The
+    kernel runs the tracer on the CPU of the call that woke it and back
+    (Linux >= 6.6; before, every call wakes another CPU)."""
 
-    def __init__(
-        self,
-        fd: int,
-        libc: ctypes.CDLL,
-        serve: Callable[[int, int, int, tuple[int, ...]], None],
-    ) -> None:
+    def __init__(self, fd: int, libc: ctypes.CDLL) -> None:
         self.fd = fd
         self._libc = libc
-        self._serve = serve
-        self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+        self._exit_fd = -1
+        self._wake_fd = -1
+        self._request = ctypes.create_string_buffer(_NOTIF.size)
+        self._response = ctypes.create_string_buffer(_NOTIF_RESP.size)
         os.set_blocking(fd, True)
         libc.ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
-        self._thread = threading.Thread(target=self._run, name="slim-seccomp-listener", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        poller.register(self._stop_read, select.POLLIN)
-        request = ctypes.create_string_buffer(_NOTIF.size)
-        response = ctypes.create_string_buffer(_NOTIF_RESP.size)
-        libc = self._libc
-        while True:
-            events = dict(poller.poll())
-            if self._stop_read in events or not events.get(self.fd, 0) & select.POLLIN:
-                return  # closed, or POLLHUP: no process uses the filter any more
-            ctypes.memset(request, 0, _NOTIF.size)
-            if libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, request) != 0:
-                continue  # it went away: a signal interrupted it, or it died
-            call_id, tid, _flags, number, arch, _ip, *args = _NOTIF.unpack_from(request)
-            try:
-                self._serve(tid, number & 0xFFFFFFFF, arch, tuple(args))
-            finally:
+    def watch_exit(self, pid: int) -> None:
+        """Wake the wait when `pid` ends, not at the next timeout."""
+        with contextlib.suppress(OSError):  # no pidfd_open: the timeout does
+            self._exit_fd = os.pidfd_open(pid)
+            self._poller.register(self._exit_fd, select.POLLIN)
+
+    def watch_wakeups(self, fd: int) -> None:
+        """Return from a wait when a byte arrives on `fd` (drained)."""
+        self._wake_fd = fd
+        self._poller.register(fd, select.POLLIN)
+
+    def serve(self, timeout_ms: int, answer: _Answer) -> int:
+        """Serve calls until none comes for `timeout_ms`: `answer` records
+        each and says whether to let it run now (False: the caller was
+        seized, see SyscallTracer). Returns the number served, early when
+        the watched process ended, a wakeup came, or after a batch (so the
+        caller looks for ptrace stops even where no wakeup tells it)."""
+        served = 0
+        while served < SERVE_BATCH and (events := self._poller.poll(timeout_ms)):
+            for fd, happened in events:
+                if fd == self._exit_fd:
+                    self._unwatch_exit()
+                    return served
+                if fd == self._wake_fd:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(fd, 512):
+                            pass
+                    return served
+                if happened & select.POLLIN:
+                    served += self._serve_one(answer)
+                else:  # POLLHUP: no process uses the filter any more
+                    self._poller.unregister(fd)
+        return served
+
+    def _serve_one(self, answer: _Answer) -> int:
+        request = self._request
+        ctypes.memset(request, 0, _NOTIF.size)
+        if self._libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, request) != 0:
+            return 0  # it went away: a signal interrupted it, or it died
+        call_id, tid, _flags, number, arch, _ip, *args = _NOTIF.unpack_from(request)
+        let_run = True
+        try:
+            let_run = answer(tid, number & 0xFFFFFFFF, arch, tuple(args))
+        finally:
+            if let_run:
                 # let the call run as if no filter were there (ENOENT: the
                 # caller is gone, nothing to do)
                 flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE
-                _NOTIF_RESP.pack_into(response, 0, call_id, 0, 0, flags)
-                libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, response)
+                _NOTIF_RESP.pack_into(self._response, 0, call_id, 0, 0, flags)
+                self._libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, self._response)
+        return 1
+
+    def _unwatch_exit(self) -> None:
+        if self._exit_fd >= 0:
+            self._poller.unregister(self._exit_fd)
+            os.close(self._exit_fd)
+            self._exit_fd = -1
 
     def close(self) -> None:
-        os.write(self._stop_write, b"x")
-        self._thread.join()
-        for fd in (self.fd, self._stop_read, self._stop_write):
-            os.close(fd)
+        self._unwatch_exit()
+        os.close(self.fd)
+
+
+@dataclass
+class _ChildSignalWakeup:
+    """SIGCHLD (a tracee stopped, a child ended) writes a byte that wakes
+    the tracer's wait on the listener (signal.set_wakeup_fd): a ptrace stop
+    is served at once, not at the next timeout. Only the main thread may
+    install it; elsewhere the loop looks for stops every millisecond while
+    it has tracees."""
+
+    read_fd: int
+    write_fd: int
+    previous_handler: Callable[[int, FrameType | None], object] | int | None
+
+    @classmethod
+    def install(cls) -> _ChildSignalWakeup | None:
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+            if previous_fd != -1:  # someone else's: leave it
+                signal.set_wakeup_fd(previous_fd)
+                raise ValueError("a wakeup fd is set")
+            previous_handler = signal.signal(signal.SIGCHLD, _wake_only)
+        except ValueError:  # not the main thread
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+        return cls(read_fd, write_fd, previous_handler)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGCHLD, self.previous_handler)
+            signal.set_wakeup_fd(-1)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def _wake_only(_number: int, _frame: FrameType | None) -> None:
+    """The wakeup byte is the whole point of this handler."""
+
+
+class _PidCursor:
+    """Where the pid namespace allocates next (/proc/sys/kernel/ns_last_pid).
+    On a listener the tracer hears of no exits, so a tid it cached (the
+    tracee's memory, its ids) may belong to a new process once the pid is
+    reused. Pids are handed out in increasing order and wrap at pid_max: a
+    tid at or below the cursor names the process it did when it was cached
+    until the cursor wraps; one above it may be reused any time."""
+
+    def __init__(self) -> None:
+        self.last = -1
+        self.fd = -1
+        with contextlib.suppress(OSError, ValueError):
+            self.fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+            self.last = int(os.pread(self.fd, 32, 0))
+        pid_max = 1 << 22
+        with contextlib.suppress(OSError, ValueError), open("/proc/sys/kernel/pid_max") as handle:
+            pid_max = int(handle.read())
+        # sampled at least this often: no namespace allocates pid_max pids
+        # in less (one per microsecond would be fast), so no wrap is missed
+        self.interval_ms = max(5, min(1000, pid_max // 1000))
+
+    @property
+    def available(self) -> bool:
+        return self.fd >= 0
+
+    def wrapped(self) -> bool:
+        """Read the cursor; whether it wrapped since the last reading."""
+        if self.fd < 0:
+            return False
+        try:
+            now = int(os.pread(self.fd, 32, 0))
+        except (OSError, ValueError):
+            self.close()
+            return True
+        wrapped, self.last = now < self.last, now
+        return wrapped
+
+    def settled(self, tid: int) -> bool:
+        """Whether a cache entry for `tid` stays valid until the next wrap."""
+        return 0 <= tid <= self.last
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.last = -1  # nothing is settled any more
 
 
 _INFO = struct.Struct("<B3xIQQQ6QI")  # struct ptrace_syscall_info, the seccomp variant
+_ENTRY_INFO_SIZE = 80  # the entry variant: no ret_data
 _REGS_WORDS = 27  # struct user_regs_struct on x86_64
 # argument registers in user_regs_struct: rdi rsi rdx r10 r8 r9 / ebx ecx edx esi edi ebp
 _X86_64_ARG_REGS = (14, 13, 12, 7, 9, 8)
@@ -1263,9 +1425,9 @@ class SyscallTracer:
         self._use_proc_mem = use_proc_mem
         self._use_notify = use_notify and notify_supported(os.uname().release)
         self._codes = call_codes(self.machine)
-        self._listeners: list[_Listener] = []
-        # the state below is the tracer thread's and the listeners' threads'
-        self._lock = threading.Lock()
+        self._listener: _Listener | None = None
+        self._cursor: _PidCursor | None = None  # with the listener
+        self._wakeup: _ChildSignalWakeup | None = None  # with the listener
         # (code, flags, absolute name) of notified calls already recorded
         self._known: set[tuple[int, int, bytes]] = set()
         self._in_stop = False  # serving a ptrace stop: PTRACE_PEEKDATA works
@@ -1297,14 +1459,19 @@ class SyscallTracer:
         pid = launch.popen.pid
         self._await_filter(launch)
         while True:
-            _, status = os.waitpid(pid, WALL)
+            status = self._await_launcher(pid)
             # Popen returns once the launcher's own exec closed its pipe, which
             # may be before that exec is reported: the app's exec is the one
             # after the first traced call (the filter comes just before it).
             exec_event = os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_EXEC
             if exec_event and launch.traced_calls:
-                self._ptrace(PTRACE_SETOPTIONS, pid, 0, TRACE_OPTIONS)
-                self._ptrace(PTRACE_CONT, pid, 0, 0)
+                if self._listener is not None:
+                    # the filter follows the tree: let the app go
+                    self._ptrace(PTRACE_DETACH, pid, 0, 0)
+                    self._listener.watch_exit(pid)
+                else:
+                    self._ptrace(PTRACE_SETOPTIONS, pid, 0, TRACE_OPTIONS)
+                    self._ptrace(PTRACE_CONT, pid, 0, 0)
                 break
             if not os.WIFSTOPPED(status):
                 launch.popen.returncode = status
@@ -1327,7 +1494,7 @@ class SyscallTracer:
         pid = launch.popen.pid
         self._await_filter(launch)
         while True:
-            _, status = os.waitpid(pid, WALL)
+            status = self._await_launcher(pid)
             if not os.WIFSTOPPED(status):
                 launch.popen.returncode = status
                 break
@@ -1340,6 +1507,18 @@ class SyscallTracer:
             raise TracingUnavailable(Refusal.OLD_KERNEL, OLD_KERNEL_DETAIL)
         if launch.traced_calls == 0:
             raise TracingUnavailable(Refusal.SECCOMP_REFUSED, "the filter reported no call")
+
+    def _await_launcher(self, pid: int) -> int:
+        """The launcher's next wait status; its calls on the listener are
+        served meanwhile (its exec is one)."""
+        listener = self._listener
+        if listener is None:
+            return os.waitpid(pid, WALL)[1]
+        while True:
+            waited, status = os.waitpid(pid, WALL | os.WNOHANG)
+            if waited:
+                return status
+            self._serve(listener, self._wait_ms())
 
     def _can_decode(self) -> bool:
         """Whether the tracer can read a call's arguments on this kernel."""
@@ -1458,7 +1637,11 @@ class SyscallTracer:
         finally:
             channel.detach()
         if message == LAUNCHER_LISTENS and fds:
-            self._listeners.append(_Listener(fds[0], self._libc, self._on_notification))
+            self._listener = _Listener(fds[0], self._libc)
+            self._cursor = _PidCursor()
+            self._wakeup = _ChildSignalWakeup.install()
+            if self._wakeup is not None:
+                self._listener.watch_wakeups(self._wakeup.read_fd)
 
     def _launch_failed(self, launch: _Launch, status: int) -> NoReturn:
         """Raise what the launcher reported before it ended."""
@@ -1484,37 +1667,86 @@ class SyscallTracer:
     # -- the loop --------------------------------------------------------------
 
     def wait_any(self, block: bool = True) -> tuple[int, int] | None:
-        """Serve ptrace stops until a child of the tracer (or a traced
-        thread) ends; return its pid and raw status. Without `block`,
-        None when nothing is pending. ChildProcessError when no child is
-        left."""
-        options = WALL if block else WALL | os.WNOHANG
+        """Serve path calls and ptrace stops until a child of the tracer (or
+        a traced thread) ends; return its pid and raw status. Without
+        `block`, None when nothing is pending. ChildProcessError when no
+        child is left."""
+        listener = self._listener
         while True:
-            pid, status = os.waitpid(-1, options)
-            if pid == 0:
-                return None
-            if not os.WIFSTOPPED(status):
+            hang = block and listener is None
+            # __WNOTHREAD: a child the sensor's other threads started is theirs
+            pid, status = os.waitpid(-1, WALL | WNOTHREAD | (0 if hang else os.WNOHANG))
+            if pid and os.WIFSTOPPED(status):
+                self._dispatch(pid, status)
+                continue
+            if pid:
                 self._forget(pid)
                 return pid, status
-            self._dispatch(pid, status)
+            if listener is None:
+                return None
+            served = self._serve(listener, self._wait_ms() if block else 0)
+            if not block and not served:
+                return None
 
-    def _on_notification(self, tid: int, number: int, arch: int, args: tuple[int, ...]) -> None:
-        """A path call waits on a listener (on its thread): record it."""
-        with self._lock:
-            self.stats.notifications += 1
-            if self._launch is not None:
-                self._launch.traced_calls += 1
-            code = self._codes.get((arch, number))
-            if code is None:
-                return
-            try:
-                known = self._known_call(tid, code, args)
-                if known is not True:
-                    self._observe_call(tid, code, args)
-                    if known is not None and len(self._known) < self.log.limit:
-                        self._known.add(known)
-            except (OSError, ValueError, IndexError):
-                self.log.unresolved += 1  # never leave the call waiting
+    def _serve(self, listener: _Listener, timeout_ms: int) -> int:
+        served = listener.serve(timeout_ms, self._on_notification)
+        if not served and self._cursor is not None and self._cursor.wrapped():
+            self._forget_processes()  # sampled also while no call comes
+        return served
+
+    def _wait_ms(self) -> int:
+        """How long the loop may wait on the listener before it looks for
+        ptrace stops and exits again (the listener wakes it for calls and
+        for the app's end; a seized process's stops and orphans' ends come
+        by waitpid alone), and samples the pid cursor."""
+        if self._wakeup is None and (self._caches.seized or self._launch is not None):
+            return 1
+        return self._cursor.interval_ms if self._cursor is not None else 50
+
+    def _on_notification(self, tid: int, number: int, arch: int, args: tuple[int, ...]) -> bool:
+        """A path call waits on the listener: record it. Whether to let it
+        run now: not a set*id of a process the tracer seized for it."""
+        self.stats.notifications += 1
+        if self._launch is not None:
+            self._launch.traced_calls += 1
+        if self._cursor is not None and self._cursor.wrapped():
+            self._forget_processes()
+        code = self._codes.get((arch, number))
+        if code is None:
+            return True
+        try:
+            known = self._known_call(tid, code, args)
+            if known is not True:
+                spec = self._observe_call(tid, code, args)
+                if known is not None and len(self._known) < self.log.limit:
+                    self._known.add(known)
+                if spec.changes_ids and self._seize_for_ids(tid):
+                    return False
+        except (OSError, ValueError, IndexError):
+            self.log.unresolved += 1  # never leave the call waiting
+        return True
+
+    def _seize_for_ids(self, tid: int) -> bool:
+        """A set*id waits on the listener: a root process dropping its ids
+        turns non-dumpable, and then neither its memory nor its /proc links
+        could be read (see _inject_dumpable). Seize it (it is still root
+        and dumpable) and interrupt the wait: the kernel withdraws the
+        notification, and the call restarts under ptrace, where the tracer
+        sees its exit. True when the call is left to that."""
+        caches = self._caches
+        if tid in caches.ids_exit or tid in caches.ids_entry or tid in caches.injecting:
+            return False  # the restarted call (on to its exit stop), or a handler's
+        if tid not in caches.seized:
+            # it stays seized until it execs: once its ids changed, the
+            # tracer could not seize it again for its next set*id
+            options = TRACE_OPTIONS | PTRACE_O_TRACEEXEC
+            if self._libc.ptrace(PTRACE_SEIZE, tid, 0, options) != 0:
+                return False
+            self.stats.attaches += 1
+            caches.seized.add(tid)
+        caches.ids_entry[tid] = SET_ID_SEARCH_STOPS
+        self._ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+        return True
 
     def _known_call(
         self, tid: int, code: int, args: tuple[int, ...]
@@ -1537,10 +1769,6 @@ class SyscallTracer:
         return True if key in self._known else key
 
     def _dispatch(self, pid: int, status: int) -> None:
-        with self._lock:
-            self._dispatch_locked(pid, status)
-
-    def _dispatch_locked(self, pid: int, status: int) -> None:
         self.stats.events += 1
         event = status >> 16
         sig = (status >> 8) & 0xFF
@@ -1553,24 +1781,31 @@ class SyscallTracer:
             self._ptrace(PTRACE_CONT, pid, 0, 0)
         elif event == PTRACE_EVENT_STOP:
             # a group-stop stays a stop (and SIGCONT still wakes it); a new
-            # child's first stop or a notification only needs a restart
-            request = PTRACE_LISTEN if sig in STOP_SIGNALS else PTRACE_CONT
+            # child's first stop, a notification or PTRACE_INTERRUPT's trap
+            # only needs a restart
+            request = PTRACE_LISTEN if sig in STOP_SIGNALS else self._resume(pid)
             self._ptrace(request, pid, 0, 0)
+        elif event == PTRACE_EVENT_EXEC and pid in self._caches.seized:
+            # dumpable again (as its user): the listener is enough for it now
+            self._forget(pid)
+            self._ptrace(PTRACE_DETACH, pid, 0, 0)
         elif event != 0:
             self._ptrace(PTRACE_CONT, pid, 0, 0)
         else:  # signal-delivery-stop: deliver it
-            injecting = pid in self._caches.injecting
-            self._ptrace(PTRACE_SYSCALL if injecting else PTRACE_CONT, pid, 0, sig)
+            self._ptrace(self._resume(pid), pid, 0, sig)
+
+    def _resume(self, tid: int) -> int:
+        """How to restart a tracee: to its next syscall stop while the
+        tracer is at work on its set*id, else to run on."""
+        caches = self._caches
+        at_work = tid in caches.injecting or tid in caches.ids_entry or tid in caches.ids_exit
+        return PTRACE_SYSCALL if at_work else PTRACE_CONT
 
     def _ptrace(self, request: int, pid: int, addr: int, data: int) -> None:
         # ESRCH: the tracee died meanwhile (SIGKILL); waitpid will say so
         self._libc.ptrace(request, pid, addr, data)
 
     def _forget(self, tid: int) -> None:
-        with self._lock:
-            self._forget_locked(tid)
-
-    def _forget_locked(self, tid: int) -> None:
         caches = self._caches
         self._close_mem(tid)
         caches.cwd.pop(tid, None)
@@ -1580,6 +1815,16 @@ class SyscallTracer:
         caches.in_exit.discard(tid)
         caches.ids_exit.discard(tid)
         caches.injecting.pop(tid, None)
+        caches.seized.discard(tid)
+        caches.ids_entry.pop(tid, None)
+
+    def _forget_processes(self) -> None:
+        """The pid cursor wrapped: any tid may name another process now."""
+        caches = self._caches
+        for tid in list(caches.mem):
+            self._close_mem(tid)
+        caches.ids.clear()
+        caches.peek_only.clear()
 
     def _forget_places(self) -> None:
         self._caches.cwd.clear()
@@ -1599,6 +1844,8 @@ class SyscallTracer:
             else:
                 table.pop(child, None)
         self._close_mem(child)
+        if parent in caches.seized:  # traced from birth (PTRACE_O_TRACEFORK)
+            caches.seized.add(child)
         caches.peek_only.discard(child)
         caches.in_exit.discard(child)
         caches.ids_exit.discard(child)
@@ -1670,8 +1917,9 @@ class SyscallTracer:
             self._observe(tid, spec, operand, args)
         if spec.operands and spec.operands[0].action is PathAction.EXEC:
             # an exec replaces the address space (a vfork child's is its
-            # parent's until then): read it afresh afterwards
+            # parent's until then) and makes it dumpable: read it afresh
             self._close_mem(tid)
+            self._caches.peek_only.discard(tid)
         return spec
 
     def _on_syscall_stop(self, tid: int) -> int:
@@ -1681,6 +1929,17 @@ class SyscallTracer:
             caches.in_exit.discard(tid)
             self._forget_places()
             return PTRACE_CONT
+        stops_left = caches.ids_entry.get(tid)
+        if stops_left is not None:  # seized at a set*id: is this its restart?
+            if self._entering_set_id(tid):
+                del caches.ids_entry[tid]
+                caches.ids_exit.add(tid)
+                return PTRACE_SYSCALL
+            if stops_left <= 0:  # a signal handler that never returned to it
+                del caches.ids_entry[tid]
+                return PTRACE_CONT
+            caches.ids_entry[tid] = stops_left - 1
+            return PTRACE_SYSCALL
         if tid in caches.ids_exit:  # set*id done
             caches.ids_exit.discard(tid)
             caches.ids.pop(tid, None)
@@ -1696,6 +1955,20 @@ class SyscallTracer:
         ctypes.memmove(self._regs, injection.saved_regs, ctypes.sizeof(self._regs))
         self._libc.ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(self._regs))
         return PTRACE_CONT
+
+    def _entering_set_id(self, tid: int) -> bool:
+        """Whether a syscall stop is the entry to a set*id (x86_64 ABI)."""
+        size = self._libc.ptrace(
+            PTRACE_GET_SYSCALL_INFO, tid, len(self._info), ctypes.addressof(self._info)
+        )
+        if size < _ENTRY_INFO_SIZE:
+            return False
+        op, arch, _ip, _sp, number = _INFO.unpack_from(self._info)[:5]
+        return (
+            op == PTRACE_SYSCALL_INFO_ENTRY
+            and arch == AUDIT_ARCH_X86_64
+            and number in _X86_64_SET_ID_NUMBERS
+        )
 
     def _entering_prctl(self, tid: int) -> bool:
         regs = self._regs
@@ -1819,6 +2092,9 @@ class SyscallTracer:
         return join_physical(base, name)
 
     def _place(self, tid: int, link: str, cache: dict[int, bytes]) -> bytes | None:
+        if self._listener is not None:
+            # a chdir on the listener has no exit stop to drop the cache at
+            return self._proc_link(tid, link)
         known = cache.get(tid)
         if known is None:
             known = self._proc_link(tid, link)
@@ -1899,6 +2175,8 @@ class SyscallTracer:
             if fd is None:
                 return -1
             count = self._libc.pread(fd, self._buffer, size, address)
+            if self._cursor is not None and not self._cursor.settled(tid):
+                self._close_mem(tid)  # the tid may be reused: do not keep it
             if count != 0:
                 return count  # -1 (EIO) for an address the tracee has not mapped
             self._close_mem(tid)  # 0: the address space went away (exit)
@@ -1912,7 +2190,8 @@ class SyscallTracer:
         self.stats.mem_opens += 1
         fd = self._in_proc(tid, _open_read_only, f"/proc/{tid}/mem".encode())
         if fd is None:
-            caches.peek_only.add(tid)
+            if self._cursor is None or self._cursor.settled(tid):
+                caches.peek_only.add(tid)
             return None
         if len(caches.mem) >= MAX_MEM_FDS:
             for other in list(caches.mem):
@@ -1928,9 +2207,14 @@ class SyscallTracer:
     def close(self) -> None:
         """Close the tracer's descriptors of tracees' memory and its
         seccomp listeners."""
-        for listener in self._listeners:
-            listener.close()
-        self._listeners.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._cursor is not None:
+            self._cursor.close()
+        if self._wakeup is not None:
+            self._wakeup.remove()
+            self._wakeup = None
         for tid in list(self._caches.mem):
             self._close_mem(tid)
 
