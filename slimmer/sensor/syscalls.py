@@ -524,7 +524,7 @@ _X86_64_PRCTL = 157
 _SET_ID_CALLS = frozenset(spec.name for spec in SPECS if spec.changes_ids)
 _X86_64_SET_ID_NUMBERS = frozenset(_X86_64_NUMBERS[name] for name in _SET_ID_CALLS)
 # syscall stops a process seized at a set*id may make (in a signal handler)
-# before the call is restarted; then it is let go without the injection
+# before the call is restarted; then it runs on without the injection
 SET_ID_SEARCH_STOPS = 256
 
 # x32: the x86_64 numbers with bit 30 set, except the calls whose
@@ -1354,10 +1354,6 @@ class _PidCursor:
         # in less (one per microsecond would be fast), so no wrap is missed
         self.interval_ms = max(5, min(1000, pid_max // 1000))
 
-    @property
-    def available(self) -> bool:
-        return self.fd >= 0
-
     def wrapped(self) -> bool:
         """Read the cursor; whether it wrapped since the last reading."""
         if self.fd < 0:
@@ -1696,9 +1692,10 @@ class SyscallTracer:
 
     def _wait_ms(self) -> int:
         """How long the loop may wait on the listener before it looks for
-        ptrace stops and exits again (the listener wakes it for calls and
-        for the app's end; a seized process's stops and orphans' ends come
-        by waitpid alone), and samples the pid cursor."""
+        ptrace stops and ended children again, and samples the pid cursor.
+        Calls and the app's end wake it, and so does SIGCHLD where the
+        wakeup is installed; elsewhere it looks every millisecond while it
+        has tracees."""
         if self._wakeup is None and (self._caches.seized or self._launch is not None):
             return 1
         return self._cursor.interval_ms if self._cursor is not None else 50
