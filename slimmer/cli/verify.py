@@ -64,8 +64,7 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
 )
 @click.option("--all", "show_all", is_flag=True, help="Show matching checks too.")
 @format_option(
-    "json: every check, schema slim.verify/1 (slim schema verify); markdown suits a "
-    "CI job summary."
+    "json: every check, schema slim.verify/1 (slim schema verify); markdown suits a CI job summary."
 )
 @handles_errors
 @verify_options

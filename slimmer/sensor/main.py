@@ -314,9 +314,7 @@ def deps(job: DepsJob, layout: SensorLayout) -> int:
 def collect(job: CollectJob, layout: SensorLayout) -> int:
     """Select the micro image's files here, where they are, and tar them
     (slimmer.sensor.collect)."""
-    result = collect_files(
-        job, layout, lambda total: progress_sayer(ProgressStep.COLLECT, total)
-    )
+    result = collect_files(job, layout, lambda total: progress_sayer(ProgressStep.COLLECT, total))
     if isinstance(result, SensorFailure):
         return fail(layout, result.reason, result.message, result.hint)
     write_result(layout, result)
