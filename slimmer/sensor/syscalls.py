@@ -175,9 +175,13 @@ app that needs `su`, `ping` or a `setcap` binary as a non-root user behaves
 differently under trace; io_uring path operations and i386 socketcall(2)
 are not observed; a path with AT_EMPTY_PATH and a non-empty name is not
 observed; a process that sets itself non-dumpable is not readable; a
-process in another mount namespace would be resolved in the sensor's. Only
-little-endian x86_64 and aarch64 are supported (on aarch64 Linux >= 5.3);
-`probe_support` says why tracing is unavailable elsewhere.
+process in another mount namespace would be resolved in the sensor's. On a
+listener a signal that arrives while a call waits withdraws the
+notification, and a handler without SA_RESTART sees the call fail with
+EINTR (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, Linux >= 5.19, would only
+halve that, measured, and would stop the PTRACE_INTERRUPT a set*id needs).
+Only little-endian x86_64 and aarch64 are supported (on aarch64 Linux >=
+5.3); `probe_support` says why tracing is unavailable elsewhere.
 
 Standard library and ctypes only: it runs in the sensor's bundle, and its
 launcher runs it with `-I -S`.
