@@ -1690,9 +1690,19 @@ class SyscallTracer:
 
     def _serve(self, listener: _Listener, timeout_ms: int) -> int:
         served = listener.serve(timeout_ms, self._on_notification)
-        if not served and self._cursor is not None and self._cursor.wrapped():
-            self._forget_processes()  # sampled also while no call comes
+        if not served:
+            self._sample_pid_cursor()  # also while no call comes
         return served
+
+    def _sample_pid_cursor(self) -> None:
+        if self._cursor is not None and self._cursor.wrapped():
+            self._forget_processes()
+
+    def _may_keep(self, tid: int) -> bool:
+        """Whether what is learnt of `tid` may be kept for its next call
+        (with ptrace stops alone its exit is seen; on a listener, see
+        _PidCursor)."""
+        return self._cursor is None or self._cursor.settled(tid)
 
     def _wait_ms(self) -> int:
         """How long the loop may wait on the listener before it looks for
@@ -1710,8 +1720,7 @@ class SyscallTracer:
         self.stats.notifications += 1
         if self._launch is not None:
             self._launch.traced_calls += 1
-        if self._cursor is not None and self._cursor.wrapped():
-            self._forget_processes()
+        self._sample_pid_cursor()
         code = self._codes.get((arch, number))
         if code is None:
             return True
@@ -2176,8 +2185,8 @@ class SyscallTracer:
             if fd is None:
                 return -1
             count = self._libc.pread(fd, self._buffer, size, address)
-            if self._cursor is not None and not self._cursor.settled(tid):
-                self._close_mem(tid)  # the tid may be reused: do not keep it
+            if not self._may_keep(tid):
+                self._close_mem(tid)
             if count != 0:
                 return count  # -1 (EIO) for an address the tracee has not mapped
             self._close_mem(tid)  # 0: the address space went away (exit)
@@ -2191,7 +2200,7 @@ class SyscallTracer:
         self.stats.mem_opens += 1
         fd = self._in_proc(tid, _open_read_only, f"/proc/{tid}/mem".encode())
         if fd is None:
-            if self._cursor is None or self._cursor.settled(tid):
+            if self._may_keep(tid):
                 caches.peek_only.add(tid)
             return None
         if len(caches.mem) >= MAX_MEM_FDS:
