@@ -474,12 +474,12 @@ WORKERS_PROGRAM = """
     #include <sys/wait.h>
     #include <unistd.h>
     static pthread_barrier_t dropped;
-    static char mine[64];
-    static void *helper(void *unused) {    /* glibc makes it setuid() too */
+    static void *helper(void *worker) {    /* glibc makes it setuid() too */
         struct stat st;
+        char name[64];
         pthread_barrier_wait(&dropped);
-        snprintf(mine, sizeof mine, "thread-after-drop-%d", getppid() == 1 ? 0 : 1);
-        stat(mine, &st);
+        snprintf(name, sizeof name, "thread-after-drop-%d", *(int *)worker);
+        stat(name, &st);
         return NULL;
     }
     static int worker(int n) {
@@ -487,7 +487,7 @@ WORKERS_PROGRAM = """
         char name[64];
         pthread_t thread;
         pthread_barrier_init(&dropped, NULL, 2);
-        pthread_create(&thread, NULL, helper, NULL);
+        pthread_create(&thread, NULL, helper, &n);
         if (setgid(65534) || setuid(65534)) { perror("drop"); return 2; }
         pthread_barrier_wait(&dropped);
         pthread_join(thread, NULL);
@@ -537,7 +537,8 @@ def test_workers_with_threads_that_drop_privileges_and_fork(base: Path) -> None:
             "grandchild-0",
             "grandchild-1",
             "parent-after-workers",
-            "thread-after-drop-1",  # (their parent is alive: both say 1)
+            "thread-after-drop-0",
+            "thread-after-drop-1",
         )
     }
     assert "/bin/true" in run.paths("exec")
