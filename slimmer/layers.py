@@ -33,6 +33,12 @@ DIRECTORY_MTIME): its mtime in the fat image is the time a RUN step last
 changed it, different in every fat image built from the same base, and a
 directory missing from a layer would get the time of the build that
 extracts it. Hard links stay in the layer of the file they link to.
+
+So that the image still shows each directory as the fat image has it (a
+directory listing shows its mtime), a last, small layer (DIRECTORIES)
+restates every directory with its own mode, owners and mtime: overlayfs
+takes a directory's attributes from the topmost layer that has it, and the
+layers below stay the same in every image.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class LayerKind(StrEnum):
     OS_PACKAGES = "os-packages"
     APPLICATION = "application"
     CONFIGURATION = "configuration"
+    DIRECTORIES = "directories"  # on top: every directory with its own mtime
     IMAGE = "image"  # everything in one layer (Granularity.SINGLE, --no-layers)
 
 
@@ -227,16 +234,13 @@ def plan_image(
     """The layers of a micro image: the collected entries and the package
     records slim writes, each record in the layers of the package it
     describes. The directories above the records that the image does not
-    have get the records' time with a single layer, and DIRECTORY_MTIME
-    (as every directory) with layers."""
+    have get the records' time (shown by the directories layer)."""
     owners = kept.owner_map()
     packages = {item.package.key: item.package for item in kept.packages}
     for record in records:
         if record.package in packages:
             owners[record.path] = packages[record.package]
-    single = policy.granularity is Granularity.SINGLE
-    dir_mtime = max((r.mtime for r in records), default=0) if single else DIRECTORY_MTIME
-    merged = with_generated(entries, records, dir_mtime)
+    merged = with_generated(entries, records, max((r.mtime for r in records), default=0))
     return plan_layers(merged, owners, kept.base, policy, hard_links, kept.dependency_ranks())
 
 
@@ -262,6 +266,9 @@ def plan_layers(
     same plan."""
     links = dict(hard_links or {})
     by_path = {e.path: e for e in entries}
+    single = policy.granularity is Granularity.SINGLE
+    if not single:  # the directories layer takes one place
+        policy = replace(policy, max_layers=max(1, policy.max_layers - 1))
     groups = _groups(entries, owners, frozenset(base), policy, links, ranks or {})
     members: dict[_Group, set[str]] = {}
     for path, group in groups.items():
@@ -269,13 +276,15 @@ def plan_layers(
         chosen.add(path)
         chosen.update(a for a in parents(path) if a in by_path)
     layers = []
-    single = policy.granularity is Granularity.SINGLE
     for group in sorted(members, key=_layer_order):
         layer_entries = tuple(
             by_path[p] if single or by_path[p].kind is not Kind.DIR else normalized_dir(by_path[p])
             for p in sorted(members[group])
         )
         layers.append(Layer(group.name, group.kind, layer_entries))
+    directories = tuple(by_path[p] for p in sorted(by_path) if by_path[p].kind is Kind.DIR)
+    if not single and directories:
+        layers.append(Layer(LayerKind.DIRECTORIES.value, LayerKind.DIRECTORIES, directories))
     return LayerPlan(tuple(layers), links)
 
 

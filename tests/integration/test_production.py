@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
 from tests.integration.test_packages import stanzas
 
-KIND_ORDER = ["os-base", "os-packages", "application", "configuration"]
+KIND_ORDER = ["os-base", "os-packages", "application", "configuration", "directories"]
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 LIBC_LAYER = f"os-base:libc6:amd64:{LIBDIR}/libc.so.6"
 LOADER_LAYER = f"os-base:libc6:amd64:{LIBDIR}/ld-linux-x86-64.so.2"
@@ -130,6 +131,31 @@ def test_nginx_layers_by_update_risk(
     paths = ["/", "/missing"]
     fat = serve_and_get(engine, fat_nginx, 80, paths, run_id)
     assert serve_and_get(engine, built.tag, 80, paths, run_id) == fat
+    # every directory shows the fat image's mtime (a directory listing shows
+    # it), although the layers below hold them with mtime 0 to be shared
+    assert layers[-1]["kind"] == "directories"
+    fat_dirs = directory_mtimes(fat_nginx, "/opt/nginx")
+    micro_dirs = directory_mtimes(built.tag, "/opt/nginx")
+    assert set(micro_dirs) <= set(fat_dirs) and {"nginx/html", "nginx/logs"} <= set(micro_dirs)
+    assert {name: fat_dirs[name] for name in micro_dirs} == micro_dirs
+    assert min(micro_dirs.values()) > 0
+
+
+def directory_mtimes(image: str, path: str) -> dict[str, int]:
+    """The directories under `path` as `docker cp` copies them out of a
+    container of the image (plain docker: what a user sees)."""
+    created = subprocess.run(
+        ["docker", "create", image, "none"], capture_output=True, text=True, check=True
+    )
+    container = created.stdout.strip()
+    try:
+        copied = subprocess.run(
+            ["docker", "cp", f"{container}:{path}", "-"], capture_output=True, check=True
+        ).stdout
+    finally:
+        subprocess.run(["docker", "rm", container], capture_output=True, check=False)
+    with tarfile.open(fileobj=io.BytesIO(copied)) as tar:
+        return {m.name.rstrip("/"): int(m.mtime) for m in tar.getmembers() if m.isdir()}
 
 
 def test_two_apps_of_one_base_share_its_layers(

@@ -118,7 +118,13 @@ def two_apps(tmp_path: Path) -> tuple[bytes, bytes]:
 def test_kinds_split_by_owner_and_path(two_apps: tuple[bytes, bytes]) -> None:
     layers = layered(two_apps[0], LayerPolicy(Granularity.KIND))
     names = {name: {m.name for m in members(data)} for name, _, _, data in layers}
-    assert list(names) == ["os-base", "os-packages", "application", "configuration"]
+    assert list(names) == [
+        "os-base",
+        "os-packages",
+        "application",
+        "configuration",
+        "directories",
+    ]
     assert LIBC.lstrip("/") in names["os-base"]
     assert {LIBSSL.lstrip("/"), LIBCRYPTO.lstrip("/")} <= names["os-packages"]
     assert "opt/one/bin/one" in names["application"]
@@ -128,7 +134,9 @@ def test_kinds_split_by_owner_and_path(two_apps: tuple[bytes, bytes]) -> None:
 
 def test_every_layer_holds_its_parents_with_one_header(two_apps: tuple[bytes, bytes]) -> None:
     headers: dict[str, bytes] = {}
-    for _, _, _, data in layered(two_apps[1], LayerPolicy(Granularity.FILE, BIG)):
+    for _, kind, _, data in layered(two_apps[1], LayerPolicy(Granularity.FILE, BIG)):
+        if kind is LayerKind.DIRECTORIES:
+            continue
         found = members(data)
         names = [m.name for m in found]
         assert names == sorted(names)
@@ -140,6 +148,30 @@ def test_every_layer_holds_its_parents_with_one_header(two_apps: tuple[bytes, by
                 header = member.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
                 assert headers.setdefault(member.name, header) == header
             assert member.uname == member.gname == ""
+
+
+def test_the_top_layer_restates_every_directory_as_the_image_has_it(
+    two_apps: tuple[bytes, bytes],
+) -> None:
+    """Below, directories have mtime 0 (so layers are shared); the last
+    layer holds every directory of the image with its own mtime and mode,
+    which is what a container sees (overlayfs takes the topmost)."""
+    *below, top = layered(two_apps[0], LayerPolicy(Granularity.FILE, BIG))
+    assert top[1] is LayerKind.DIRECTORIES
+    restated = members(top[3])
+    assert restated and all(member.isdir() for member in restated)
+    below_dirs = {m.name for _, _, _, data in below for m in members(data) if m.isdir()}
+    assert {m.name for m in restated} == below_dirs
+    assert {m.mtime for m in restated} == {1_700_000_000}
+    rootfs = {m.name: m for m in members(two_apps[0])}
+    for member in restated:
+        assert (member.mode, member.uid, member.gid) == (
+            rootfs[member.name].mode,
+            rootfs[member.name].uid,
+            rootfs[member.name].gid,
+        )
+    single = layered(two_apps[0], LayerPolicy(Granularity.SINGLE))
+    assert [kind for _, kind, _, _ in single] == [LayerKind.IMAGE]
 
 
 def test_two_images_share_the_layers_of_the_files_they_both_keep(
