@@ -61,7 +61,7 @@ def measure(
                 engine,
                 args.image,
                 [SavedTrace(trace, Path(scratch) / "t.json")],
-                BuildOptions(tag=args.tag, report=Path(scratch) / "r.json"),
+                BuildOptions(tags=(args.tag,), report=Path(scratch) / "r.json"),
                 cache,
             )
             total = time.monotonic() - started

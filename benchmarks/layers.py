@@ -123,7 +123,7 @@ def trace_app(engine: Engine, app: App, workdir: Path) -> SavedTrace:
 def collect_app(engine: Engine, app: App, trace: SavedTrace, workdir: Path) -> Collected:
     """slim build's collect step: the sensor in a container of the image."""
     attrs = engine.image_attrs(app.image)
-    options = BuildOptions(tag=None, context_only=workdir / "unused.tar")
+    options = BuildOptions(context_only=workdir / "unused.tar")
     request = selection_request(
         [trace.trace], ImageConfig.from_inspect(attrs), options, attrs.get("Created")
     )
@@ -157,7 +157,7 @@ class LayerFigure:
 
 
 def measure(collected: Collected, policy: LayerPolicy) -> list[LayerFigure]:
-    records = package_records_of(collected, BuildOptions(tag="x"))
+    records = package_records_of(collected, BuildOptions(tags=("x",)))
     figures = []
     generated = {r.path: r.data for r in records}
     with collected.rootfs.open("rb") as handle, RootfsSource(handle, generated) as source:
@@ -235,7 +235,7 @@ def engine_check(engine: Engine, apps: list[App], traces: dict[str, SavedTrace])
             for app in apps:
                 tag = f"slim-bench-layers-{app.name}:micro"
                 options = BuildOptions(
-                    tag=tag,
+                    tags=(tag,),
                     report=Path(scratch) / f"{app.name}.json",
                     sbom=Path(scratch) / f"{app.name}.sbom.json",
                 )

@@ -68,7 +68,7 @@ def main() -> None:
         try:
             for name, features in CONFIGS.items():
                 options = BuildOptions(
-                    tag=tag,
+                    tags=(tag,),
                     report=scratch / "report.json",
                     sbom=scratch / "sbom.json",
                     **features,  # type: ignore[arg-type]

@@ -113,7 +113,7 @@ class BuildOptions:
     """What to build and from which traces. Patterns are checked when the
     options are made, before any container starts."""
 
-    tag: str | None
+    tags: tuple[str, ...] = ()  # -t, each applied; the first names the report and SBOM
     includes: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     base: str = "scratch"
@@ -136,10 +136,12 @@ class BuildOptions:
     platform: str | None = None  # --platform: must be the engine's own
 
     def __post_init__(self) -> None:
-        if not self.tag and self.context_only is None:
+        if not self.tags and self.context_only is None:
             raise UsageError(
                 "give the micro image a name with -t NAME[:TAG] (or use --context-only)"
             )
+        for tag in self.tags:
+            check_reference(tag, "-t")
         if self.labels and self.context_only is not None:
             raise UsageError(
                 "--label adds labels when slim builds; --context-only does not build",
@@ -156,11 +158,40 @@ class BuildOptions:
         if self.strip_except and not self.strip:
             raise UsageError("--strip-except is for --strip", "add --strip, or leave it out")
 
+    @property
+    def tag(self) -> str | None:
+        """The micro image's first name (-t), which names its report."""
+        return self.tags[0] if self.tags else None
+
     def report_path(self, image: str) -> Path:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
 
     def sbom_path(self, image: str) -> Path:
         return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}.sbom.json"
+
+
+# An image reference as docker's reference grammar has it: [host[:port]/]path[:tag][@digest].
+_REFERENCE = re.compile(
+    r"(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+    r"[A-Za-z0-9])?)*(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+)
+MAX_NAME = 255
+
+
+def check_reference(text: str, option: str) -> None:
+    """Refuse, before any container starts, a name the engine would refuse
+    after all the work: `-t 'bad tag!!'`. A host part is only taken as one
+    when the name has more than one component, as docker does."""
+    found = _REFERENCE.fullmatch(text)
+    if found and found.group("host") and "/" not in text:
+        found = None
+    if not found or len(text) - len(found.group("tag") or "") > MAX_NAME:
+        raise UsageError(
+            f"{option} {text!r} is not a valid image name",
+            "use lowercase NAME[:TAG], e.g. -t app:micro or -t registry:5000/team/app:1.2",
+        )
 
 
 # The names Go (and so the engines) give CPUs that uname and Debian name otherwise.
@@ -377,7 +408,7 @@ def selection_request(
         traced=merge_traced(traces),
         lookups=tuple(sorted({lookup for t in traces for lookup in t.lookups}, key=_lookup_key)),
         entrypoint=tuple(dict.fromkeys(entrypoints)),
-        healthcheck=tuple((config.healthcheck_argv() or [])[:1]),
+        healthcheck=tuple(config.healthcheck_programs()),
         includes=options.includes,
         excludes=options.excludes,
         env=config.env_dict(),
@@ -657,8 +688,8 @@ def build_micro(
             path.unlink()
         micro_id = micro_size = None
         diff_ids = None
-        if options.context_only is None and options.tag:
-            log.info("building %s", options.tag)
+        if options.context_only is None and options.tags:
+            log.info("building %s", ", ".join(options.tags))
             build_started = time.monotonic()
             size = context_path.stat().st_size
             with (
@@ -667,13 +698,15 @@ def build_micro(
             ):
                 micro_id = engine.build(
                     counted,
-                    options.tag,
+                    options.tags[0],
                     labels={**dockerfile.labels, **options.labels},
                     build_args=dockerfile.build_args,
                     platform=options.platform,
                     progress=build_progress,
                 )
             progress.finish(progress.BUILD)
+            for tag in options.tags[1:]:
+                engine.tag(micro_id, tag)
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
             diff_ids = engine_layers(engine, micro_id, base, len(layers.written))

@@ -278,6 +278,18 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class HealthState:
+    """What the engine says of a container's health: `status` is starting,
+    healthy or unhealthy ("" when it has no HEALTHCHECK), with the last
+    check's exit code and output."""
+
+    status: str
+    failing_streak: int = 0
+    last_exit: int | None = None
+    last_output: str = ""
+
+
+@dataclass(frozen=True)
 class Leftover:
     kind: str  # container | volume | image
     name: str
@@ -529,12 +541,22 @@ class Engine:
         ports: list[int] | tuple[int, ...] = (),
         environment: dict[str, str] | None = None,
         network_of: ContainerRef | None = None,
+        healthcheck: Healthcheck | None = None,
     ) -> Iterator[ContainerRef]:
         """A created (not started) container, labelled and always removed.
         `ports` are published on a free host port each (see `publish`);
         `environment` adds to (and overrides) the image's ENV; `network_of`
-        shares another container's network (its 127.0.0.1 is this one's)."""
+        shares another container's network (its 127.0.0.1 is this one's);
+        `healthcheck` replaces the image's (durations in nanoseconds)."""
         options: dict[str, Any] = {"command": command, "labels": {RUN_LABEL: run_id}}
+        if healthcheck is not None:
+            options["healthcheck"] = {
+                "test": list(healthcheck.test),
+                "interval": healthcheck.interval,
+                "timeout": healthcheck.timeout,
+                "retries": healthcheck.retries,
+                "start_period": healthcheck.start_period,
+            }
         if environment:
             options["environment"] = environment
         if entrypoint is not None:
@@ -591,10 +613,17 @@ class Engine:
         entrypoint: list[str] | None = None,
         user: str | None = None,
         network_of: ContainerRef | None = None,
+        environment: dict[str, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
         """Run a container to its end: exit status, stdout, stderr."""
         with self.container(
-            image, run_id, command=command, entrypoint=entrypoint, user=user, network_of=network_of
+            image,
+            run_id,
+            command=command,
+            entrypoint=entrypoint,
+            user=user,
+            network_of=network_of,
+            environment=environment,
         ) as ref:
             self.start(ref)
             status = self.wait(ref, timeout)
@@ -644,6 +673,15 @@ class Engine:
         if image_id is None:
             image_id = self.client.images.get(tag).id
         return str(image_id)
+
+    def tag(self, image: str, reference: str) -> None:
+        """Give an image one more name (repository[:tag])."""
+        repository, tag = split_reference(reference)
+        try:
+            if not self.client.api.tag(image, repository, tag):
+                raise EngineError(f"the engine did not tag {image[:19]} as {reference}")
+        except docker.errors.APIError as exc:
+            raise EngineError(f"tagging {reference} failed: {_short(exc)}") from None
 
     def remove_image(self, image: str) -> None:
         with suppress(docker.errors.NotFound):
@@ -797,6 +835,39 @@ class Engine:
             raise result
         return result
 
+    def exit_status(self, ref: ContainerRef) -> int | None:
+        """The status a container exited with; None while it runs."""
+        try:
+            state = self.client.api.inspect_container(ref.id).get("State") or {}
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting the container failed: {_short(exc)}") from None
+        if str(state.get("Status")) in ("created", "running", "restarting", "paused"):
+            return None
+        return int(state.get("ExitCode") or 0)
+
+    def health(self, ref: ContainerRef) -> HealthState:
+        """The container's health as the engine judges it from its own runs of
+        the HEALTHCHECK. Podman runs checks from systemd timers, which a
+        service without systemd does not have: there slim asks Podman to run
+        the check itself (its healthcheck endpoint), as its timer would."""
+        api = self.client.api
+        try:
+            if self.kind is EngineKind.PODMAN:
+                with suppress(docker.errors.APIError):  # not running (any more)
+                    api._result(api._get(api._url("/libpod/containers/{0}/healthcheck", ref.id)))
+            state = api.inspect_container(ref.id).get("State") or {}
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting the container failed: {_short(exc)}") from None
+        health = state.get("Health") or state.get("Healthcheck") or {}
+        entries = health.get("Log") or []
+        last = entries[-1] if entries else {}
+        return HealthState(
+            status=str(health.get("Status") or ""),
+            failing_streak=int(health.get("FailingStreak") or 0),
+            last_exit=int(last["ExitCode"]) if "ExitCode" in last else None,
+            last_output=str(last.get("Output") or ""),
+        )
+
     def published_port(self, ref: ContainerRef, port: int) -> int:
         """The host port a container's TCP port was published on."""
         try:
@@ -867,6 +938,15 @@ class Engine:
             except docker.errors.NotFound:
                 continue
         return removed
+
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """'registry:5000/app:1.2' -> ('registry:5000/app', '1.2'); a colon in
+    the host part is not a tag."""
+    repository, sep, tag = reference.rpartition(":")
+    if sep and "/" not in tag:
+        return repository, tag
+    return reference, None
 
 
 def basename(path: str) -> str:

@@ -1,8 +1,14 @@
 """Probes that exercise the app, the same way in `slim trace` and in `slim
 verify`: HTTP requests once the app answers, the image's HEALTHCHECK,
-commands run inside the container, commands run on the host. One plan
-(`plan_probes`) and one runner (`run_probes`) serve both, so the answers a
-trace records are the ones verify compares."""
+commands run inside the container, clients run beside it, commands run on
+the host. One plan (`plan_probes`) and one runner (`run_probes`) serve both,
+so the answers a trace records are the ones verify compares.
+
+Every probe reaches the app: all exposed TCP ports (and the ports probes
+name) are published for every kind of probe, and a probe that is not HTTP
+starts only once the app listens on the port it targets. Each answer is
+checked against what the probe expects (`trace.answer_expected`): success,
+or failure for a probe written with `!` in front."""
 
 from __future__ import annotations
 
@@ -14,12 +20,13 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import EngineError, ExitCode, SlimError
 from slimmer.trace import (
+    EXPECT_FAILURE,
     Answer,
     ClientProbe,
     CommandAnswer,
@@ -32,6 +39,7 @@ from slimmer.trace import (
     NoAnswer,
     Probe,
     ProbeResult,
+    answer_expected,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +58,11 @@ HOST_PROBE_TIMEOUT = 60.0
 EXEC_PROBE_TIMEOUT = 60.0
 HEALTHCHECK_TIMEOUT = 30.0  # the engine's default HEALTHCHECK --timeout
 
+HEALTHCHECK_RETRY_SECONDS = 0.5
+LISTEN_SETTLE_SECONDS = 0.3  # a connection still open after this: the app accepted it
+
 _METHOD = re.compile(r"^[A-Z]+$")
+_PATH = re.compile(r"^/[\x21-\x7e]*$")  # no spaces, no control characters (CR, LF)
 
 
 class ProbeError(SlimError):
@@ -66,14 +78,25 @@ class NotReady(SlimError):
 
 
 class AppGone(SlimError):
-    """The app exited while it was waited for."""
+    """The app exited while it was waited for; the message says when
+    ("before it answered on port 80")."""
 
     exit_code = ExitCode.APP
 
 
+def expectation(text: str) -> tuple[str, bool]:
+    """A probe's text without its leading `!`, and whether it had one (the
+    probe is expected to fail)."""
+    stripped = text.strip()
+    if stripped.startswith(EXPECT_FAILURE):
+        return stripped[len(EXPECT_FAILURE) :].strip(), True
+    return stripped, False
+
+
 def parse_http_probe(text: str) -> HttpProbe:
-    """`[METHOD:]PATH[:PORT]`: `/`, `GET:/health`, `POST:/api:8080`, `/:8080`."""
-    rest = text.strip()
+    """`[!][METHOD:]PATH[:PORT]`: `/`, `GET:/health`, `POST:/api:8080`,
+    `/:8080`, `!/boom` (expected to fail: no answer or a 5xx)."""
+    rest, expect_failure = expectation(text)
     method = "GET"
     head, sep, tail = rest.partition(":")
     if sep and _METHOD.match(head):
@@ -85,11 +108,16 @@ def parse_http_probe(text: str) -> HttpProbe:
     if not rest.startswith("/"):
         raise ProbeError(
             f"bad --http-probe {text!r}: the path must start with '/'",
-            "use [METHOD:]PATH[:PORT], e.g. GET:/health:8080",
+            "use [!][METHOD:]PATH[:PORT], e.g. GET:/health:8080",
+        )
+    if not _PATH.match(rest):
+        raise ProbeError(
+            f"bad --http-probe {text!r}: the path holds a space or a control character",
+            "percent-encode them (%20, %0D, %0A)",
         )
     if port is not None and not 0 < port < 65536:
         raise ProbeError(f"bad --http-probe {text!r}: port out of range")
-    return HttpProbe(method, rest, port)
+    return HttpProbe(method, rest, port, expect_failure)
 
 
 def split_command(text: str) -> tuple[str, ...]:
@@ -98,8 +126,32 @@ def split_command(text: str) -> tuple[str, ...]:
     except ValueError as exc:
         raise ProbeError(f"cannot parse command {text!r}: {exc}") from None
     if not argv:
-        raise ProbeError("empty probe command")
+        raise ProbeError(
+            "empty probe command", "give the command to run, e.g. --probe-exec 'app-cli status'"
+        )
     return tuple(argv)
+
+
+def parse_exec_probe(text: str) -> ExecProbe:
+    """`[!]CMD ARGS...`, split as a shell would (no shell runs it)."""
+    command, expect_failure = expectation(text)
+    return ExecProbe(split_command(command), expect_failure)
+
+
+def parse_client_probe(text: str, port: int | None) -> ClientProbe:
+    """`[!]CMD ARGS...`, run in a container of the fat image beside the app."""
+    command, expect_failure = expectation(text)
+    return ClientProbe(split_command(command), port, expect_failure)
+
+
+def parse_host_probe(text: str, port: int | None) -> HostProbe:
+    """`[!]SHELL COMMAND`, run on the host by /bin/sh."""
+    command, expect_failure = expectation(text)
+    if not command:
+        raise ProbeError(
+            "empty --probe-host command", "give a shell command to run on this machine"
+        )
+    return HostProbe(command, port, expect_failure)
 
 
 # -- the plan -----------------------------------------------------------------
@@ -114,7 +166,7 @@ class ProbeRequest:
     clients: tuple[ClientProbe, ...] = ()
     hosts: tuple[HostProbe, ...] = ()
     default_get: bool = True  # GET / on each exposed TCP port when no other probe is given
-    healthcheck: bool = True  # run the image's HEALTHCHECK command once
+    healthcheck: bool = True  # run the image's HEALTHCHECK command until it succeeds
     ready_timeout: float = 30.0
     host_env: Mapping[str, str] = field(default_factory=dict)  # base env of host probes
 
@@ -125,7 +177,8 @@ class ProbeRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class ProbePlan:
-    """The probes for one image, each HTTP probe with its port."""
+    """The probes for one image, each HTTP, client and host probe with the
+    container port it targets, and the ports to publish."""
 
     http: tuple[HttpProbe, ...]
     healthcheck: HealthcheckProbe | None
@@ -135,12 +188,15 @@ class ProbePlan:
     hosts: tuple[HostProbe, ...]
     user: str  # HEALTHCHECK and exec probes run as this user
     healthcheck_timeout: float  # the image's HEALTHCHECK --timeout
+    healthcheck_patience: float  # how long the HEALTHCHECK may take to pass
     ready_timeout: float
     host_env: Mapping[str, str]
+    published: tuple[int, ...]  # every container port published, ascending
+    target_port: int | None  # the first exposed TCP port: what exec probes wait for
 
-    def ports(self, config: ImageConfig) -> list[int]:
-        """Every port to publish: the probed ones and the exposed ones."""
-        return sorted({p.port for p in self.http if p.port is not None} | set(config.tcp_ports()))
+    def ports(self) -> list[int]:
+        """Every port to publish: the exposed ones and the probed ones."""
+        return list(self.published)
 
     def probes(self) -> list[Probe]:
         healthcheck: list[Probe] = [self.healthcheck] if self.healthcheck else []
@@ -149,15 +205,25 @@ class ProbePlan:
     def exercises(self) -> bool:
         return bool(self.http or self.execs or self.clients or self.hosts)
 
+    def listening_ports(self) -> list[int]:
+        """The ports that must accept connections before the probes that are
+        not HTTP run (HTTP probes wait for an HTTP answer on their own)."""
+        wanted = {p.port for p in (*self.clients, *self.hosts) if p.port is not None}
+        if self.execs and self.target_port is not None:
+            wanted.add(self.target_port)
+        return sorted(wanted - {p.port for p in self.http})
+
 
 def plan_probes(
     request: ProbeRequest, config: ImageConfig, user: str, client_image: str
 ) -> ProbePlan:
     """The probes of a request for an image: HTTP probes without a port go to
-    each exposed TCP port, and a port that is not exposed is refused.
+    each exposed TCP port, and an HTTP port that is not exposed is refused;
+    client and host probes without a port target the first exposed TCP port.
     Clients run in containers of `client_image` (the fat image, also when
     the micro image is verified: it has no client)."""
     ports = config.tcp_ports()
+    target = ports[0] if ports else None
     http = list(request.http)
     if not request.exercises() and request.default_get:
         # GET / only when nothing else exercises the app: a database probed by
@@ -166,7 +232,7 @@ def plan_probes(
     planned: list[HttpProbe] = []
     for probe in http:
         if probe.port is None:
-            planned.extend(HttpProbe(probe.method, probe.path, port) for port in ports)
+            planned.extend(replace(probe, port=port) for port in ports)
         elif probe.port in ports:
             planned.append(probe)
         else:
@@ -175,18 +241,24 @@ def plan_probes(
                 f"{', '.join(map(str, ports)) or 'none'})",
                 "probe an exposed port, or EXPOSE it in the fat image",
             )
+    clients = tuple(replace(p, port=target) if p.port is None else p for p in request.clients)
+    hosts = tuple(replace(p, port=target) if p.port is None else p for p in request.hosts)
+    published = {p.port for p in (*planned, *clients, *hosts) if p.port is not None} | set(ports)
     health = config.healthcheck_argv() if request.healthcheck else None
     return ProbePlan(
         http=tuple(planned),
         healthcheck=HealthcheckProbe(tuple(health)) if health else None,
         execs=request.execs,
-        clients=request.clients,
+        clients=clients,
         client_image=client_image,
-        hosts=request.hosts,
+        hosts=hosts,
         user=user or "0",
         healthcheck_timeout=_healthcheck_timeout(config),
+        healthcheck_patience=max(request.ready_timeout, _start_period(config)),
         ready_timeout=request.ready_timeout,
         host_env=request.host_env,
+        published=tuple(sorted(published)),
+        target_port=target,
     )
 
 
@@ -195,13 +267,71 @@ def _healthcheck_timeout(config: ImageConfig) -> float:
     return nanoseconds / 1e9 if nanoseconds > 0 else HEALTHCHECK_TIMEOUT
 
 
+def _start_period(config: ImageConfig) -> float:
+    return (config.healthcheck.start_period / 1e9) if config.healthcheck else 0.0
+
+
 # -- running it ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ProbeRun:
     results: tuple[ProbeResult, ...]
-    ready_seconds: float | None  # how long the first HTTP port took to answer
+    ready_seconds: float | None  # how long the app took to answer (HTTP) or listen
+
+    def unexpected(self) -> list[ProbeResult]:
+        """The probes whose answer is not what they expect."""
+        return [result for result in self.results if not result.ok]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where probes reach a running container from here: the host, and the
+    host port of each published container port."""
+
+    host: str
+    ports: Mapping[int, int]  # container port -> host port
+
+    def host_env(self, port: int | None) -> dict[str, str]:
+        """SLIM_TARGET_HOST, SLIM_TARGET_PORT (the host port of `port`),
+        SLIM_TARGET_PORTS (every published host port, by container port) and
+        SLIM_TARGET_PORT_<N> (the host port of container port N)."""
+        env = {
+            "SLIM_TARGET_HOST": self.host,
+            "SLIM_TARGET_PORT": str(self.ports[port]) if port in self.ports else "",
+            "SLIM_TARGET_PORTS": " ".join(str(self.ports[p]) for p in sorted(self.ports)),
+        }
+        env.update({f"SLIM_TARGET_PORT_{p}": str(h) for p, h in self.ports.items()})
+        return env
+
+
+def client_env(port: int | None, ports: Iterable[int]) -> dict[str, str]:
+    """A client beside the app reaches it on 127.0.0.1 at the container's own
+    ports: the same variables as a host probe gets, with those values."""
+    known = sorted(ports)
+    env = {
+        "SLIM_TARGET_HOST": "127.0.0.1",
+        "SLIM_TARGET_PORT": str(port) if port is not None else "",
+        "SLIM_TARGET_PORTS": " ".join(map(str, known)),
+    }
+    env.update({f"SLIM_TARGET_PORT_{p}": str(p) for p in known})
+    return env
+
+
+def target_of(
+    engine: Engine, container: ContainerRef, plan: ProbePlan, still_running: Callable[[], bool]
+) -> Target:
+    """The host ports of a started container's published ports. An app that
+    already exited has none: that is AppGone, not an engine error."""
+    if not still_running():
+        raise AppGone("before any probe ran")
+    try:
+        ports = {port: engine.published_port(container, port) for port in plan.ports()}
+    except EngineError:
+        if not still_running():
+            raise AppGone("before any probe ran") from None
+        raise
+    return Target(engine.published_host, ports)
 
 
 def run_probes(
@@ -211,50 +341,119 @@ def run_probes(
     *,
     still_running: Callable[[], bool],
     must_answer: bool,
+    retry_healthcheck: bool = True,
 ) -> ProbeRun:
-    """Exercise a running container. With must_answer (a trace), an app that
-    never answers HTTP raises NotReady or AppGone; otherwise (verify) that
-    is the probe's answer, to be compared."""
-    host = engine.published_host
-    host_ports = {port: engine.published_port(container, port) for port in _http_ports(plan)}
+    """Exercise a running container. With must_answer (a trace, the fat image
+    in verify), an app that never answers raises NotReady, one that exits
+    AppGone; otherwise (the micro image in verify) that is the answer of the
+    probes left, to be compared. With retry_healthcheck (a trace) the
+    HEALTHCHECK runs until it passes, as the engine would keep running it;
+    verify runs it once, after the engine's own health status is known."""
     results: list[ProbeResult] = []
     ready: float | None = None
-    for probe in plan.http:
-        assert probe.port is not None  # plan_probes gives every HTTP probe its port
-        host_port = host_ports[probe.port]
-        try:
-            waited = wait_http_ready(host, host_port, plan.ready_timeout, still_running, probe.port)
-        except (NotReady, AppGone) as exc:
-            if must_answer:
-                raise _with_engine_hint(exc, engine) from None
-            results.append(ProbeResult(probe, NoAnswer(exc.message), False))
-            continue
-        ready = waited if ready is None else ready
-        answer = http_answer(host, host_port, probe.method, probe.path)
-        results.append(ProbeResult(probe, answer, isinstance(answer, HttpAnswer)))
-        log.info("probe %s on %d: %s", f"{probe.method} {probe.path}", probe.port, answer.outcome())
-    if plan.healthcheck is not None:
+
+    def record(probe: Probe, answer: Answer) -> None:
+        results.append(ProbeResult(probe, answer, answer_expected(probe, answer)))
+        log.info("probe %s: %s", probe.label(), answer.outcome())
+
+    try:
+        target = target_of(engine, container, plan, still_running)
+        for probe in plan.http:
+            assert probe.port is not None  # plan_probes gives every HTTP probe its port
+            host_port = target.ports[probe.port]
+            try:
+                waited = wait_http_ready(
+                    target.host, host_port, plan.ready_timeout, still_running, probe.port
+                )
+            except NotReady as exc:
+                if must_answer:
+                    raise _with_engine_hint(exc, engine) from None
+                record(probe, NoAnswer(exc.message))
+                continue
+            ready = waited if ready is None else ready
+            record(probe, http_answer(target.host, host_port, probe.method, probe.path))
+        for port in plan.listening_ports():
+            try:
+                waited = wait_listening(
+                    target.host, target.ports[port], plan.ready_timeout, still_running, port
+                )
+            except NotReady as exc:
+                if must_answer:
+                    raise _with_engine_hint(exc, engine) from None
+                log.info("%s", exc.message)
+                continue
+            ready = waited if ready is None else max(ready, waited)
+        if plan.healthcheck is not None:
+            patience = plan.healthcheck_patience if retry_healthcheck else 0.0
+            record(plan.healthcheck, healthcheck_answer(engine, container, plan, patience))
+        for probe in plan.execs:
+            record(probe, exec_answer(engine, container, probe.argv, plan.user, EXEC_PROBE_TIMEOUT))
+        for probe in plan.clients:
+            env = client_env(probe.port, plan.ports())
+            record(probe, client_answer(engine, container, plan.client_image, probe.argv, env))
+        for probe in plan.hosts:
+            env = {**plan.host_env, **target.host_env(probe.port)}
+            record(probe, run_host_probe(probe.command, env))
+    except AppGone as exc:
+        if must_answer:
+            raise
+        answered = {id(result.probe) for result in results}
+        for probe in plan.probes():
+            if id(probe) not in answered:
+                gone = NoAnswer(exc.message)
+                results.append(ProbeResult(probe, gone, answer_expected(probe, gone)))
+    return ProbeRun(tuple(results), ready)
+
+
+OUTPUT_LINES_SHOWN = 10
+EXPECT_HINT = (
+    "a probe must succeed on the fat image, or the trace did not exercise the app: fix the "
+    "probe or the app; if that failure is what the app should answer, put ! in front of "
+    "the probe (--probe-exec '!CMD', --http-probe '!/path')"
+)
+
+
+def answer_text(answer: Answer) -> str:
+    """What a probe's answer says, for a user: the status, or the exit code
+    and the last lines of its output."""
+    if isinstance(answer, CommandAnswer):
+        lines = (answer.stdout + answer.stderr).strip().splitlines()[-OUTPUT_LINES_SHOWN:]
+        return "\n".join([answer.outcome(), *(f"  {line}" for line in lines)])
+    return answer.outcome()
+
+
+def unexpected_text(unexpected: list[ProbeResult], image: str) -> str:
+    """What went wrong with probes whose answers are not what they expect."""
+    lines = []
+    for result in unexpected:
+        wanted = "a failure" if result.probe.expect_failure else "success"
+        lines.append(
+            f"probe {result.probe.label()} expected {wanted}, got {answer_text(result.answer)}"
+        )
+    count = len(unexpected)
+    plural = "s" if count != 1 else ""
+    return f"{count} probe{plural} did not succeed on {image}: " + "\n".join(lines)
+
+
+def healthcheck_answer(
+    engine: Engine, container: ContainerRef, plan: ProbePlan, patience: float
+) -> Answer:
+    """The HEALTHCHECK command's answer, run as the engine runs it (CMD-SHELL
+    with /bin/sh -c, as the image's USER, bounded by its --timeout); again
+    every half second while it fails, until it passes or `patience` seconds
+    have gone. A check that timed out is not run again: the engine cannot
+    stop a command it exec'd, and they would pile up."""
+    assert plan.healthcheck is not None
+    deadline = time.monotonic() + patience
+    while True:
         answer = exec_answer(
             engine, container, plan.healthcheck.argv, plan.user, plan.healthcheck_timeout
         )
-        ok = isinstance(answer, CommandAnswer) and answer.exit_code == 0
-        results.append(ProbeResult(plan.healthcheck, answer, ok))
-        log.info("probe HEALTHCHECK: %s", answer.outcome())
-    for probe in plan.execs:
-        answer = exec_answer(engine, container, probe.argv, plan.user, EXEC_PROBE_TIMEOUT)
-        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
-        log.info("probe %s: %s", probe.label(), answer.outcome())
-    for probe in plan.clients:
-        answer = client_answer(engine, container, plan.client_image, probe.argv)
-        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
-        log.info("probe %s: %s", probe.label(), answer.outcome())
-    exposed = sorted(host_ports)
-    first_port = host_ports[exposed[0]] if exposed else None
-    for probe in plan.hosts:
-        answer = run_host_probe(probe.command, host, first_port, plan.host_env)
-        results.append(ProbeResult(probe, answer, isinstance(answer, CommandAnswer)))
-        log.info("probe %s: %s", probe.label(), answer.outcome())
-    return ProbeRun(tuple(results), ready)
+        if answer_expected(plan.healthcheck, answer) or isinstance(answer, NoAnswer):
+            return answer
+        if time.monotonic() >= deadline:
+            return answer
+        time.sleep(HEALTHCHECK_RETRY_SECONDS)
 
 
 def _with_engine_hint(error: SlimError, engine: Engine) -> SlimError:
@@ -277,7 +476,11 @@ def exec_answer(
 
 
 def client_answer(
-    engine: Engine, container: ContainerRef, image: str, argv: tuple[str, ...]
+    engine: Engine,
+    container: ContainerRef,
+    image: str,
+    argv: tuple[str, ...],
+    env: Mapping[str, str],
 ) -> Answer:
     """A client run in its own container of `image`, in `container`'s network."""
     try:
@@ -288,14 +491,11 @@ def client_answer(
             timeout=EXEC_PROBE_TIMEOUT,
             entrypoint=list(argv),
             network_of=container,
+            environment=dict(env),
         )
     except EngineError as exc:
         return NoAnswer(exc.message)
     return command_answer(code, out, err)
-
-
-def _http_ports(plan: ProbePlan) -> list[int]:
-    return sorted({p.port for p in plan.http if p.port is not None})
 
 
 def fingerprint(data: bytes) -> str:
@@ -343,13 +543,47 @@ def wait_http_ready(
         except OSError:
             pass
         if not still_running():
-            raise AppGone(f"the app exited before it answered on port {shown}")
+            raise AppGone(f"before it answered on port {shown}")
         if time.monotonic() - start > timeout:
             raise NotReady(
                 f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
                 "raise --ready-timeout, or use --until-exit for a batch job",
             )
         time.sleep(0.1)
+
+
+def accepts_connections(host: str, port: int) -> bool:
+    """Whether the app listens behind a published port: a connection that is
+    refused, or closed at once, is not the app (the engine's port proxy
+    accepts and then closes when nothing listens in the container); one
+    that stays open, or says something, is."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as connection:
+            connection.settimeout(LISTEN_SETTLE_SECONDS)
+            try:
+                return connection.recv(1, socket.MSG_PEEK) != b""
+            except TimeoutError:
+                return True
+    except OSError:
+        return False
+
+
+def wait_listening(
+    host: str, port: int, timeout: float, still_running: Callable[[], bool], app_port: int
+) -> float:
+    """Wait until the app accepts connections on a port (a database, a
+    broker: a probe that is not HTTP). Returns the seconds waited."""
+    start = time.monotonic()
+    while not accepts_connections(host, port):
+        if not still_running():
+            raise AppGone(f"before it listened on port {app_port}")
+        if time.monotonic() - start > timeout:
+            raise NotReady(
+                f"nothing listened on port {app_port} within {timeout:.0f}s",
+                "raise --ready-timeout, or name the port the probes talk to with --probe-port",
+            )
+        time.sleep(0.1)
+    return time.monotonic() - start
 
 
 def command_answer(exit_code: int, stdout: bytes, stderr: bytes) -> CommandAnswer:
@@ -363,20 +597,13 @@ def command_answer(exit_code: int, stdout: bytes, stderr: bytes) -> CommandAnswe
 
 
 def run_host_probe(
-    command: str,
-    host: str,
-    port: int | None,
-    base_env: Mapping[str, str],
-    timeout: float = HOST_PROBE_TIMEOUT,
+    command: str, env: Mapping[str, str], timeout: float = HOST_PROBE_TIMEOUT
 ) -> Answer:
-    """Run a shell command on the host, pointed at the app through
-    SLIM_TARGET_HOST and SLIM_TARGET_PORT."""
-    env = dict(base_env)
-    env["SLIM_TARGET_HOST"] = host
-    env["SLIM_TARGET_PORT"] = str(port or "")
+    """Run a shell command on the host with `env` (the user's environment
+    and the SLIM_TARGET_* variables that point it at the app)."""
     try:
         result = subprocess.run(
-            command, shell=True, env=env, capture_output=True, timeout=timeout, check=False
+            command, shell=True, env=dict(env), capture_output=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
         return NoAnswer(f"timed out after {timeout:.0f}s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from slimmer.rootfs import Kind
 
 TRACE_SCHEMA = "slim.trace/2"
 DEFAULT_STOP_SIGNAL = "SIGTERM"
+ENGINE_HEALTH_SHELL = ("/bin/sh", "-c")  # what Docker and Podman run CMD-SHELL with
+EXPECT_FAILURE = "!"  # in front of a probe: it is expected to fail
 
 
 class TraceError(SlimError):
@@ -182,13 +185,31 @@ class ImageConfig:
 
     def healthcheck_argv(self) -> list[str] | None:
         """What the engine runs for HEALTHCHECK: CMD as is, CMD-SHELL through
-        the image's SHELL (default /bin/sh -c); None without a check."""
+        `/bin/sh -c`; None without a check. Docker and Podman do not give a
+        container the image's SHELL, so a CMD-SHELL check runs with /bin/sh
+        whatever SHELL says (moby #28385)."""
         test = list(self.healthcheck.test) if self.healthcheck else []
         if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
             return None
         if test[0] == "CMD-SHELL":
-            return [*(self.shell or ("/bin/sh", "-c")), " ".join(test[1:])]
+            return [*ENGINE_HEALTH_SHELL, " ".join(test[1:])]
         return test[1:]
+
+    def healthcheck_programs(self) -> list[str]:
+        """The programs a HEALTHCHECK may start, to keep with their closure:
+        its argv[0], and for CMD-SHELL also the image's SHELL, which an engine
+        that passes SHELL on to the container would use."""
+        argv = self.healthcheck_argv()
+        if not argv:
+            return []
+        programs = [argv[0]]
+        if self.healthcheck and self.healthcheck.test[0] == "CMD-SHELL" and self.shell:
+            programs.append(self.shell[0])
+        return list(dict.fromkeys(programs))
+
+    def has_healthcheck(self) -> bool:
+        """Whether the engine will run a HEALTHCHECK (not none, not NONE)."""
+        return self.healthcheck_argv() is not None
 
     def command(self) -> list[str]:
         """ENTRYPOINT + CMD, what the image runs by default."""
@@ -243,59 +264,80 @@ class TracedFile:
 # -- probes and their answers ------------------------------------------------
 
 
+def _expected(label: str, expect_failure: bool) -> str:
+    return EXPECT_FAILURE + label if expect_failure else label
+
+
 @dataclass(frozen=True)
 class HttpProbe:
-    """An HTTP request; port None means each exposed TCP port."""
+    """An HTTP request; port None means each exposed TCP port. It succeeds
+    when the app answers with a status below 500; `expect_failure` (`!` in
+    front of it) expects no answer or a 5xx."""
 
     KIND: ClassVar[str] = "http"
     method: str
     path: str
     port: int | None = None
+    expect_failure: bool = False
 
     def label(self) -> str:
-        return f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+        text = f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+        return _expected(text, self.expect_failure)
 
 
 @dataclass(frozen=True)
 class ExecProbe:
-    """A command run inside the container, as the image's USER."""
+    """A command run inside the container, as the image's USER; it succeeds
+    when it exits 0 (with `expect_failure`, when it exits otherwise)."""
 
     KIND: ClassVar[str] = "exec"
     argv: tuple[str, ...]
+    expect_failure: bool = False
 
     def label(self) -> str:
-        return "exec " + " ".join(self.argv)
+        return _expected("exec " + shlex.join(self.argv), self.expect_failure)
 
 
 @dataclass(frozen=True)
 class ClientProbe:
     """A command run in a separate container of the fat image that shares
     the app's network (a client such as redis-cli that reaches the app at
-    127.0.0.1): it exercises the app, and its own files are not traced."""
+    127.0.0.1): it exercises the app, and its own files are not traced.
+    `port` is the app's port it talks to (SLIM_TARGET_PORT in its
+    environment; None: the first exposed TCP port); slim waits until the
+    app listens there before it starts."""
 
     KIND: ClassVar[str] = "client"
     argv: tuple[str, ...]
+    port: int | None = None
+    expect_failure: bool = False
 
     def label(self) -> str:
-        return "client " + " ".join(self.argv)
+        return _expected("client " + shlex.join(self.argv), self.expect_failure)
 
 
 @dataclass(frozen=True)
 class HostProbe:
-    """A shell command run on the host, pointed at the app."""
+    """A shell command run on the host, pointed at the app: SLIM_TARGET_HOST
+    and SLIM_TARGET_PORT (the host port of `port`, None: of the first exposed
+    TCP port)."""
 
     KIND: ClassVar[str] = "host"
     command: str
+    port: int | None = None
+    expect_failure: bool = False
 
     def label(self) -> str:
-        return f"host {self.command}"
+        return _expected(f"host {self.command}", self.expect_failure)
 
 
 @dataclass(frozen=True)
 class HealthcheckProbe:
-    """The image's HEALTHCHECK command, run once."""
+    """The image's HEALTHCHECK command, run as the engine runs it, until it
+    succeeds."""
 
     KIND: ClassVar[str] = "healthcheck"
+    expect_failure: ClassVar[bool] = False  # the engine's check must pass
     argv: tuple[str, ...]
 
     def label(self) -> str:
@@ -348,11 +390,30 @@ Answer = HttpAnswer | CommandAnswer | NoAnswer
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One probe as it ran (an HTTP probe with its port) and its answer."""
+    """One probe as it ran (an HTTP probe with its port), its answer, and
+    whether that answer is what the probe expects (see `answer_expected`)."""
 
     probe: Probe
     answer: Answer
     ok: bool
+
+
+SERVER_ERROR = 500  # an HTTP status from here on is the app failing
+
+
+def answer_succeeded(probe: Probe, answer: Answer) -> bool:
+    """Whether the app did what the probe asked: an HTTP status below 500,
+    a command that exited 0."""
+    if isinstance(probe, HttpProbe):
+        return isinstance(answer, HttpAnswer) and answer.status < SERVER_ERROR
+    return isinstance(answer, CommandAnswer) and answer.exit_code == 0
+
+
+def answer_expected(probe: Probe, answer: Answer) -> bool:
+    """Whether the answer is what the probe expects: success, or failure for
+    a probe marked `!` (a HEALTHCHECK must always succeed)."""
+    succeeded = answer_succeeded(probe, answer)
+    return not succeeded if probe.expect_failure else succeeded
 
 
 # -- the trace ----------------------------------------------------------------
@@ -376,6 +437,7 @@ class Trace:
     status: TraceStatus = TraceStatus.COMPLETE
     problems: tuple[str, ...] = ()  # why the trace is partial or failed
     until_exit: bool = False  # a batch job: verify compares its output
+    expect_exit: int = 0  # the exit status a batch job must end with
     watches: int = 0
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)

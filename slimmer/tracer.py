@@ -12,11 +12,13 @@ from slimmer.bundle import sensor_bundle
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError
 from slimmer.probes import (
+    EXPECT_HINT,
     AppGone,
     NotReady,
     ProbeRequest,
     plan_probes,
     run_probes,
+    unexpected_text,
 )
 from slimmer.protocol import TraceJob, TraceResult
 from slimmer.runner import SensorError, sensor_container
@@ -34,13 +36,32 @@ WATCH_SETUP_TIMEOUT = 120.0
 
 
 class AppFailed(SlimError):
-    """The traced app exited when it should have served, or failed."""
+    """The traced app exited when it should have served, or failed, or a
+    probe did not get the answer it expects: the trace did not exercise the
+    app as asked, and nothing built from it could be trusted."""
 
     exit_code = ExitCode.APP
 
-    def __init__(self, message: str, hint: str | None, trace: Trace | None) -> None:
+    def __init__(
+        self, message: str, hint: str | None, trace: Trace | None, show_app_output: bool = True
+    ) -> None:
         super().__init__(message, hint)
         self.trace = trace
+        self.show_app_output = show_app_output
+
+
+def probes_failed(unexpected: list[ProbeResult], image: str) -> AppFailed:
+    """The error for probes whose answers are not what they expect."""
+    return AppFailed(unexpected_text(unexpected, image), EXPECT_HINT, None, show_app_output=False)
+
+
+def job_failed(program: str, status: int | None, expected: int) -> AppFailed:
+    return AppFailed(
+        f"{program} exited with status {status} (expected {expected})",
+        "its last output is below; if that status is what the job should end with, "
+        f"give --expect-exit {status}",
+        None,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +74,7 @@ class TraceOptions:
     probes: ProbeRequest = field(default_factory=ProbeRequest)
     duration: float = 0.0  # extra seconds of traced run after the probes
     until_exit: bool = False
+    expect_exit: int = 0  # with until_exit: the status the job must end with
     exit_timeout: float | None = None
     stop_timeout: float = 10.0
     stop_signal: int | None = None  # default: the image's STOPSIGNAL
@@ -91,6 +113,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     probes: tuple[ProbeResult, ...] = ()
     problems: list[str] = []
     failure: AppFailed | None = None
+    stopped = False  # a batch job stopped at --exit-timeout
     started = time.monotonic()
 
     with sensor_container(
@@ -99,7 +122,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         bundle,
         job,
         engine.new_run_id(),
-        ports=plan.ports(config),
+        ports=plan.ports(),
         workdir=job.workdir,
         echo_app=options.echo_app,
     ) as sensor:
@@ -114,6 +137,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
             if sensor.wait_exit(options.exit_timeout) is None:
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
                 problems.append(f"the job was stopped after --exit-timeout {options.exit_timeout}s")
+                stopped = True
                 sensor.stop(options.stop_timeout)
         else:
             try:
@@ -123,14 +147,17 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
                 probes = run.results
                 if run.ready_seconds is not None:
                     seconds["ready"] = round(run.ready_seconds, 3)
-                if options.duration:
+                unexpected = run.unexpected()
+                if unexpected:
+                    failure = probes_failed(unexpected, image)
+                elif options.duration:
                     time.sleep(options.duration)
                 elif not plan.exercises():
                     log.info("no probes: tracing %.0fs of the app's run", IDLE_TRACE_SECONDS)
                     time.sleep(IDLE_TRACE_SECONDS)
             except AppGone as exc:
                 failure = AppFailed(
-                    f"{argv[0]} exited at start: {exc.message}",
+                    f"{argv[0]} exited at start, {exc.message}",
                     "its last output is above; the trace was saved",
                     None,
                 )
@@ -154,6 +181,9 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     status = TraceStatus.COMPLETE
     if problems:
         status = TraceStatus.PARTIAL
+    finished = options.until_exit and not stopped
+    if failure is None and finished and result.exit.status != options.expect_exit:
+        failure = job_failed(argv[0], result.exit.status, options.expect_exit)
     if failure is not None:
         status = TraceStatus.FAILED
         problems.insert(0, failure.message)
@@ -172,6 +202,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         status=status,
         problems=tuple(problems),
         until_exit=options.until_exit,
+        expect_exit=options.expect_exit,
         watches=result.watches,
         events=result.events,
         seconds={
@@ -183,11 +214,9 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
     )
     if failure is not None:
         failure.trace = trace
-        if tail:
+        if tail and failure.show_app_output:
             failure.message += f"\n--- last output of the app ---\n{tail}"
         raise failure
-    if options.until_exit and trace.exit_status not in (0, None):
-        log.warning("%s exited with status %s", argv[0], trace.exit_status)
     for problem in trace.problems:
         log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
     if options.syscalls and not result.syscalls.observed:

@@ -19,8 +19,15 @@ import click
 from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
 from slimmer.errors import NotFound, UsageError
-from slimmer.probes import ProbeRequest, parse_http_probe, split_command
-from slimmer.trace import ClientProbe, ExecProbe, HostProbe, parse_signal
+from slimmer.probes import (
+    ProbeRequest,
+    parse_client_probe,
+    parse_exec_probe,
+    parse_host_probe,
+    parse_http_probe,
+    split_command,
+)
+from slimmer.trace import parse_signal
 from slimmer.tracer import TraceOptions
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
@@ -77,15 +84,16 @@ def _probe_request(
     exec_probes: tuple[str, ...],
     client_probes: tuple[str, ...],
     host_probes: tuple[str, ...],
+    probe_port: int | None,
     ready_timeout: float,
     default_get: bool,
     healthcheck: bool,
 ) -> ProbeRequest:
     return ProbeRequest(
         http=tuple(parse_http_probe(p) for p in http_probes),
-        execs=tuple(ExecProbe(split_command(p)) for p in exec_probes),
-        clients=tuple(ClientProbe(split_command(p)) for p in client_probes),
-        hosts=tuple(HostProbe(p) for p in host_probes),
+        execs=tuple(parse_exec_probe(p) for p in exec_probes),
+        clients=tuple(parse_client_probe(p, probe_port) for p in client_probes),
+        hosts=tuple(parse_host_probe(p, probe_port) for p in host_probes),
         default_get=default_get,
         healthcheck=healthcheck,
         ready_timeout=ready_timeout,
@@ -93,25 +101,41 @@ def _probe_request(
     )
 
 
+EXPECT_NOTE = "a ! in front: it is expected to fail"
+
+
 def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> list[Decorator]:
     return [
-        click.option("--http-probe", "http_probes", multiple=True, metavar="[METHOD:]PATH[:PORT]",
-                     help=http_help),
-        click.option("--probe-exec", "exec_probes", multiple=True, metavar="CMD",
-                     help=f"Command run inside the container ({note}); repeatable."),
-        click.option("--probe-client", "client_probes", multiple=True, metavar="CMD",
+        click.option("--http-probe", "http_probes", multiple=True,
+                     metavar="[!][METHOD:]PATH[:PORT]", help=http_help),
+        click.option("--probe-exec", "exec_probes", multiple=True, metavar="[!]CMD",
+                     help=f"Command run inside the container once the app listens ({note}); "
+                     f"it must exit 0 ({EXPECT_NOTE}); repeatable."),
+        click.option("--probe-client", "client_probes", multiple=True, metavar="[!]CMD",
                      help="Command run in a separate container of the fat image that shares "
-                     "the app's network (127.0.0.1 is the app), e.g. a database's own client; "
-                     "its files are not traced; repeatable."),
-        click.option("--probe-host", "host_probes", multiple=True, metavar="CMD",
-                     help=f"Shell command run on the host with SLIM_TARGET_HOST and "
-                     f"SLIM_TARGET_PORT set ({note}); repeatable."),
+                     "the app's network (127.0.0.1 is the app; SLIM_TARGET_PORT is the "
+                     "app's port), e.g. a database's own client; its files are not traced; "
+                     f"it must exit 0 ({EXPECT_NOTE}); repeatable."),
+        click.option("--probe-host", "host_probes", multiple=True, metavar="[!]CMD",
+                     help=f"Shell command run on this machine ({note}) with SLIM_TARGET_HOST and "
+                     "SLIM_TARGET_PORT (the published port; SLIM_TARGET_PORT_<N> for container "
+                     f"port N, SLIM_TARGET_PORTS all); it must exit 0 ({EXPECT_NOTE}); "
+                     "repeatable."),
+        click.option("--probe-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+                     help="The container port --probe-client and --probe-host talk to, published "
+                     "and waited for until the app listens (default: the first exposed TCP "
+                     "port)."),
         click.option("--until-exit", is_flag=True,
                      help="Batch job: no HTTP probes; wait until the app exits."),
         click.option("--exit-timeout", type=SECONDS, default=exit_timeout, metavar="S",
                      help="With --until-exit: give up on the app after S seconds."),
+        click.option("--expect-exit", type=click.IntRange(0, 255), default=0, show_default=True,
+                     metavar="N",
+                     help="With --until-exit: the exit status the job must end with on the fat "
+                     "image (another status is a failure)."),
         click.option("--ready-timeout", type=SECONDS, default=30.0, show_default=True, metavar="S",
-                     help="How long the app may take to answer HTTP."),
+                     help="How long the app may take to answer HTTP, listen on its port, or "
+                     "pass its HEALTHCHECK."),
     ]  # fmt: skip
 
 
@@ -125,6 +149,7 @@ def _make_trace_options(
     *,
     until_exit: bool,
     exit_timeout: float | None,
+    expect_exit: int,
     no_default_probe: bool,
     duration: float,
     stop_timeout: float,
@@ -143,6 +168,7 @@ def _make_trace_options(
         probes=_probe_request(**probe_values, default_get=not no_default_probe, healthcheck=True),
         duration=duration,
         until_exit=until_exit,
+        expect_exit=expect_exit,
         exit_timeout=exit_timeout,
         stop_timeout=stop_timeout,
         stop_signal=parse_signal(stop_signal) if stop_signal else None,
@@ -155,8 +181,9 @@ trace_options = option_group(
     "trace_options",
     _make_trace_options,
     [
-        *_probe_options("HTTP request to make once the app answers; repeatable "
-                        "(default: GET / on each exposed TCP port).", "traced too", None),
+        *_probe_options("HTTP request to make once the app answers; it must answer below 500 "
+                        f"({EXPECT_NOTE}: no answer or a 5xx); repeatable (default: GET / on "
+                        "each exposed TCP port).", "traced too", None),
         click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
         click.option("--duration", type=SECONDS, default=0.0, metavar="S",
                      help="Keep tracing S seconds after the probes."),
@@ -182,12 +209,14 @@ def _make_verify_request(
     *,
     until_exit: bool,
     exit_timeout: float | None,
+    expect_exit: int,
     headers: tuple[str, ...],
     **probe_values: Any,
 ) -> VerifyRequest:
     return VerifyRequest(
         probes=_probe_request(**probe_values, default_get=False, healthcheck=False),
         until_exit=until_exit,
+        expect_exit=expect_exit,
         headers=tuple(h.lower() for h in headers) or DEFAULT_HEADERS,
         exit_timeout=exit_timeout or DEFAULT_EXIT_TIMEOUT,
     )
@@ -197,8 +226,9 @@ verify_options = option_group(
     "request",
     _make_verify_request,
     [
-        *_probe_options("HTTP request to compare; repeatable (default: the trace's).",
-                        "its answers compared", DEFAULT_EXIT_TIMEOUT),
+        *_probe_options("HTTP request to compare; repeatable (default: the trace's, else "
+                        "GET / on each exposed TCP port).", "its answers compared",
+                        DEFAULT_EXIT_TIMEOUT),
         click.option("--header", "headers", multiple=True, metavar="NAME",
                      help="Response header to compare; repeatable (default: content-type, "
                      "content-length, location, content-encoding)."),
@@ -222,7 +252,7 @@ def read_include_file(path: str) -> list[str]:
 
 def _make_build_options(
     *,
-    tag: str | None,
+    tags: tuple[str, ...],
     trace_files: tuple[Path, ...],
     retrace: bool,
     includes: tuple[str, ...],
@@ -255,7 +285,7 @@ def _make_build_options(
     for include_file in include_files:
         patterns += read_include_file(include_file)
     return BuildOptions(
-        tag=tag,
+        tags=tags,
         includes=tuple(patterns),
         excludes=excludes,
         base=base,
@@ -293,7 +323,9 @@ build_options = option_group(
     "options",
     _make_build_options,
     [
-        click.option("-t", "--tag", default=None, help="Name[:tag] of the micro image."),
+        click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]",
+                     help="Name of the micro image; repeatable (each is applied; the first "
+                     "names the report and SBOM)."),
         click.option("--trace", "trace_files", multiple=True,
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Trace file(s) to build from; several are merged. Default: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ import click
 from slimmer import wire
 from slimmer.cli.base import SlimCommand, connect, handles_errors, summary
 from slimmer.cli.options import format_option, verify_options
+from slimmer.engine import Engine
 from slimmer.trace import Trace, default_trace_path
 from slimmer.verify import (
     VerifyFailed,
@@ -21,6 +23,8 @@ from slimmer.verify import (
     verify_images,
 )
 
+log = logging.getLogger(__name__)
+
 
 def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text") -> None:
     """Print the checks; raise VerifyFailed (exit 1) when any differs, after
@@ -32,6 +36,8 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
     else:
         for line in render_checks(list(outcome.checks), outcome.fat, outcome.micro, show_all):
             click.echo(line)
+    for note in outcome.notes:
+        click.echo(f"slim: {note}", err=True)
     differ = outcome.differing()
     for check in differ:
         click.echo(
@@ -60,7 +66,8 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
     "trace_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Replay this trace's probes and command (default .slim/<fat>.trace.json if there).",
+    help="Replay this trace's probes and command (default .slim/<fat>.trace.json when it is "
+    "a trace of FAT).",
 )
 @click.option("--all", "show_all", is_flag=True, help="Show matching checks too.")
 @format_option(
@@ -76,15 +83,37 @@ def verify(
     output: str,
     request: VerifyRequest,
 ) -> None:
-    """Run FAT and MICRO the same way and compare their answers.
+    """Run FAT and MICRO the same way and compare what the engine observes.
 
-    HTTP: status, the chosen headers and a hash of the body; batch jobs
-    (--until-exit): exit code, stdout and stderr. Prints the differences
-    side by side; exit status 0 only when everything matches.
+    The probes are the trace's (default .slim/<FAT>.trace.json), the ones
+    given, or, with neither, the ones a trace makes by default: GET / on each
+    exposed TCP port and the HEALTHCHECK. HTTP: status, the chosen headers
+    and a hash of the body; commands and batch jobs (--until-exit): exit
+    code, stdout and stderr; the health status the engine gives each
+    container; whether the app still runs after the probes. Prints the
+    differences side by side; exit status 0 only when everything matches,
+    1 when the micro image differs (or its app dies), 6 when the fat image
+    does not answer as its probes expect.
     """
-    path = trace_file or default_trace_path(fat)
-    use_trace = trace_file is not None or (path.exists() and not request.gives_probes())
-    plan = plan_from_trace(Trace.load(path), request) if use_trace else plan_from_request(request)
     with connect() as engine:
+        trace = _trace_for(engine, fat, trace_file)
+        plan = plan_from_trace(trace, request) if trace else plan_from_request(request)
         outcome = verify_images(engine, fat, micro, plan)
     report_verified(outcome, show_all, output)
+
+
+def _trace_for(engine: Engine, fat: str, given: Path | None) -> Trace | None:
+    """The trace whose probes verify replays: the one given, else FAT's
+    default trace when it is a trace of this very image (as build chooses);
+    probes given on the command line replace the trace's of their kind."""
+    if given is not None:
+        return Trace.load(given)
+    path = default_trace_path(fat)
+    if not path.exists():
+        return None
+    trace = Trace.load(path)
+    if trace.image_id and trace.image_id != engine.image_attrs(fat).get("Id"):
+        log.info("%s is a trace of an older %s: not used", path, fat)
+        return None
+    log.info("replaying the probes of %s", path)
+    return trace

@@ -46,7 +46,10 @@ def slim_env(changes: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def run_slim(
-    *argv: str, env: Mapping[str, str | None] | None = None, timeout: float = 300
+    *argv: str,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> SlimRun:
     """`slim ARGV...` in a new process; `env` changes its environment."""
     result = subprocess.run(
@@ -55,6 +58,7 @@ def run_slim(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
     return SlimRun(tuple(argv), result.returncode, result.stdout, result.stderr)
 

@@ -21,6 +21,7 @@ from slimmer.errors import ExitCode
 from tests.helpers.images import derive_image
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
+from tests.helpers.slimrun import run_slim
 
 MIB = 1024 * 1024
 
@@ -288,3 +289,33 @@ def test_files_keep_their_mtimes_whatever_the_image_says_it_was_created(
     finally:
         engine.remove_image(micro)
         engine.remove_image(fat)
+
+
+def test_every_tag_is_applied(engine: Engine, fixture_image, tmp_path: Path) -> None:
+    """`-t a -t b` names the image twice, as docker build does; a name the
+    engine would refuse is refused before any container starts."""
+    image = fixture_image("static")
+    names = [f"slim-test-tags-{uuid.uuid4().hex[:8]}:{tag}" for tag in ("one", "two")]
+    names.append(names[0].replace(":one", "-other:latest"))
+    argv = ["build", image, "--until-exit", "--quiet-app", "--report", str(tmp_path / "r.json")]
+    try:
+        built = run_slim(*argv, *(arg for name in names for arg in ("-t", name)), cwd=tmp_path)
+        assert built.exit_code == 0, built.describe()
+        ids = {
+            subprocess.run(
+                ["docker", "image", "inspect", "-f", "{{.Id}}", name],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            for name in names
+        }  # fmt: skip
+        assert len(ids) == 1 and ids != {""}
+        assert json.loads((tmp_path / "r.json").read_text())["tag"] == names[0]
+    finally:
+        for name in names:
+            engine.remove_image(name)
+    elsewhere = tmp_path / "bad"
+    elsewhere.mkdir()
+    bad = run_slim("build", image, "-t", names[0], "-t", "Bad Tag!!", cwd=elsewhere)
+    assert bad.exit_code == ExitCode.USAGE, bad.describe()
+    assert "'Bad Tag!!' is not a valid image name" in bad.stderr
+    assert not (elsewhere / ".slim").exists()  # refused before it traced

@@ -19,10 +19,19 @@ from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from slimmer.probes import ProbeRequest, split_command
-from slimmer.trace import CommandAnswer, ExecProbe, HttpAnswer, HttpProbe, NoAnswer, Trace
-from slimmer.tracer import TraceOptions, trace_image
+from slimmer.trace import (
+    CommandAnswer,
+    ExecProbe,
+    HttpAnswer,
+    HttpProbe,
+    NoAnswer,
+    Trace,
+    TraceStatus,
+)
+from slimmer.tracer import AppFailed, TraceOptions, trace_image
 from tests.conftest import REPO
 from tests.helpers.schemas import assert_valid
+from tests.helpers.slimrun import run_slim
 
 
 def traced(engine: Engine, image: str, exec_probes: tuple[str, ...] = (), **options) -> Trace:
@@ -115,8 +124,14 @@ def test_batch_job_until_exit(engine: Engine, fixture_image) -> None:
     assert "read" in files["/usr/local/bin/job.sh"]
     assert "created" in files["/out/result"] and "written" in files["/out"]
     assert trace.exit_status == 0
-    failing = traced(engine, fixture_image("batch"), until_exit=True, cmd=["sh", "-c", "exit 3"])
-    assert failing.exit_status == 3
+    with pytest.raises(AppFailed, match="exited with status 3 \\(expected 0\\)") as failed:
+        traced(engine, fixture_image("batch"), until_exit=True, cmd=["sh", "-c", "exit 3"])
+    assert failed.value.exit_code == ExitCode.APP and failed.value.trace is not None
+    assert failed.value.trace.status is TraceStatus.FAILED
+    expected = traced(
+        engine, fixture_image("batch"), until_exit=True, cmd=["sh", "-c", "exit 3"], expect_exit=3
+    )
+    assert expected.exit_status == 3 and expected.complete
 
 
 def test_app_that_exits_at_start(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
@@ -213,9 +228,10 @@ def test_any_stop_signal_stops_the_app_and_keeps_the_trace(
 def test_a_healthcheck_that_never_ends_is_bounded_by_its_timeout(
     engine: Engine, image_from, tmp_path: Path
 ) -> None:
-    """The HEALTHCHECK runs once during the trace; one that never ends is
-    given up on after its own --timeout, as the engine would, and the trace
-    goes on (a real slim process, bounded by the test)."""
+    """The HEALTHCHECK runs during the trace; one that never ends is given up
+    on after its own --timeout, as the engine would, and not run again. The
+    fat image is then unhealthy: the trace fails, saved with the answer (a
+    real slim process, bounded by the test)."""
     image = image_from(
         {
             "Dockerfile": "FROM busybox:latest\n"
@@ -229,7 +245,72 @@ def test_a_healthcheck_that_never_ends_is_bounded_by_its_timeout(
         [sys.executable, "-m", "slimmer", "trace", image, "-o", str(out)],
         capture_output=True, text=True, timeout=90,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.APP, result.stderr
     assert time.monotonic() - started < 40
-    (health,) = [p for p in Trace.load(out).probes if p.probe.KIND == "healthcheck"]
+    assert "probe HEALTHCHECK expected success, got timed out after 2s" in result.stderr
+    saved = Trace.load(out)
+    (health,) = [p for p in saved.probes if p.probe.KIND == "healthcheck"]
     assert health.answer == NoAnswer("timed out after 2s") and not health.ok
+    assert saved.status is TraceStatus.FAILED
+
+
+ASK_SCRIPT = """
+import os, urllib.request
+host, port = os.environ["SLIM_TARGET_HOST"], os.environ["SLIM_TARGET_PORT"]
+with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as answer:
+    same = os.environ["SLIM_TARGET_PORTS"] == port
+    print(answer.status, same, os.environ["SLIM_TARGET_PORT_8080"])
+"""
+
+
+def test_every_probe_kind_reaches_the_app_without_an_http_probe(
+    engine: Engine, fixture_image, tmp_path: Path
+) -> None:
+    """A host probe and a client probe alone (a service that is not HTTP is
+    probed that way): each gets the app's port, and runs once the app
+    listens there."""
+    image = fixture_image("lockserver")
+    script = tmp_path / "ask.py"
+    script.write_text(ASK_SCRIPT)
+    out = tmp_path / "t.json"
+    result = run_slim(
+        "trace", image, "-o", str(out), "--quiet-app",
+        "--probe-host", f"{sys.executable} {script}",
+        "--probe-client", "sh -c 'wget -q -O- http://$SLIM_TARGET_HOST:$SLIM_TARGET_PORT/'",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.describe()
+    trace = Trace.load(out)
+    host, client = (p for p in trace.probes if p.probe.KIND in ("host", "client"))
+    assert host.ok and isinstance(host.answer, CommandAnswer), host
+    port = host.answer.stdout.split()[-1]
+    assert host.answer.stdout == f"200 True {port}\n" and port.isdigit()
+    assert client.ok and isinstance(client.answer, CommandAnswer), client
+    assert "<html" in client.answer.stdout.lower()
+    assert {p.probe.port for p in (host, client)} == {8080}  # type: ignore[union-attr]
+
+
+def test_a_probe_that_fails_on_the_fat_image_fails_the_trace(
+    engine: Engine, fat_nginx: str, tmp_path: Path
+) -> None:
+    """A probe that does not succeed means the trace did not exercise the
+    app: exit 6, naming the probe and its output, the trace saved as
+    failed; `!` says a failure is what the app should answer."""
+    out = tmp_path / "t.json"
+    failing = run_slim(
+        "trace", fat_nginx, "-o", str(out), "--quiet-app",
+        "--probe-exec", "cat /opt/nginx/html/nothing.html", "--probe-host", "exit 3",
+    )  # fmt: skip
+    assert failing.exit_code == ExitCode.APP, failing.describe()
+    assert "2 probes did not succeed on" in failing.stderr
+    assert "probe exec cat /opt/nginx/html/nothing.html expected success, got exit 1" in (
+        failing.stderr
+    )
+    assert "No such file or directory" in failing.stderr
+    assert "probe host exit 3 expected success, got exit 3" in failing.stderr
+    assert Trace.load(out).status is TraceStatus.FAILED
+    expected = run_slim(
+        "trace", fat_nginx, "-o", str(out), "--quiet-app",
+        "--probe-exec", "!cat /opt/nginx/html/nothing.html", "--http-probe", "/",
+    )  # fmt: skip
+    assert expected.exit_code == 0, expected.describe()
+    assert all(p.ok for p in Trace.load(out).probes) and Trace.load(out).complete

@@ -14,8 +14,10 @@ from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from tests.helpers.schemas import assert_valid
+from tests.helpers.slimrun import run_slim
 
 GOOD, BROKEN = "slim-test-verify:good", "slim-test-verify:broken"
+NO_CONFIG = "slim-test-verify:no-config"  # a micro nginx that exits at start
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,11 @@ def nginx_pair(engine: Engine, fat_nginx: str, tmp_path_factory) -> Iterator[tup
         ],
     )
     assert result.exit_code == 0, result.output
-    for tag, extra in ((GOOD, []), (BROKEN, ["--exclude", "/opt/nginx/html/index.html"])):
+    for tag, extra in (
+        (GOOD, []),
+        (BROKEN, ["--exclude", "/opt/nginx/html/index.html"]),
+        (NO_CONFIG, ["--exclude", "/opt/nginx/conf/nginx.conf"]),
+    ):
         built = runner.invoke(
             cli,
             [
@@ -56,7 +62,7 @@ def nginx_pair(engine: Engine, fat_nginx: str, tmp_path_factory) -> Iterator[tup
         )
         assert built.exit_code == 0, built.output
     yield trace, GOOD, BROKEN
-    for tag in (GOOD, BROKEN):
+    for tag in (GOOD, BROKEN, NO_CONFIG):
         engine.remove_image(tag)
 
 
@@ -111,6 +117,49 @@ def test_verify_fails_with_a_readable_diff(fat_nginx: str, nginx_pair) -> None:
     assert markdown.exit_code == ExitCode.FAILURE
     assert "| GET / :80 | status | 200 | 403 | **differs** |" in markdown.stdout.splitlines()
     assert "**verify failed:**" in markdown.stdout
+
+
+def test_a_micro_app_that_exits_at_start_fails_verify_with_its_last_words(
+    fat_nginx: str, nginx_pair, tmp_path: Path
+) -> None:
+    """The most common broken micro image: its app exits at start. verify
+    says so, with the app's last output, and exits 1 (not "the engine is not
+    reachable")."""
+    trace, _, _ = nginx_pair
+    result = run_slim("verify", fat_nginx, NO_CONFIG, "--trace", str(trace))
+    assert result.exit_code == ExitCode.FAILURE, result.describe()
+    assert f"slim: {NO_CONFIG}: the app exited with status 1; its last output:" in result.stderr
+    assert 'open() "/opt/nginx/conf/nginx.conf" failed' in result.stderr
+    assert "app running after the probes: " in result.stderr
+    assert "checks differ" in result.stderr
+
+
+def test_verify_with_no_options_probes_as_trace_does(
+    fat_nginx: str, nginx_pair, tmp_path: Path
+) -> None:
+    """No trace in .slim/ and no probe given: GET / on each exposed port (and
+    the HEALTHCHECK), as a trace would; a micro image without its page
+    fails."""
+    good = run_slim("verify", fat_nginx, GOOD, "--all", cwd=tmp_path)
+    assert good.exit_code == 0, good.describe()
+    assert "GET / :80" in good.stdout and "answers like" in good.stderr
+    broken = run_slim("verify", fat_nginx, BROKEN, cwd=tmp_path)
+    assert broken.exit_code == ExitCode.FAILURE, broken.describe()
+    assert not (tmp_path / ".slim").exists()
+
+
+def test_a_probe_the_fat_image_fails_is_an_error_not_a_match(
+    fat_nginx: str, nginx_pair, tmp_path: Path
+) -> None:
+    """Two failures prove nothing: a probe that does not succeed on the fat
+    image is exit 6, naming the probe; one expected to fail (!) is compared."""
+    _, good, _ = nginx_pair
+    failing = run_slim("verify", fat_nginx, good, "--probe-exec", "cat /no/such/file")
+    assert failing.exit_code == ExitCode.APP, failing.describe()
+    assert "probe exec cat /no/such/file expected success, got exit 1" in failing.stderr
+    expected = run_slim("verify", fat_nginx, good, "--probe-exec", "!cat /no/such/file", "--all")
+    assert expected.exit_code == 0, expected.describe()
+    assert "!exec cat /no/such/file  exit code" in expected.stdout
 
 
 def test_verify_of_a_batch_job(engine: Engine, fixture_image, tmp_path: Path) -> None:

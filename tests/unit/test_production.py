@@ -258,7 +258,9 @@ def test_run_files_go_into_the_run_dir_only() -> None:
 
 def test_strip_except_needs_strip_and_absolute_globs() -> None:
     with pytest.raises(UsageError, match="--strip-except is for --strip"):
-        BuildOptions(tag="t", strip_except=("/opt/*",))
+        BuildOptions(tags=("t",), strip_except=("/opt/*",))
     with pytest.raises(SelectionError, match="not an absolute path"):
-        BuildOptions(tag="t", strip=True, strip_except=("opt/*",))
-    assert BuildOptions(tag="t", strip=True, strip_except=("/opt/*",)).strip_except == ("/opt/*",)
+        BuildOptions(tags=("t",), strip=True, strip_except=("opt/*",))
+    assert BuildOptions(tags=("t",), strip=True, strip_except=("/opt/*",)).strip_except == (
+        "/opt/*",
+    )

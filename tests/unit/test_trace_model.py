@@ -10,13 +10,27 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.probes import ProbeError, http_answer, parse_http_probe, run_host_probe
+from slimmer.probes import (
+    ProbeError,
+    ProbeRequest,
+    Target,
+    http_answer,
+    parse_client_probe,
+    parse_exec_probe,
+    parse_host_probe,
+    parse_http_probe,
+    plan_probes,
+    run_host_probe,
+)
 from slimmer.rootfs import Kind
 from slimmer.trace import (
     Access,
+    ClientProbe,
     CommandAnswer,
     ExecProbe,
     Healthcheck,
+    HealthcheckProbe,
+    HostProbe,
     HttpAnswer,
     HttpProbe,
     ImageConfig,
@@ -25,6 +39,7 @@ from slimmer.trace import (
     Trace,
     TracedFile,
     TraceError,
+    answer_expected,
     command_line,
     default_trace_path,
     parse_signal,
@@ -97,10 +112,88 @@ def test_parse_http_probe(text: str, method: str, path: str, port: int | None) -
     assert (probe.method, probe.path, probe.port) == (method, path, port)
 
 
-@pytest.mark.parametrize("text", ["health", "GET:health", "/:70000"])
+@pytest.mark.parametrize(
+    "text", ["health", "GET:health", "/:70000", "/a\r\nHost: evil", "GET:/a b", "/\x00", "!"]
+)
 def test_bad_http_probe(text: str) -> None:
     with pytest.raises(ProbeError):
         parse_http_probe(text)
+
+
+def test_a_bang_expects_failure() -> None:
+    assert parse_http_probe("!GET:/boom:80") == HttpProbe("GET", "/boom", 80, True)
+    assert parse_exec_probe("! false --x") == ExecProbe(("false", "--x"), True)
+    assert parse_client_probe("psql -c 'select 1'", 5432) == ClientProbe(
+        ("psql", "-c", "select 1"), 5432, False
+    )
+    assert parse_host_probe("!exit 3", None) == HostProbe("exit 3", None, True)
+    assert HostProbe("exit 3", None, True).label() == "!host exit 3"
+    for bad in ("", "!", "  ", "'unclosed"):
+        with pytest.raises(ProbeError):
+            parse_exec_probe(bad)
+    with pytest.raises(ProbeError):
+        parse_host_probe("! ", None)
+
+
+def _command(code: int) -> CommandAnswer:
+    return CommandAnswer(code, "a" * 64, "b" * 64, "", "")
+
+
+@pytest.mark.parametrize(
+    ("probe", "answer", "expected"),
+    [
+        (HttpProbe("GET", "/", 80), HttpAnswer(404, {}, "a" * 64, 0), True),
+        (HttpProbe("GET", "/", 80), HttpAnswer(500, {}, "a" * 64, 0), False),
+        (HttpProbe("GET", "/", 80), NoAnswer("refused"), False),
+        (HttpProbe("GET", "/", 80, True), HttpAnswer(503, {}, "a" * 64, 0), True),
+        (HttpProbe("GET", "/", 80, True), HttpAnswer(200, {}, "a" * 64, 0), False),
+        (ExecProbe(("x",)), _command(0), True),
+        (ExecProbe(("x",)), _command(1), False),
+        (ExecProbe(("x",), True), _command(1), True),
+        (ExecProbe(("x",), True), _command(0), False),
+        (HostProbe("x"), NoAnswer("timed out"), False),
+        (ClientProbe(("x",), 5432), _command(2), False),
+        (HealthcheckProbe(("x",)), _command(1), False),
+    ],
+)
+def test_answer_expected(probe, answer, expected: bool) -> None:
+    assert answer_expected(probe, answer) is expected
+
+
+def test_every_probe_kind_reaches_the_app() -> None:
+    """Client and host probes get the first exposed TCP port (or the one
+    they name), every such port is published, and exec probes wait for the
+    app to listen, also when no HTTP probe is given."""
+    config = ImageConfig.from_inspect(INSPECT)  # exposes 80/tcp, 8443/tcp, 53/udp
+    request = ProbeRequest(
+        execs=(ExecProbe(("status",)),),
+        clients=(ClientProbe(("ping",)), ClientProbe(("ask",), 9000)),
+        hosts=(HostProbe("check"),),
+        default_get=True,
+    )
+    plan = plan_probes(request, config, "app", "fat")
+    assert plan.http == ()  # other probes exercise the app: no default GET
+    assert [p.port for p in plan.clients] == [80, 9000] and plan.hosts[0].port == 80
+    assert plan.ports() == [80, 8443, 9000]
+    assert plan.listening_ports() == [80, 9000]
+    only_get = plan_probes(ProbeRequest(), config, "app", "fat")
+    assert [p.port for p in only_get.http] == [80, 8443] and only_get.listening_ports() == []
+
+
+def test_a_shell_healthcheck_runs_with_bin_sh_whatever_shell_says() -> None:
+    """Docker and Podman run CMD-SHELL with /bin/sh -c (moby #28385): the
+    image's SHELL is kept too, for an engine that would use it."""
+    inspect = {
+        "Config": {
+            "Shell": ["/bin/ash", "-c"],
+            "Healthcheck": {"Test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1/"]},
+        }
+    }
+    config = ImageConfig.from_inspect(inspect)
+    assert config.healthcheck_argv() == ["/bin/sh", "-c", "wget -q -O- http://127.0.0.1/"]
+    assert config.healthcheck_programs() == ["/bin/sh", "/bin/ash"]
+    none = ImageConfig.from_inspect({"Config": {"Healthcheck": {"Test": ["NONE"]}}})
+    assert not none.has_healthcheck() and none.healthcheck_programs() == []
 
 
 def test_trace_round_trip_keeps_odd_paths(tmp_path: Path) -> None:
@@ -160,11 +253,13 @@ def test_http_answer_and_host_probe() -> None:
         assert answer.headers == {"content-type": "text/plain", "content-length": "5"}
         missing = http_answer("127.0.0.1", port, "GET", "/x")
         assert isinstance(missing, HttpAnswer) and missing.status == 404
+        target = Target("127.0.0.1", {5432: port, 80: 41000})
         host = run_host_probe(
-            "echo $SLIM_TARGET_HOST:$SLIM_TARGET_PORT", "127.0.0.1", port, {"PATH": "/usr/bin:/bin"}
+            "echo $SLIM_TARGET_HOST:$SLIM_TARGET_PORT $SLIM_TARGET_PORT_80 $SLIM_TARGET_PORTS",
+            {"PATH": "/usr/bin:/bin", **target.host_env(5432)},
         )
         assert isinstance(host, CommandAnswer)
-        assert host.exit_code == 0 and host.stdout == f"127.0.0.1:{port}\n"
+        assert host.exit_code == 0 and host.stdout == f"127.0.0.1:{port} 41000 41000 {port}\n"
     finally:
         server.shutdown()
         server.server_close()
