@@ -58,6 +58,12 @@ HOST_PROBE_TIMEOUT = 60.0
 EXEC_PROBE_TIMEOUT = 60.0
 HEALTHCHECK_TIMEOUT = 30.0  # the engine's default HEALTHCHECK --timeout
 
+OUTPUT_LINES_SHOWN = 10  # of a failed probe's output, in its error
+EXPECT_HINT = (
+    "a probe must succeed on the fat image, or the trace did not exercise the app: fix the "
+    "probe or the app; if that failure is what the app should answer, put ! in front of "
+    "the probe (--probe-exec '!CMD', --http-probe '!/path')"
+)
 HEALTHCHECK_RETRY_SECONDS = 0.5
 LISTEN_SETTLE_SECONDS = 0.3  # a connection still open after this: the app accepted it
 
@@ -356,11 +362,15 @@ def run_probes(
         results.append(ProbeResult(probe, answer, answer_expected(probe, answer)))
         log.info("probe %s: %s", probe.label(), answer.outcome())
 
+    silent: dict[int, str] = {}  # ports that never answered: not waited for again
     try:
         target = target_of(engine, container, plan, still_running)
         for probe in plan.http:
             assert probe.port is not None  # plan_probes gives every HTTP probe its port
             host_port = target.ports[probe.port]
+            if probe.port in silent:
+                record(probe, NoAnswer(silent[probe.port]))
+                continue
             try:
                 waited = wait_http_ready(
                     target.host, host_port, plan.ready_timeout, still_running, probe.port
@@ -368,6 +378,7 @@ def run_probes(
             except NotReady as exc:
                 if must_answer:
                     raise _with_engine_hint(exc, engine) from None
+                silent[probe.port] = exc.message
                 record(probe, NoAnswer(exc.message))
                 continue
             ready = waited if ready is None else ready
@@ -398,19 +409,11 @@ def run_probes(
         if must_answer:
             raise
         answered = {id(result.probe) for result in results}
+        gone = NoAnswer(f"the app exited {exc.message}")
         for probe in plan.probes():
             if id(probe) not in answered:
-                gone = NoAnswer(exc.message)
                 results.append(ProbeResult(probe, gone, answer_expected(probe, gone)))
     return ProbeRun(tuple(results), ready)
-
-
-OUTPUT_LINES_SHOWN = 10
-EXPECT_HINT = (
-    "a probe must succeed on the fat image, or the trace did not exercise the app: fix the "
-    "probe or the app; if that failure is what the app should answer, put ! in front of "
-    "the probe (--probe-exec '!CMD', --http-probe '!/path')"
-)
 
 
 def answer_text(answer: Answer) -> str:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from slimmer.engine import ContainerRef, Engine, HealthState
 from slimmer.errors import CommandNotRunnable, ExitCode, SlimError
@@ -299,7 +299,10 @@ def _probed_run(
 ) -> ImageRun:
     facts: dict[str, str] = {}
     healthy_after = None
-    still_running = lambda: engine.is_running(container)  # noqa: E731
+
+    def still_running() -> bool:
+        return engine.is_running(container)
+
     if healthcheck is not None:
         patience = probe_plan.healthcheck_patience
         give_up = None
@@ -346,7 +349,9 @@ def _probed_run(
     return ImageRun(answers, facts, healthy_after, note)
 
 
-def _reference_failed(engine: Engine, image: str, container: ContainerRef, message: str) -> None:
+def _reference_failed(
+    engine: Engine, image: str, container: ContainerRef, message: str
+) -> NoReturn:
     status = engine.exit_status(container)
     if status is not None:
         message = _exit_note(image, engine, container, status)

@@ -78,7 +78,7 @@ def test_verify_passes_on_a_correct_pair(engine: Engine, fat_nginx: str, nginx_p
     assert_valid("verify", as_json.stdout)
     outcome = json.loads(as_json.stdout)
     assert outcome["same"] is True and (outcome["fat"], outcome["micro"]) == (fat_nginx, good)
-    assert {c["probe"] for c in outcome["checks"]} == {"GET / :80", "GET /missing :80"}
+    assert {c["probe"] for c in outcome["checks"]} == {"GET / :80", "GET /missing :80", "app"}
     assert outcome["fat_id"] == engine.image_attrs(fat_nginx)["Id"]
     assert outcome["micro_id"] == engine.image_attrs(good)["Id"]
     assert outcome["micro_digests"] == []  # built here, never pushed
@@ -154,12 +154,14 @@ def test_a_probe_the_fat_image_fails_is_an_error_not_a_match(
     """Two failures prove nothing: a probe that does not succeed on the fat
     image is exit 6, naming the probe; one expected to fail (!) is compared."""
     _, good, _ = nginx_pair
-    failing = run_slim("verify", fat_nginx, good, "--probe-exec", "cat /no/such/file")
+    check = "/opt/nginx/sbin/nginx -t -c /no/such.conf"  # fails alike in both images
+    failing = run_slim("verify", fat_nginx, good, "--probe-exec", check)
     assert failing.exit_code == ExitCode.APP, failing.describe()
-    assert "probe exec cat /no/such/file expected success, got exit 1" in failing.stderr
-    expected = run_slim("verify", fat_nginx, good, "--probe-exec", "!cat /no/such/file", "--all")
+    assert f"probe exec {check} expected success, got exit 1" in failing.stderr
+    assert '"/no/such.conf" failed' in failing.stderr  # the probe's own output
+    expected = run_slim("verify", fat_nginx, good, "--probe-exec", f"!{check}", "--all")
     assert expected.exit_code == 0, expected.describe()
-    assert "!exec cat /no/such/file  exit code" in expected.stdout
+    assert f"!exec {check}  exit code" in expected.stdout
 
 
 def test_verify_of_a_batch_job(engine: Engine, fixture_image, tmp_path: Path) -> None:
