@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
@@ -31,7 +31,6 @@ from slimmer.context import (
     write_context,
 )
 from slimmer.dockerfile import MicroDockerfile, render_dockerfile
-from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Entry, Selection, SelectionRequest, check_pattern
 from slimmer.layers import (
@@ -67,7 +66,6 @@ from slimmer.report import (
 )
 from slimmer.rootfs import Kind
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
-from slimmer.sbom import app_files, build_sbom
 from slimmer.trace import (
     Access,
     ImageConfig,
@@ -79,6 +77,9 @@ from slimmer.trace import (
 )
 from slimmer.tracer import TraceOptions, trace_image
 from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -604,6 +605,8 @@ def engine_layers(engine: Engine, micro_id: str, base: str, count: int) -> list[
 def write_sbom(
     path: Path, image: str, image_id: str, created: str | None, collected: Collected
 ) -> None:
+    from slimmer.sbom import app_files, build_sbom  # the SBOM library loads in ~0.1 s: only here
+
     result = collected.result
     owned = result.packages.owner_map()
     epoch = created_epoch(created)

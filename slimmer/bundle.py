@@ -23,12 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import elftools
-import inotify_simple
-
 import slimmer
 from slimmer.errors import SlimError
-from slimmer.loader import Loader, Via
 from slimmer.protocol import (
     BUNDLE_LIBDIR,
     BUNDLE_LOADER,
@@ -80,6 +76,9 @@ class BundleFile:
 
 def source_roots() -> list[str]:
     """sys.path entries that hold slimmer and the sensor's dependencies."""
+    import elftools  # the sensor's dependencies, imported only to find them
+    import inotify_simple
+
     roots = [
         str(Path(slimmer.__file__).resolve().parent.parent),
         str(Path(inotify_simple.__file__).resolve().parent),
@@ -132,6 +131,8 @@ def module_files(modules: dict[str, str], roots: list[str]) -> list[BundleFile]:
 def library_files(python: str, extensions: list[str]) -> list[BundleFile]:
     """The interpreter's and the extension modules' shared libraries, by
     the names they are asked for; the loader itself becomes /.slim/lib/ld.so."""
+    from slimmer.loader import Loader, Via  # pyelftools: only when a bundle is made
+
     loader = Loader(RootFS("/"))
     closure = loader.closure([python, *extensions])
     if closure.missing:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from slimmer import wire
 from slimmer.bundle import sensor_bundle
-from slimmer.engine import Engine
 from slimmer.errors import UsageError
 from slimmer.protocol import InventoryJob, InventoryResult
 from slimmer.report import human_size
 from slimmer.runner import run_sensor_once
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
 
 COMPARE_SCHEMA = "slim.compare/1"
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slimmer.bundle import sensor_bundle
 from slimmer.depsreport import DepsReport, closure_report, closure_tree
-from slimmer.engine import Engine
 from slimmer.errors import NotFound
 from slimmer.loader import Loader
 from slimmer.protocol import DepsJob, DepsResult
 from slimmer.rootfs import RootFS
 from slimmer.runner import run_sensor_once
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,13 +21,10 @@ from enum import StrEnum
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-import docker
-import docker.constants
-import docker.errors
-import docker.tls
 import requests
 
 from slimmer.cleanup import signals_held
+from slimmer.deferred import deferred
 from slimmer.endpoint import EngineEndpoint, TlsFiles, choose_endpoint
 from slimmer.errors import (
     CommandNotRunnable,
@@ -38,12 +35,22 @@ from slimmer.errors import (
 )
 from slimmer.trace import Healthcheck, ImageConfig
 
-try:  # docker[ssh]: ssh:// engines
-    import paramiko
+with deferred("paramiko"):  # docker[ssh] loads it for ssh:// engines alone
+    import docker
+    import docker.constants
+    import docker.errors
+    import docker.tls
 
-    SSH_ERRORS: tuple[type[BaseException], ...] = (paramiko.SSHException,)
-except ImportError:  # pragma: no cover - paramiko comes with docker[ssh]
-    SSH_ERRORS = ()
+
+def ssh_errors() -> tuple[type[BaseException], ...]:
+    """paramiko's error base (docker[ssh]: ssh:// engines), read when an
+    error is being told apart, so that paramiko loads only then."""
+    try:
+        import paramiko
+    except ImportError:  # pragma: no cover - paramiko comes with docker[ssh]
+        return ()
+    return (paramiko.SSHException,)
+
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +374,7 @@ class Engine:
                 f"the TLS files for the engine at {where} are not usable: {exc}",
                 "DOCKER_CERT_PATH (or the context) must hold ca.pem, cert.pem and key.pem",
             ) from None
-        except SSH_ERRORS as exc:
+        except ssh_errors() as exc:
             raise _ssh_error(exc, where) from None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             if _timed_out(exc):

@@ -22,8 +22,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import EngineError, ExitCode, SlimError
 from slimmer.trace import (
     EXPECT_FAILURE,
@@ -41,6 +41,9 @@ from slimmer.trace import (
     ProbeResult,
     answer_expected,
 )
+
+if TYPE_CHECKING:
+    from slimmer.engine import ContainerRef, Engine
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from slimmer import progress, wire
-from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
@@ -43,6 +42,9 @@ from slimmer.protocol import (
     decode_result,
     parse_message_line,
 )
+
+if TYPE_CHECKING:
+    from slimmer.engine import ContainerRef, Engine
 
 log = logging.getLogger(__name__)
 

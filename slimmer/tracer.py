@@ -7,9 +7,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slimmer.bundle import sensor_bundle
-from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError
 from slimmer.probes import (
     EXPECT_HINT,
@@ -28,6 +28,9 @@ from slimmer.trace import (
     TraceStatus,
     command_line,
 )
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
 
 log = logging.getLogger(__name__)
 

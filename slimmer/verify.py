@@ -12,9 +12,8 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from slimmer.engine import ContainerRef, Engine, HealthState
 from slimmer.errors import CommandNotRunnable, ExitCode, SlimError
 from slimmer.probes import (
     AppGone,
@@ -39,6 +38,9 @@ from slimmer.trace import (
     NoAnswer,
     Trace,
 )
+
+if TYPE_CHECKING:
+    from slimmer.engine import ContainerRef, Engine, HealthState
 
 log = logging.getLogger(__name__)
 

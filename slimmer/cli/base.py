@@ -14,14 +14,16 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from slimmer import progress
 from slimmer.endpoint import choose_endpoint
-from slimmer.engine import Engine
 from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,6 +252,8 @@ def connect() -> Engine:
     docker CLI chooses it. Runs are labelled with $SLIM_RUN_PREFIX in front
     of their id, so that a CI job can find (and clean up) exactly its own
     containers."""
+    from slimmer.engine import Engine  # the docker SDK: only for commands that use an engine
+
     context = click.get_current_context(silent=True)
     options = context.find_root().params if context else {}
     endpoint = choose_endpoint(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from slimmer.builder import BuildOptions, build
 from slimmer.cli.base import SlimCommand, connect, default_cache_dir, handles_errors, summary
 from slimmer.cli.options import build_options, trace_options
 from slimmer.cli.trace import print_trace_summary
 from slimmer.cli.verify import report_verified
-from slimmer.report import human_size
+
+if TYPE_CHECKING:
+    from slimmer.builder import BuildOptions
 
 
 @click.command("build", cls=SlimCommand)
@@ -31,6 +34,9 @@ def build_command(image: str, options: BuildOptions) -> None:
       slim build nginx-build -t nginx:micro
       slim build app:fat -t app:micro --trace a.json --trace b.json --include /etc/ssl/certs
     """
+    from slimmer.builder import build
+    from slimmer.report import human_size
+
     with connect() as engine:
         outcome = build(engine, image, options, default_cache_dir())
     if outcome.traced is not None:

@@ -13,7 +13,6 @@ from slimmer.cli.base import (
     handles_errors,
 )
 from slimmer.cli.options import format_option
-from slimmer.compare import check_gates, figures, parse_size, render
 from slimmer.errors import ExitCode
 
 
@@ -49,6 +48,8 @@ def compare(
     With gates, exit status 1 when one fails, and why; the gates apply to
     every image after the first (to the only one when there is one).
     """
+    from slimmer.compare import check_gates, figures, parse_size, render
+
     limit = parse_size(max_size) if max_size else None
     with connect() as engine:
         rows = figures(engine, list(images), default_cache_dir(), count_files=not no_files)

@@ -6,7 +6,6 @@ import click
 
 from slimmer import wire
 from slimmer.cli.base import SlimCommand, connect, default_cache_dir, exit_with, handles_errors
-from slimmer.deps import DepsSettings, closure_in_image, closure_in_root
 from slimmer.errors import ExitCode
 
 
@@ -88,6 +87,8 @@ def deps(
     root, and symlinks never lead out of it. Exit status 1 when a library
     cannot be found.
     """
+    from slimmer.deps import DepsSettings, closure_in_image, closure_in_root
+
     if (root is None) == (image is None):
         raise click.UsageError("give exactly one of --root DIR and --image IMAGE")
     settings = DepsSettings(

@@ -8,8 +8,6 @@ import click
 
 from slimmer.cli.base import SlimCommand, exit_with, handles_errors
 from slimmer.errors import ExitCode
-from slimmer.report import explain as explain_path
-from slimmer.report import load_report
 
 
 @click.command(cls=SlimCommand)
@@ -18,6 +16,9 @@ from slimmer.report import load_report
 @handles_errors
 def explain(report: Path, path: str) -> None:
     """Say why PATH is in the micro image of REPORT, or why it is not."""
+    from slimmer.report import explain as explain_path
+    from slimmer.report import load_report
+
     answer = explain_path(load_report(report), path)
     for line in answer.lines:
         click.echo(line)

@@ -12,24 +12,18 @@ import os
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
 from slimmer.errors import NotFound, UsageError
-from slimmer.probes import (
-    ProbeRequest,
-    parse_client_probe,
-    parse_exec_probe,
-    parse_host_probe,
-    parse_http_probe,
-    split_command,
-)
-from slimmer.trace import parse_signal
-from slimmer.tracer import TraceOptions
-from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
+
+if TYPE_CHECKING:  # the flows' modules load when a command runs, not for --help
+    from slimmer.builder import BuildOptions
+    from slimmer.probes import ProbeRequest
+    from slimmer.tracer import TraceOptions
+    from slimmer.verify import VerifyRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
@@ -89,6 +83,14 @@ def _probe_request(
     default_get: bool,
     healthcheck: bool,
 ) -> ProbeRequest:
+    from slimmer.probes import (
+        ProbeRequest,
+        parse_client_probe,
+        parse_exec_probe,
+        parse_host_probe,
+        parse_http_probe,
+    )
+
     return ProbeRequest(
         http=tuple(parse_http_probe(p) for p in http_probes),
         execs=tuple(parse_exec_probe(p) for p in exec_probes),
@@ -104,7 +106,7 @@ def _probe_request(
 EXPECT_NOTE = "a ! in front: it is expected to fail"
 
 
-def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> list[Decorator]:
+def _probe_options(http_help: str, note: str) -> list[Decorator]:
     return [
         click.option("--http-probe", "http_probes", multiple=True,
                      metavar="[!][METHOD:]PATH[:PORT]", help=http_help),
@@ -127,7 +129,7 @@ def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> lis
                      "port)."),
         click.option("--until-exit", is_flag=True,
                      help="Batch job: no HTTP probes; wait until the app exits."),
-        click.option("--exit-timeout", type=SECONDS, default=exit_timeout, metavar="S",
+        click.option("--exit-timeout", type=SECONDS, default=None, metavar="S",
                      help="With --until-exit: give up on the app after S seconds."),
         click.option("--expect-exit", type=click.IntRange(0, 255), default=0, show_default=True,
                      metavar="N",
@@ -140,6 +142,8 @@ def _probe_options(http_help: str, note: str, exit_timeout: float | None) -> lis
 
 
 def _split_entrypoint(text: str | None) -> list[str] | None:
+    from slimmer.probes import split_command
+
     if text is None:
         return None
     return list(split_command(text)) if text else []
@@ -161,6 +165,9 @@ def _make_trace_options(
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
+    from slimmer.trace import parse_signal
+    from slimmer.tracer import TraceOptions
+
     return TraceOptions(
         cmd=list(command) or None,
         entrypoint=_split_entrypoint(entrypoint),
@@ -183,7 +190,7 @@ trace_options = option_group(
     [
         *_probe_options("HTTP request to make once the app answers; it must answer below 500 "
                         f"({EXPECT_NOTE}: no answer or a 5xx); repeatable (default: GET / on "
-                        "each exposed TCP port).", "traced too", None),
+                        "each exposed TCP port).", "traced too"),
         click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
         click.option("--duration", type=SECONDS, default=0.0, metavar="S",
                      help="Keep tracing S seconds after the probes."),
@@ -213,6 +220,8 @@ def _make_verify_request(
     headers: tuple[str, ...],
     **probe_values: Any,
 ) -> VerifyRequest:
+    from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
+
     return VerifyRequest(
         probes=_probe_request(**probe_values, default_get=False, healthcheck=False),
         until_exit=until_exit,
@@ -227,8 +236,7 @@ verify_options = option_group(
     _make_verify_request,
     [
         *_probe_options("HTTP request to compare; repeatable (default: the trace's, else "
-                        "GET / on each exposed TCP port).", "its answers compared",
-                        DEFAULT_EXIT_TIMEOUT),
+                        "GET / on each exposed TCP port).", "its answers compared"),
         click.option("--header", "headers", multiple=True, metavar="NAME",
                      help="Response header to compare; repeatable (default: content-type, "
                      "content-length, location, content-encoding)."),
@@ -274,6 +282,8 @@ def _make_build_options(
     platform: str | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
+    from slimmer.builder import BuildOptions, SavedTrace
+
     for path, option in (
         (context_only, "--context-only"),
         (report_path, "--report"),

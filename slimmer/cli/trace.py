@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,8 +16,10 @@ from slimmer.cli.base import (
     summary,
 )
 from slimmer.cli.options import trace_options
-from slimmer.trace import Trace, default_trace_path
-from slimmer.tracer import AppFailed, TraceOptions, trace_image
+
+if TYPE_CHECKING:
+    from slimmer.trace import Trace
+    from slimmer.tracer import TraceOptions
 
 
 def print_trace_summary(trace: Trace, path: Path) -> None:
@@ -66,6 +69,9 @@ def trace(image: str, output: Path | None, trace_options: TraceOptions) -> None:
       slim trace nginx-build -- /opt/nginx/sbin/nginx -g 'daemon off;'
       slim trace myjob:fat --until-exit -- /app/run.sh --once
     """
+    from slimmer.trace import default_trace_path
+    from slimmer.tracer import AppFailed, trace_image
+
     path = output_file(output, "-o") if output else default_trace_path(image)
     with connect() as engine:
         try:

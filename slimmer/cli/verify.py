@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from slimmer import wire
 from slimmer.cli.base import SlimCommand, connect, handles_errors, summary
 from slimmer.cli.options import format_option, verify_options
-from slimmer.engine import Engine
-from slimmer.trace import Trace, default_trace_path
-from slimmer.verify import (
-    VerifyFailed,
-    VerifyOutcome,
-    VerifyRequest,
-    plan_from_request,
-    plan_from_trace,
-    render_checks,
-    render_markdown,
-    verify_images,
-)
+
+if TYPE_CHECKING:
+    from slimmer.engine import Engine
+    from slimmer.trace import Trace
+    from slimmer.verify import VerifyOutcome, VerifyRequest
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +23,8 @@ log = logging.getLogger(__name__)
 def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text") -> None:
     """Print the checks; raise VerifyFailed (exit 1) when any differs, after
     a line on stderr for each check that failed."""
+    from slimmer.verify import VerifyFailed, render_checks, render_markdown
+
     if output == "json":
         click.echo(wire.dumps(outcome), nl=False)
     elif output == "markdown":
@@ -95,6 +91,8 @@ def verify(
     1 when the micro image differs (or its app dies), 6 when the fat image
     does not answer as its probes expect.
     """
+    from slimmer.verify import plan_from_request, plan_from_trace, verify_images
+
     with connect() as engine:
         trace = _trace_for(engine, fat, trace_file)
         plan = plan_from_trace(trace, request) if trace else plan_from_request(request)
@@ -106,6 +104,8 @@ def _trace_for(engine: Engine, fat: str, given: Path | None) -> Trace | None:
     """The trace whose probes verify replays: the one given, else FAT's
     default trace when it is a trace of this very image (as build chooses);
     probes given on the command line replace the trace's of their kind."""
+    from slimmer.trace import Trace, default_trace_path
+
     if given is not None:
         return Trace.load(given)
     path = default_trace_path(fat)
