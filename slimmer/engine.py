@@ -7,32 +7,49 @@ Every container, volume or image slim creates carries the label
 from __future__ import annotations
 
 import io
-import ipaddress
-import json
 import logging
 import re
 import tarfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 import requests
 
 from slimmer.cleanup import signals_held
 from slimmer.deferred import deferred
 from slimmer.endpoint import EngineEndpoint, TlsFiles, choose_endpoint
+from slimmer.enginetypes import (
+    ALL_INTERFACES,
+    LOOPBACK,
+    RUN_LABEL,
+    UNREPORTED_EFFECT,
+    ChunkReader,
+    ContainerRef,
+    EngineKind,
+    ExecResult,
+    HealthState,
+    Leftover,
+    VolumeInfo,
+    VolumeMount,
+    basename,
+    engine_kind_of,
+    is_loopback,
+    new_run_id,
+    published_host_for,
+    shell_from_history,
+    split_reference,
+    start_error,
+    volume_info,
+)
 from slimmer.errors import (
-    CommandNotRunnable,
     EngineError,
     NotFound,
-    RuntimeRefused,
     UsageError,
 )
+from slimmer.owner import OWNER_LABEL, current_owner
 from slimmer.trace import Healthcheck, ImageConfig
 
 with deferred("paramiko"):  # docker[ssh] loads it for ssh:// engines alone
@@ -54,52 +71,11 @@ def ssh_errors() -> tuple[type[BaseException], ...]:
 
 log = logging.getLogger(__name__)
 
-RUN_LABEL = "io.slim.run"
 ENGINE_HINT = (
     "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or choose another engine "
     "(-H/--host, --context, DOCKER_HOST, DOCKER_CONTEXT)"
 )
-LOOPBACK = "127.0.0.1"
-ALL_INTERFACES = "0.0.0.0"
-SSH_BASE_URL = "http+docker://ssh"
 DEFAULT_SOCKETS = (None, "unix:///var/run/docker.sock", "unix:///run/docker.sock")
-
-
-class EngineKind(StrEnum):
-    DOCKER = "docker"
-    PODMAN = "podman"
-
-
-def engine_kind_of(version: dict[str, Any]) -> EngineKind:
-    """Podman's compat API names itself among the version's components."""
-    names = {str(part.get("Name", "")) for part in version.get("Components") or ()}
-    return EngineKind.PODMAN if "Podman Engine" in names else EngineKind.DOCKER
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def published_host_for(base_url: str, ssh_hostname: str | None = None) -> str:
-    """The host where a container's published ports are reached, from the
-    SDK's base URL: 127.0.0.1 for a local socket or a loopback address, the
-    engine's host for tcp:// engines, the ssh host (after ~/.ssh/config's
-    HostName) for ssh:// engines."""
-    url = urlsplit(base_url)
-    if base_url.rstrip("/") == SSH_BASE_URL and ssh_hostname:
-        host: str | None = ssh_hostname
-    elif url.scheme in ("http", "https", "tcp"):
-        host = url.hostname
-    else:
-        host = None
-    if host is None or is_loopback(host):
-        return LOOPBACK
-    return host
 
 
 RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
@@ -139,6 +115,19 @@ def _root_cause(exc: BaseException) -> str:
             return seen.strerror
         seen = seen.__cause__ or seen.__context__
     return _short(found)
+
+
+# docker-py keeps one ssh channel open for each of the last 9 URLs it asked
+# (a pool per URL), and an sshd allows 10 sessions on one connection
+# (MaxSessions): with a log stream and a wait going on, a run that asks more
+# kinds of things (the sensor's volume, a container's start, archive, wait...)
+# would have its next channel refused ("Secsh channel open FAILED"). Fewer kept
+# leave that room.
+SSH_POOLS = 4
+
+
+def _pool_options(host: str | None) -> dict[str, Any]:
+    return {"num_pools": SSH_POOLS} if host and host.startswith("ssh://") else {}
 
 
 def _tls_config(files: TlsFiles | None) -> docker.tls.TLSConfig | None:
@@ -186,123 +175,6 @@ def _ssh_error(exc: BaseException, where: str) -> EngineError:
     return EngineError(f"ssh to the engine at {where} failed: {text}", ENGINE_HINT)
 
 
-UNREPORTED_EFFECT = (
-    "the micro image gets none (a HEALTHCHECK CMD-SHELL and RUN in images built on it use "
-    "/bin/sh -c); the trace and the report say so"
-)
-_HISTORY_SHELL = re.compile(r"(?:^|#\(nop\)\s+)SHELL\s+(\[.*\])\s*$", re.DOTALL)
-
-
-def shell_from_history(history: list[dict[str, Any]]) -> tuple[tuple[str, ...] | None, bool]:
-    """The image's SHELL as its history records it (newest entry first), for
-    engines whose inspect leaves it out: (shell, known). Podman and buildah
-    record `SHELL ["/bin/ash", "-c"]` as JSON; Docker's builders write
-    `SHELL [/bin/ash -c]`, whose words cannot be told apart: unknown. No
-    SHELL entry in a history that records every step: the default (None)."""
-    if not history:
-        return None, False
-    for entry in history:
-        created_by = str(entry.get("CreatedBy") or "")
-        found = _HISTORY_SHELL.search(created_by.strip())
-        if not found:
-            continue
-        try:
-            words = json.loads(found.group(1))
-        except ValueError:
-            return None, False
-        if isinstance(words, list) and words and all(isinstance(w, str) for w in words):
-            return tuple(words), True
-        return None, False
-    return None, True
-
-
-# How the OCI runtime says it could not run the container's command (runc
-# through Docker and Podman, crun), and that an error is the runtime's at all.
-_COMMAND_FAILURE = re.compile(
-    r"unable to start container process: exec:|executable file .* not found|open executable"
-    r"|OCI runtime attempted to invoke a command that was not found|exec format error",
-    re.IGNORECASE,
-)
-_RUNTIME_FAILURE = re.compile(
-    r"OCI runtime|OCI permission denied|failed to create shim task|\b(runc|crun|runsc|youki)\b",
-    re.IGNORECASE,
-)
-_RUNTIME_HINTS = (
-    (
-        "rlimit",
-        "the engine asks for a resource limit (ulimit) the host does not let its runtime set: "
-        "lower the engine's default ulimits (dockerd --default-ulimit, Podman: default_ulimits "
-        "in containers.conf) or raise the host's (fs.nr_open, the service's hard limits)",
-    ),
-    (
-        "cgroup",
-        "the runtime cannot set up the container's cgroup: check the host's cgroup mounts "
-        "(scripts/cgroups.sh) and the engine's cgroup driver",
-    ),
-    ("exec format error", "the command is built for another CPU than the engine's"),
-)
-
-
-def start_error(explanation: str) -> EngineError | CommandNotRunnable | RuntimeRefused:
-    """The error for an engine's refusal to start a container, by what the
-    explanation says: the image's command cannot run, the OCI runtime
-    refused (a limit or policy of the host), or the engine refused."""
-    hint = next((h for word, h in _RUNTIME_HINTS if word in explanation.lower()), None)
-    if _COMMAND_FAILURE.search(explanation):
-        reason = explanation.split("unable to start container process: ", 1)[-1]
-        return CommandNotRunnable(f"the container's command cannot run: {reason}", hint)
-    if _RUNTIME_FAILURE.search(explanation):
-        return RuntimeRefused(
-            f"the container runtime refused to start the container: {explanation}",
-            hint
-            or "a limit or security policy of the engine's host refused what the "
-            "runtime was asked for (the reason is above)",
-        )
-    return EngineError(f"the engine could not start the container: {explanation}")
-
-
-def new_run_id(prefix: str = "") -> str:
-    """A run id: the prefix (which names a group of runs, e.g. one CI job),
-    then 12 random hex digits."""
-    return prefix + uuid.uuid4().hex[:12]
-
-
-@dataclass(frozen=True)
-class ContainerRef:
-    """A container slim created: its id and name. docker's own types never
-    leave this module."""
-
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int | None  # None: still running when the time was up
-    stdout: bytes
-    stderr: bytes
-    timed_out: bool
-
-
-@dataclass(frozen=True)
-class HealthState:
-    """What the engine says of a container's health: `status` is starting,
-    healthy or unhealthy ("" when it has no HEALTHCHECK), with the last
-    check's exit code and output."""
-
-    status: str
-    failing_streak: int = 0
-    last_exit: int | None = None
-    last_output: str = ""
-
-
-@dataclass(frozen=True)
-class Leftover:
-    kind: str  # container | volume | image
-    name: str
-    run_id: str
-
-
 class Engine:
     """A connected engine client; a context manager that closes it.
 
@@ -327,6 +199,8 @@ class Engine:
         self.given_published_host = published_host
         self._unreported_said: set[str] = set()
         self._said_where_published = False
+        # bundle digest -> its volume on this engine (None: copy it); slimmer.sensorcache
+        self.sensor_volumes: dict[str, str | None] = {}
 
     def new_run_id(self) -> str:
         """The label value of a new run's containers (see RUN_LABEL)."""
@@ -365,6 +239,7 @@ class Engine:
                 # certificates are pinned below (see _pin_engine_certificates).
                 version=docker.constants.MINIMUM_DOCKER_API_VERSION,
                 timeout=answer_timeout,
+                **_pool_options(endpoint.host),
             )
             _pin_engine_certificates(client)
             version = dict(client.version(api_version=False))
@@ -549,13 +424,23 @@ class Engine:
         environment: dict[str, str] | None = None,
         network_of: ContainerRef | None = None,
         healthcheck: Healthcheck | None = None,
+        volumes: tuple[VolumeMount, ...] = (),
     ) -> Iterator[ContainerRef]:
         """A created (not started) container, labelled and always removed.
         `ports` are published on a free host port each (see `publish`);
         `environment` adds to (and overrides) the image's ENV; `network_of`
         shares another container's network (its 127.0.0.1 is this one's);
-        `healthcheck` replaces the image's (durations in nanoseconds)."""
-        options: dict[str, Any] = {"command": command, "labels": {RUN_LABEL: run_id}}
+        `healthcheck` replaces the image's (durations in nanoseconds);
+        `volumes` mounts named volumes. The labels name the run and the
+        process that made it (slimmer.owner), so `slim prune` can tell the
+        containers of runs that died from those of runs going on."""
+        labels = {RUN_LABEL: run_id, OWNER_LABEL: current_owner()}
+        options: dict[str, Any] = {"command": command, "labels": labels}
+        if volumes:
+            options["volumes"] = {
+                mount.name: {"bind": mount.path, "mode": "ro" if mount.read_only else "rw"}
+                for mount in volumes
+            }
         if healthcheck is not None:
             options["healthcheck"] = {
                 "test": list(healthcheck.test),
@@ -690,6 +575,44 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"tagging {reference} failed: {_short(exc)}") from None
 
+    # ---- volumes
+
+    def volume(self, name: str) -> VolumeInfo | None:
+        """A volume's creation time and labels; None when there is none."""
+        try:
+            return volume_info(self.client.api.inspect_volume(name))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspecting volume {name} failed: {_short(exc)}") from None
+
+    def volumes_labelled(self, label: str, value: str | None = None) -> list[VolumeInfo]:
+        """The volumes that carry a label (with that value, when given)."""
+        wanted = f"{label}={value}" if value is not None else label
+        try:
+            found = self.client.api.volumes(filters={"label": wanted}).get("Volumes") or []
+        except docker.errors.APIError as exc:
+            raise EngineError(f"listing volumes failed: {_short(exc)}") from None
+        return [volume_info(volume) for volume in found]
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> VolumeInfo:
+        try:
+            return volume_info(self.client.api.create_volume(name, labels=labels))
+        except docker.errors.APIError as exc:
+            raise EngineError(f"creating volume {name} failed: {_short(exc)}") from None
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a volume; False when a container uses it (or it is gone)."""
+        try:
+            self.client.api.remove_volume(name)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise EngineError(f"removing volume {name} failed: {_short(exc)}") from None
+        return True
+
     def remove_image(self, image: str) -> None:
         with suppress(docker.errors.NotFound):
             self.client.images.remove(image, force=True)
@@ -734,10 +657,9 @@ class Engine:
             return handle.read() if handle else None
 
     @contextmanager
-    def open_file_stream(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
-        """Stream one regular file out of a (stopped) container, without
-        holding it in memory. The engine's archive is untrusted: it must hold
-        exactly that one regular file.
+    def open_archive(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
+        """The engine's tar of a path in a container, streamed (not held in
+        memory). It is untrusted: read it member by member.
 
         The HTTP response is closed on the way out, also on Ctrl-C: while
         it is open the engine keeps the container busy, and removing it
@@ -760,16 +682,26 @@ class Engine:
             ) from None
         try:
             chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
-            with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as outer:
-                member = outer.next()
-                if member is None or not member.isreg() or member.name != basename(path):
-                    raise EngineError(f"unexpected archive for {path}")
-                handle = outer.extractfile(member)
-                if handle is None:
-                    raise EngineError(f"unexpected archive for {path}")
-                yield handle
+            yield io.BufferedReader(ChunkReader(chunks), 1 << 20)
         finally:
             response.close()
+
+    @contextmanager
+    def open_file_stream(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
+        """Stream one regular file out of a (stopped) container, without
+        holding it in memory. The engine's archive is untrusted: it must hold
+        exactly that one regular file."""
+        with (
+            self.open_archive(ref, path) as archive,
+            tarfile.open(fileobj=archive, mode="r|") as outer,
+        ):
+            member = outer.next()
+            if member is None or not member.isreg() or member.name != basename(path):
+                raise EngineError(f"unexpected archive for {path}")
+            handle = outer.extractfile(member)
+            if handle is None:
+                raise EngineError(f"unexpected archive for {path}")
+            yield handle
 
     def archive(self, ref: ContainerRef, path: str) -> bytes:
         """The engine's tar of a path in a container (for small trees)."""
@@ -908,7 +840,10 @@ class Engine:
         label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         found = [
             Leftover(
-                "container", c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(RUN_LABEL, "")
+                "container",
+                c["Names"][0].lstrip("/"),
+                (c.get("Labels") or {}).get(RUN_LABEL, ""),
+                (c.get("Labels") or {}).get(OWNER_LABEL, ""),
             )
             for c in self.client.api.containers(all=True, filters={"label": label})
         ]
@@ -945,41 +880,6 @@ class Engine:
             except docker.errors.NotFound:
                 continue
         return removed
-
-
-def split_reference(reference: str) -> tuple[str, str | None]:
-    """'registry:5000/app:1.2' -> ('registry:5000/app', '1.2'); a colon in
-    the host part is not a tag."""
-    repository, sep, tag = reference.rpartition(":")
-    if sep and "/" not in tag:
-        return repository, tag
-    return reference, None
-
-
-def basename(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
-
-
-class ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (a streamed response)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
 
 
 def _short(exc: BaseException) -> str:
