@@ -10,10 +10,13 @@ interpreter and sensor source, and cached.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,6 @@ from slimmer.protocol import (
     BUNDLE_LOADER,
     BUNDLE_PYTHON,
     BUNDLE_SCRIPT,
-    RUN_SUBDIR,
 )
 from slimmer.rootfs import RootFS, basename
 
@@ -43,7 +45,7 @@ SENSOR_SCRIPT_TEXT = (
 PY_DIR = f"{BUNDLE_LIBDIR}/python{sys.version_info.major}.{sys.version_info.minor}"
 
 # Part of the cache key: bump it when the way the bundle is made changes.
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3  # 3: no run dir in the tar (it goes in the layout's bundle dir)
 
 # The bundled glibc loader would read these files of the image it runs in:
 # /etc/ld.so.preload would load the image's code into the sensor, and the
@@ -201,7 +203,7 @@ def _dir_member(path: str) -> tarfile.TarInfo:
 
 
 def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) -> None:
-    dirs: set[str] = {RUN_SUBDIR}
+    dirs: set[str] = set()
     for item in files:
         parent = os.path.dirname(item.target)
         while parent not in ("/", ""):
@@ -239,24 +241,120 @@ def _write_tar(files: list[BundleFile], destination: Path, strip: str | None) ->
                 tar.addfile(member, handle)
 
 
+@dataclass(frozen=True)
+class Bundle:
+    """The bundle tar in the cache, and the sha256 of its bytes, which names
+    its copy on an engine (slimmer.sensorcache)."""
+
+    path: Path
+    digest: str
+
+
+def source_fingerprint() -> str:
+    """A key for what the bundle is made of that costs no import and no
+    subprocess: slim's version and the bundle's format, the interpreter (its
+    version and its binary's path, size and mtime), and the size and mtime
+    of every file of the packages the sensor loads from (slimmer,
+    inotify_simple, pyelftools). The standard library and the shared
+    libraries are not looked at: a bundle is a copy, whole in itself, so an
+    older one still runs as it did."""
+    digest = hashlib.sha256()
+    python = interpreter()
+    info = os.stat(python)
+    digest.update(f"{slimmer.__version__}\0{BUNDLE_FORMAT}\0{sys.version}\0".encode())
+    digest.update(f"{python}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    for name in ("slimmer", "inotify_simple", "elftools"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise BundleError(f"{name}, which the sensor imports, is not installed")
+        for path, size, mtime in _package_files(spec):
+            digest.update(f"{path}\0{size}\0{mtime}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _package_files(spec: importlib.machinery.ModuleSpec) -> list[tuple[str, int, int]]:
+    """Path, size and mtime of a module's file, or of every file of a package."""
+    if not spec.submodule_search_locations:
+        info = os.stat(str(spec.origin))
+        return [(str(spec.origin), info.st_size, info.st_mtime_ns)]
+    found = []
+    pending = list(spec.submodule_search_locations)
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        pending.append(entry.path)
+                elif entry.name.endswith((".py", ".so")):
+                    info = entry.stat(follow_symlinks=False)
+                    found.append((entry.path, info.st_size, info.st_mtime_ns))
+    return sorted(found)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_index(index: Path, cache_dir: Path) -> Bundle | None:
+    """The bundle an index file names, when both are there and sound."""
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8"))
+        name, digest = str(entry["tar"]), str(entry["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = cache_dir / name
+    if "/" in name or not re.fullmatch(r"[0-9a-f]{64}", digest) or not path.is_file():
+        return None
+    return Bundle(path, digest)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
 # The bundle's files cannot change while one slim runs: look them up once.
-_BUNDLES: dict[Path, Path] = {}
+_BUNDLES: dict[Path, Bundle] = {}
 
 
-def sensor_bundle(cache_dir: Path) -> Path:
-    """The bundle tar for the running interpreter, built on first use."""
+def sensor_bundle(cache_dir: Path) -> Bundle:
+    """The bundle tar for the running interpreter, built on first use. An
+    index named by source_fingerprint() finds it again without importing the
+    sensor or computing the interpreter's closure."""
     known = _BUNDLES.get(cache_dir)
-    if known is not None and known.exists():
+    if known is not None and known.path.exists():
         return known
-    files = bundle_files()
-    destination = cache_dir / f"sensor-{_key(files)}.tar"
-    _BUNDLES[cache_dir] = destination
-    if destination.exists():
-        return destination
+    index = cache_dir / f"sensor-index-{source_fingerprint()}.json"
+    found = _read_index(index, cache_dir)
+    if found is None:
+        files = bundle_files()
+        destination = cache_dir / f"sensor-{_key(files)}.tar"
+        if not destination.exists():
+            _build(files, destination)
+        found = Bundle(destination, file_digest(destination))
+        entry = {"tar": destination.name, "digest": found.digest}
+        _write_atomically(index, json.dumps(entry).encode())
+    _BUNDLES[cache_dir] = found
+    return found
+
+
+def _build(files: list[BundleFile], destination: Path) -> None:
     log.info("building the sensor bundle (once per interpreter and slim version)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
     # A private partial file: two slim runs may build the bundle at once.
-    handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=destination.name, suffix=".partial")
+    handle, partial = tempfile.mkstemp(
+        dir=destination.parent, prefix=destination.name, suffix=".partial"
+    )
     os.close(handle)
     try:
         _write_tar(files, Path(partial), shutil.which("strip"))
@@ -264,4 +362,3 @@ def sensor_bundle(cache_dir: Path) -> Path:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-    return destination

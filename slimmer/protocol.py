@@ -36,9 +36,11 @@ from slimmer.trace import Lookup, SyscallReport, TracedFile
 SENSOR_SCHEMA = "slim.sensor/1"
 
 # The sensor lives in a directory of the container that the image cannot
-# know in advance: /.slim-<random>, made fresh for each run. Inside it,
-# the bundle (relative paths) and the run's own files.
+# know in advance: /.slim-<random>, made fresh for each run. Inside it, the
+# bundle (in BUNDLE_SUBDIR: copied in, or the engine's cached copy mounted
+# read-only; the paths below are relative to it) and the run's own files.
 SENSOR_DIR_PREFIX = "/.slim-"
+BUNDLE_SUBDIR = "sensor"
 BUNDLE_PYTHON = "bin/python3"
 BUNDLE_LIBDIR = "lib"
 BUNDLE_LOADER = "lib/ld.so"
@@ -82,6 +84,14 @@ class SensorLayout:
         return self.path(RUN_SUBDIR)
 
     @property
+    def bundle_dir(self) -> str:
+        """Where the bundle is: copied in, or mounted read-only."""
+        return self.path(BUNDLE_SUBDIR)
+
+    def in_bundle(self, relative: str) -> str:
+        return f"{self.bundle_dir}/{relative}"
+
+    @property
     def config_path(self) -> str:
         return f"{self.run_dir}/config.json"
 
@@ -92,6 +102,16 @@ class SensorLayout:
     @property
     def output_tar(self) -> str:
         return f"{self.run_dir}/out.tar"
+
+    @property
+    def handover_config(self) -> str:
+        """Where the host puts the collect job for a trace that awaits one."""
+        return f"{self.run_dir}/collect.json"
+
+    @property
+    def handover_ready(self) -> str:
+        """Put last, when the collect job (and its files) are all there."""
+        return f"{self.run_dir}/collect.ready"
 
     @property
     def init_binary(self) -> str:
@@ -107,16 +127,16 @@ class SensorLayout:
         (so nothing of the image, not even a libc, is needed), isolated from
         PYTHON* variables and site packages, in UTF-8 mode."""
         return [
-            self.path(BUNDLE_LOADER),
+            self.in_bundle(BUNDLE_LOADER),
             "--library-path",
-            self.path(BUNDLE_LIBDIR),
-            self.path(BUNDLE_PYTHON),
+            self.in_bundle(BUNDLE_LIBDIR),
+            self.in_bundle(BUNDLE_PYTHON),
             "-I",
             "-S",
             "-B",
             "-X",
             "utf8",
-            self.path(BUNDLE_SCRIPT),
+            self.in_bundle(BUNDLE_SCRIPT),
             self.config_path,
         ]
 
@@ -159,6 +179,9 @@ class TraceJob:
     stop_signal: int = 15
     stop_timeout: float = 10.0
     syscalls: bool = True  # observe path lookups with ptrace + seccomp where that works
+    # slim build: when the tree is still the image's after the app (TraceResult.intact),
+    # say TraceWritten and wait for a collect job to run in this same container.
+    await_collect: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,6 +280,10 @@ class TraceResult:
     files: tuple[TracedFile, ...]
     lookups: tuple[Lookup, ...] = ()
     syscalls: SyscallReport
+    # With await_collect: whether this container's tree can stand for the image
+    # (the app only made new paths; slimmer.sensor.pristine), and if not, why.
+    intact: bool = False
+    not_intact: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -431,6 +458,14 @@ class Watching:
 
 
 @dataclass(frozen=True)
+class TraceWritten:
+    """The trace result is written; the tree is intact and the sensor waits
+    for the collect job (TraceJob.await_collect)."""
+
+    KIND: ClassVar[str] = "trace-written"
+
+
+@dataclass(frozen=True)
 class AppExited:
     KIND: ClassVar[str] = "app-exited"
     status: int
@@ -459,7 +494,7 @@ class Progress:
     total: int | None = None
 
 
-SensorMessage = Watching | AppExited | Note | Progress
+SensorMessage = Watching | TraceWritten | AppExited | Note | Progress
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Runs the sensor in a container of an image: the host half of every mode.
 
 The container is created (not started) with the sensor as its entrypoint
-and user 0, the bundle and the run's config are copied in with the Engine
-API, then it starts. Nothing is mounted and nothing needs privileges, so
-remote engines work too. The container is labelled and always removed.
-What comes back (the result file, progress lines) is validated through the
-typed protocol before anything uses it.
+and user 0, the engine's copy of the bundle mounted read-only
+(slimmer.sensorcache; where the engine keeps none, the bundle is copied in
+with the Engine API), the run's config copied in, then it starts. Nothing
+of this machine is mounted and nothing needs privileges, so remote engines
+work too. The container is labelled and always removed. What comes back
+(the result file, progress lines) is validated through the typed protocol
+before anything uses it.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from slimmer import progress, wire
+from slimmer.bundle import Bundle
+from slimmer.enginetypes import VolumeMount, basename
 from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
     SENSOR_ENV,
     STOP_REQUEST_SIGNAL,
     AppExited,
+    CollectJob,
     FailureReason,
     Job,
     Note,
@@ -38,10 +42,12 @@ from slimmer.protocol import (
     SensorFailure,
     SensorLayout,
     SensorResult,
+    TraceWritten,
     Watching,
     decode_result,
     parse_message_line,
 )
+from slimmer.sensorcache import forget, put_bundle, sensor_volume
 
 if TYPE_CHECKING:
     from slimmer.engine import ContainerRef, Engine
@@ -74,19 +80,30 @@ def failure_error(failure: SensorFailure) -> SlimError:
 
 
 def run_dir_tar(
-    layout: SensorLayout, config: RunConfig, run_files: Mapping[str, bytes] | None = None
+    layout: SensorLayout,
+    config: RunConfig,
+    run_files: Mapping[str, bytes] | None = None,
+    *,
+    bundle_dir: bool = False,
 ) -> bytes:
     """A tar, to unpack at /, that makes the run's fresh sensor directory
     (root's only), its run dir and the config in it, and `run_files` (name
-    in the run dir -> bytes: the job's inputs)."""
+    in the run dir -> bytes: the job's inputs); with `bundle_dir`, the
+    directory the bundle is copied into (a mounted one is the engine's)."""
     files = {layout.config_path: config.to_json().encode()}
     for name, content in (run_files or {}).items():
         if "/" in name or name in ("", ".", "..") or f"{layout.run_dir}/{name}" in files:
             raise ValueError(f"{name!r} is not a file name for the run dir")
         files[f"{layout.run_dir}/{name}"] = content
+    dirs = (layout.root, layout.run_dir, *((layout.bundle_dir,) if bundle_dir else ()))
+    return files_tar(files, dirs)
+
+
+def files_tar(files: Mapping[str, bytes], dirs: tuple[str, ...] = ()) -> bytes:
+    """A tar of directories (root's only) and then files (0600), by path."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for directory in (layout.root, layout.run_dir):
+        for directory in dirs:
             member = tarfile.TarInfo(directory.lstrip("/"))
             member.type, member.mode = tarfile.DIRTYPE, 0o700
             tar.addfile(member)
@@ -110,7 +127,9 @@ class SensorContainer:
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.notes: list[str] = []
         self.watching = threading.Event()
+        self.trace_written = threading.Event()  # the sensor awaits a collect job
         self.ended = threading.Event()
+        self.finished = threading.Event()  # the trace is written, or the container ended
         self._steps: set[progress.Step] = set()  # steps whose progress the sensor showed
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
@@ -132,6 +151,7 @@ class SensorContainer:
             for step in self._steps:
                 progress.finish(step)
             self.ended.set()
+            self.finished.set()
 
     def _line(self, line: str) -> None:
         message = parse_message_line(line)
@@ -144,6 +164,10 @@ class SensorContainer:
             progress.finish(progress.WATCH)
             self.watching.set()
             log.info("watching %d directories (%.2fs)", message.directories, message.seconds)
+            return
+        if isinstance(message, TraceWritten):
+            self.trace_written.set()
+            self.finished.set()
             return
         if isinstance(message, AppExited):
             log.debug("sensor: the app exited with %d", message.status)
@@ -168,23 +192,45 @@ class SensorContainer:
                 return False
         return True
 
-    def stop(self, timeout: float) -> int:
+    def stop(self, timeout: float) -> None:
         """Ask the sensor to stop the app (with the app's stop signal, then
-        SIGKILL after `timeout`); the result is written either way. Returns
-        the container's status."""
+        SIGKILL after `timeout`); the result is written either way, and the
+        container ends (or awaits its collect job)."""
         self.engine.kill(self.container, STOP_REQUEST_SIGNAL)
-        status = self.engine.wait(self.container, timeout + 15)
-        if status is None:
+        if not self.wait_finished(timeout + 15):
             self.engine.kill(self.container, 9)
             raise SensorError("the container did not stop; the trace is lost")
-        return status
+
+    def wait_finished(self, timeout: float | None) -> bool:
+        """Wait until the sensor's result is written (the container ended, or
+        awaits its collect job); False after `timeout` seconds. The engine is
+        asked too, once a second: its log stream may end late."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while True:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if self.finished.wait(max(left, 0.0)) or not self.engine.is_running(self.container):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def wait_exit(self, timeout: float | None) -> int | None:
         return self.engine.wait(self.container, timeout if timeout is not None else 10**9)
 
+    def hand_over(self, job: CollectJob, run_files: Mapping[str, bytes]) -> None:
+        """Give a sensor that awaits it (trace_written) the collect job to
+        run in this container: the config and the job's files in its run
+        dir, the ready marker last."""
+        config = RunConfig(sensor_dir=self.layout.root, job=job)
+        files = {basename(self.layout.handover_config): config.to_json().encode()}
+        files.update(run_files)
+        files[basename(self.layout.handover_ready)] = b""
+        self.engine.put_archive(self.container, files_tar(files), self.layout.run_dir)
+
     def result(self) -> SensorResult:
         """The sensor's result, validated; a SensorError when there is none."""
-        self.ended.wait(5)
+        awaiting = self.trace_written.is_set() and not self.ended.is_set()
+        if not awaiting:  # let the log follower take the last lines (notes) first
+            self.ended.wait(5)
         data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
         if data is None:
             last = self.notes[-1] if self.notes else "no message"
@@ -217,7 +263,7 @@ class SensorContainer:
 def sensor_container(
     engine: Engine,
     image: str,
-    bundle: Path,
+    bundle: Bundle,
     job: Job,
     run_id: str,
     *,
@@ -228,39 +274,55 @@ def sensor_container(
 ) -> Iterator[SensorContainer]:
     """A started sensor container; removed on exit, also on Ctrl-C. The
     sensor goes into a directory of its own, new for each run, so nothing
-    the image ships can stand in for it. `run_files` go into its run dir."""
+    the image ships can stand in for it. `run_files` go into its run dir.
+
+    The bundle is the engine's kept copy, mounted read-only; when that
+    cannot start (the volume went away meanwhile), the container is made
+    again with the bundle copied in."""
     layout = SensorLayout.new()
-    with engine.container(
-        image,
-        run_id,
-        entrypoint=layout.command(),
-        command=[],
-        user="0",
-        working_dir=workdir,
-        ports=ports,
-        environment=SENSOR_ENV,
-    ) as container:
-        engine.put_archive(
-            container, run_dir_tar(layout, RunConfig(sensor_dir=layout.root, job=job), run_files)
-        )
-        with bundle.open("rb") as handle:
-            engine.put_archive(container, handle, layout.root)
-        sensor = SensorContainer(engine, container, layout, echo_app)
-        try:
-            sensor.start()
-        except CommandNotRunnable as exc:
-            raise SensorError(
-                f"slim's sensor cannot run in a container of {image}: {exc.message}",
-                f"the sensor is this machine's CPython ({platform.machine()}); the engine "
-                f"runs {engine.platform} containers: use an engine with this machine's CPU",
-            ) from None
-        yield sensor
+    config = RunConfig(sensor_dir=layout.root, job=job)
+    volume = sensor_volume(engine, image, bundle)
+    while True:
+        mounts = (VolumeMount(volume, layout.bundle_dir),) if volume else ()
+        with engine.container(
+            image,
+            run_id,
+            entrypoint=layout.command(),
+            command=[],
+            user="0",
+            working_dir=workdir,
+            ports=ports,
+            environment=SENSOR_ENV,
+            volumes=mounts,
+        ) as container:
+            engine.put_archive(
+                container, run_dir_tar(layout, config, run_files, bundle_dir=volume is None)
+            )
+            if volume is None:
+                put_bundle(engine, container, bundle, layout.bundle_dir)
+            sensor = SensorContainer(engine, container, layout, echo_app)
+            try:
+                sensor.start()
+            except CommandNotRunnable as exc:
+                if volume is None:
+                    raise SensorError(
+                        f"slim's sensor cannot run in a container of {image}: {exc.message}",
+                        f"the sensor is this machine's CPython ({platform.machine()}); the "
+                        f"engine runs {engine.platform} containers: use an engine with this "
+                        "machine's CPU",
+                    ) from None
+                log.debug("the sensor in %s did not start (%s); copying it", volume, exc)
+            else:
+                yield sensor
+                return
+        forget(engine, bundle, volume)  # now that no container uses it
+        volume = None
 
 
 def run_sensor_once(
     engine: Engine,
     image: str,
-    bundle: Path,
+    bundle: Bundle,
     job: Job,
     kind: type[R],
     timeout: float = 300,

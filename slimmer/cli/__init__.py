@@ -18,6 +18,7 @@ from slimmer.cli.build import build_command
 from slimmer.cli.compare import compare
 from slimmer.cli.deps import deps
 from slimmer.cli.explain import explain
+from slimmer.cli.prune import prune
 from slimmer.cli.schema import schema
 from slimmer.cli.trace import trace
 from slimmer.cli.verify import verify
@@ -74,12 +75,13 @@ def cli(
       slim explain REPORT PATH       why a path is (not) in the micro image
       slim deps --root DIR PATH...   the ELF closure of files in a root dir
       slim schema NAME               the JSON Schema of a file slim writes
+      slim prune                     remove what slim keeps on the engine
     """
     setup_logging(debug, quiet)
     setup_progress(quiet)
 
 
-for command in (trace, build_command, verify, compare, explain, deps, schema):
+for command in (trace, build_command, verify, compare, explain, deps, schema, prune):
     cli.add_command(command)
 
 

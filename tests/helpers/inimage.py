@@ -48,9 +48,10 @@ def _payload(script: str, data: Any) -> bytes:
             info = tarfile.TarInfo(f"{PROBE_DIR.lstrip('/')}/{name}")
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
-        run_dir = tarfile.TarInfo(LAYOUT.run_dir.lstrip("/"))
-        run_dir.type, run_dir.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(run_dir)
+        for directory in (LAYOUT.run_dir, LAYOUT.bundle_dir):
+            member = tarfile.TarInfo(directory.lstrip("/"))
+            member.type, member.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(member)
     return buffer.getvalue()
 
 
@@ -59,14 +60,14 @@ def run_in_image(
 ) -> Any:
     """Run `script` (it sees INPUT and calls answer(value)) as root in a
     container of `image`; returns the answer."""
-    command = [LAYOUT.path(BUNDLE_LOADER), "--library-path", LAYOUT.path(BUNDLE_LIBDIR)]
-    command += [LAYOUT.path(BUNDLE_PYTHON), "-I", "-S", "-B", f"{PROBE_DIR}/probe.py"]
+    command = [LAYOUT.in_bundle(BUNDLE_LOADER), "--library-path", LAYOUT.in_bundle(BUNDLE_LIBDIR)]
+    command += [LAYOUT.in_bundle(BUNDLE_PYTHON), "-I", "-S", "-B", f"{PROBE_DIR}/probe.py"]
     with engine.container(
         image, run_id, entrypoint=command, command=[], user="0", environment=SENSOR_ENV
     ) as container:
         engine.put_archive(container, _payload(script, data))
-        with sensor_bundle(cache_dir).open("rb") as handle:
-            engine.put_archive(container, handle, LAYOUT.root)
+        with sensor_bundle(cache_dir).path.open("rb") as handle:
+            engine.put_archive(container, handle, LAYOUT.bundle_dir)
         engine.start(container)
         status = engine.wait(container, 300)
         output = engine.logs(container).decode("utf-8", "replace")
