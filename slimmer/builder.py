@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from slimmer import __version__, progress, wire
-from slimmer.bundle import sensor_bundle
+from slimmer.bundle import Bundle, sensor_bundle
 from slimmer.cleanup import scratch_directory, signals_held
 from slimmer.context import (
     ROOTFS_MEMBER,
@@ -65,7 +65,7 @@ from slimmer.report import (
     strip_report,
 )
 from slimmer.rootfs import Kind
-from slimmer.runner import SensorError, run_sensor_once, sensor_container
+from slimmer.runner import SensorContainer, SensorError, run_sensor_once, sensor_container
 from slimmer.trace import (
     Access,
     ImageConfig,
@@ -75,7 +75,7 @@ from slimmer.trace import (
     default_trace_path,
     file_safe,
 )
-from slimmer.tracer import TraceOptions, trace_image
+from slimmer.tracer import TraceOptions, tracing
 from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
 
 if TYPE_CHECKING:
@@ -296,14 +296,25 @@ class BuildOutcome:
     verified: VerifyOutcome | None
 
 
+@dataclass(frozen=True)
+class ChosenTraces:
+    """The traces a build uses, the one it made first (if any), and the
+    container that trace ran in when the collect can run there."""
+
+    traces: list[SavedTrace]
+    made: SavedTrace | None = None
+    collector: SensorContainer | None = None
+
+
 def choose_traces(
-    engine: Engine, image: str, options: BuildOptions, cache_dir: Path
-) -> tuple[list[SavedTrace], SavedTrace | None]:
+    engine: Engine, image: str, options: BuildOptions, cache_dir: Path, stack: ExitStack
+) -> ChosenTraces:
     """The traces a build uses: the given files; else the image's default
     trace when it is a trace of this very image; else a new trace, saved
-    there. Returns them and the new trace, if one was made."""
+    there, whose container stays (in `stack`) for the collect when it can
+    stand for the image."""
     if options.traces:
-        return list(options.traces), None
+        return ChosenTraces(list(options.traces))
     default = default_trace_path(image)
     if not options.retrace and default.exists():
         image_id = engine.image_attrs(image).get("Id")
@@ -314,20 +325,24 @@ def choose_traces(
         else:
             if existing.image_id == image_id:
                 log.info("using the trace %s (--retrace to trace again)", default)
-                return [SavedTrace(existing, default)], None
+                return ChosenTraces([SavedTrace(existing, default)])
             log.info("%s is a trace of an older %s; tracing again", default, image)
-    traced = trace_image(engine, image, options.trace, cache_dir)
-    traced.save(default)
-    saved = SavedTrace(traced, default)
-    return [saved], saved
+    run = stack.enter_context(tracing(engine, image, options.trace, cache_dir, await_collect=True))
+    run.trace.save(default)
+    saved = SavedTrace(run.trace, default)
+    if run.collector is None:
+        log.info("%s: the files are collected in a fresh container", run.not_intact)
+    return ChosenTraces([saved], saved, run.collector)
 
 
 def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) -> BuildOutcome:
     """`slim build`: choose or make the traces, build, verify if asked."""
     if options.platform is not None:
         check_platform(options.platform, engine.platform)  # before any container runs
-    traces, made = choose_traces(engine, image, options, cache_dir)
-    result = build_micro(engine, image, traces, options, cache_dir)
+    with ExitStack() as stack:
+        chosen = choose_traces(engine, image, options, cache_dir, stack)
+        traces = chosen.traces
+        result = build_micro(engine, image, traces, options, cache_dir, chosen.collector)
     verified = None
     if options.verify and options.tag and options.context_only is None:
         # Host commands run only when given on this command line, never from a trace file.
@@ -339,7 +354,7 @@ def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) ->
         )
         plan = plan_from_trace(traces[0].trace, VerifyRequest(probes=given))
         verified = verify_images(engine, image, options.tag, plan)
-    return BuildOutcome(made, result, verified)
+    return BuildOutcome(chosen.made, result, verified)
 
 
 def merge_traced(traces: list[Trace]) -> tuple[TracedFile, ...]:
@@ -447,15 +462,24 @@ class Collected:
 def collect(
     engine: Engine,
     image: str,
-    bundle: Path,
+    bundle: Bundle,
     job: CollectJob,
     rootfs_path: Path,
     run_files: dict[str, bytes],
+    collector: SensorContainer | None = None,
 ) -> Collected:
-    """Run the collecting sensor in a container of the image and copy its
-    archive, checked member by member, to `rootfs_path`."""
+    """Run the collecting sensor and copy its archive, checked member by
+    member, to `rootfs_path`: in the container a trace just ran in when it
+    stands for the image (`collector`, whose sensor awaits the job), else in
+    a new container of the image."""
+    if collector is not None:
+        log.info("collecting files in the traced container of %s", image)
+        collector.hand_over(job, run_files)
+        try:
+            return collected_from(engine, collector, rootfs_path)
+        finally:
+            engine.remove_container(collector.container.id)  # done with it: not at the end
     log.info("collecting files in a container of %s", image)
-    digests: dict[str, str] = {}
     with sensor_container(
         engine,
         image,
@@ -465,20 +489,26 @@ def collect(
         workdir=job.selection.workdir,
         run_files=run_files,
     ) as sensor:
-        if sensor.wait_exit(COLLECT_TIMEOUT) is None:
-            raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
-        progress.finish(progress.COLLECT)
-        result = sensor.result_of(CollectResult)
-        file_bytes = sum(e.size for e in result.selection.entries if e.kind is Kind.FILE)
-        try:
-            with (
-                engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
-                rootfs_path.open("wb") as out,
-                CountingReader(stream, progress.COPY, file_bytes) as counted,
-            ):
-                stats = copy_validated(counted, result.selection, out, digests)
-        except OSError as exc:
-            raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
+        return collected_from(engine, sensor, rootfs_path)
+
+
+def collected_from(engine: Engine, sensor: SensorContainer, rootfs_path: Path) -> Collected:
+    """Wait for a collecting sensor, then copy its archive out, checked."""
+    if sensor.wait_exit(COLLECT_TIMEOUT) is None:
+        raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
+    progress.finish(progress.COLLECT)
+    result = sensor.result_of(CollectResult)
+    file_bytes = sum(e.size for e in result.selection.entries if e.kind is Kind.FILE)
+    digests: dict[str, str] = {}
+    try:
+        with (
+            engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
+            rootfs_path.open("wb") as out,
+            CountingReader(stream, progress.COPY, file_bytes) as counted,
+        ):
+            stats = copy_validated(counted, result.selection, out, digests)
+    except OSError as exc:
+        raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
     return Collected(result, rootfs_path, stats, digests)
 
 
@@ -627,7 +657,10 @@ def build_micro(
     traces: list[SavedTrace],
     options: BuildOptions,
     cache_dir: Path,
+    collector: SensorContainer | None = None,
 ) -> BuildResult:
+    """Build the micro image from traces; `collector`: the container the
+    trace ran in, when the collect can run there (choose_traces)."""
     started = time.monotonic()
     seconds: dict[str, float] = {}
     if options.platform is not None:
@@ -661,7 +694,9 @@ def build_micro(
     )
 
     with scratch_directory("slim-build-") as scratch:
-        collected = collect(engine, image, bundle, job, scratch / "rootfs.tar", run_files)
+        collected = collect(
+            engine, image, bundle, job, scratch / "rootfs.tar", run_files, collector
+        )
         result = collected.result
         seconds["collect"] = round(time.monotonic() - started, 3)
         seconds.update({f"sensor.{step}": t for step, t in result.seconds.items()})

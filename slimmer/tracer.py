@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +23,7 @@ from slimmer.probes import (
     unexpected_text,
 )
 from slimmer.protocol import TraceJob, TraceResult
-from slimmer.runner import SensorError, sensor_container
+from slimmer.runner import SensorContainer, SensorError, sensor_container
 from slimmer.trace import (
     ProbeResult,
     Trace,
@@ -88,6 +90,33 @@ class TraceOptions:
 def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Path) -> Trace:
     """Trace one run of the image. Raises AppFailed (with the trace, when
     one was written) if the app did not behave."""
+    with tracing(engine, image, options, cache_dir) as run:
+        return run.trace
+
+
+@dataclass(frozen=True)
+class TracedRun:
+    """A trace, and with await_collect the container it ran in when that can
+    stand for the image: its sensor awaits the collect job (SensorContainer.
+    hand_over), until the `tracing` block ends."""
+
+    trace: Trace
+    collector: SensorContainer | None
+    not_intact: str | None  # why there is no collector (None when there is)
+
+
+@contextmanager
+def tracing(
+    engine: Engine,
+    image: str,
+    options: TraceOptions,
+    cache_dir: Path,
+    *,
+    await_collect: bool = False,
+) -> Iterator[TracedRun]:
+    """Trace one run of the image, as trace_image; with `await_collect` (slim
+    build) the container stays, its sensor waiting for a collect job, when
+    the app changed nothing the image had (slimmer.sensor.pristine)."""
     attrs = engine.image_attrs(image)
     config = engine.image_config(image, attrs)
     argv = command_line(config, options.cmd, options.entrypoint)
@@ -106,6 +135,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         stop_signal=stop_signal,
         stop_timeout=options.stop_timeout,
         syscalls=options.syscalls,
+        await_collect=await_collect,
     )
     request = options.probes
     if options.until_exit:
@@ -137,7 +167,7 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
 
         if options.until_exit:
             log.info("waiting for %s to exit", argv[0])
-            if sensor.wait_exit(options.exit_timeout) is None:
+            if not sensor.wait_finished(options.exit_timeout):
                 log.warning("no exit after %.0fs; stopping it", options.exit_timeout or 0)
                 problems.append(f"the job was stopped after --exit-timeout {options.exit_timeout}s")
                 stopped = True
@@ -175,57 +205,58 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         result = sensor.result_of(TraceResult)
         tail = sensor.app_output_tail()
 
-    if result.overflow:
-        problems.append("the inotify queue overflowed: some accesses were not recorded")
-    if result.syscalls.dropped:
-        problems.append(
-            f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
+        if result.overflow:
+            problems.append("the inotify queue overflowed: some accesses were not recorded")
+        if result.syscalls.dropped:
+            problems.append(
+                f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
+            )
+        status = TraceStatus.COMPLETE
+        if problems:
+            status = TraceStatus.PARTIAL
+        finished = options.until_exit and not stopped
+        if failure is None and finished and result.exit.status != options.expect_exit:
+            failure = job_failed(argv[0], result.exit.status, options.expect_exit)
+        if failure is not None:
+            status = TraceStatus.FAILED
+            problems.insert(0, failure.message)
+        trace = Trace(
+            image=image,
+            image_id=str(attrs.get("Id", "")),
+            config=config,
+            command=tuple(argv),
+            user=user,
+            files=result.files,
+            lookups=result.lookups,
+            syscalls=result.syscalls,
+            probes=probes,
+            exit_status=result.exit.status,
+            exit_signal=result.exit.signal,
+            status=status,
+            problems=tuple(problems),
+            until_exit=options.until_exit,
+            expect_exit=options.expect_exit,
+            watches=result.watches,
+            events=result.events,
+            seconds={
+                **seconds,
+                "watch": result.setup_seconds,
+                "app": result.app_seconds,
+                "total": round(time.monotonic() - started, 3),
+            },
         )
-    status = TraceStatus.COMPLETE
-    if problems:
-        status = TraceStatus.PARTIAL
-    finished = options.until_exit and not stopped
-    if failure is None and finished and result.exit.status != options.expect_exit:
-        failure = job_failed(argv[0], result.exit.status, options.expect_exit)
-    if failure is not None:
-        status = TraceStatus.FAILED
-        problems.insert(0, failure.message)
-    trace = Trace(
-        image=image,
-        image_id=str(attrs.get("Id", "")),
-        config=config,
-        command=tuple(argv),
-        user=user,
-        files=result.files,
-        lookups=result.lookups,
-        syscalls=result.syscalls,
-        probes=probes,
-        exit_status=result.exit.status,
-        exit_signal=result.exit.signal,
-        status=status,
-        problems=tuple(problems),
-        until_exit=options.until_exit,
-        expect_exit=options.expect_exit,
-        watches=result.watches,
-        events=result.events,
-        seconds={
-            **seconds,
-            "watch": result.setup_seconds,
-            "app": result.app_seconds,
-            "total": round(time.monotonic() - started, 3),
-        },
-    )
-    if failure is not None:
-        failure.trace = trace
-        if tail and failure.show_app_output:
-            failure.message += f"\n--- last output of the app ---\n{tail}"
-        raise failure
-    for problem in trace.problems:
-        log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
-    if options.syscalls and not result.syscalls.observed:
-        log.warning(
-            "syscall tracing was not possible here (%s): paths the app only looked up "
-            "(stat, access, a failed open) are not seen; inotify alone",
-            result.syscalls.reason,
-        )
-    return trace
+        if failure is not None:
+            failure.trace = trace
+            if tail and failure.show_app_output:
+                failure.message += f"\n--- last output of the app ---\n{tail}"
+            raise failure
+        for problem in trace.problems:
+            log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
+        if options.syscalls and not result.syscalls.observed:
+            log.warning(
+                "syscall tracing was not possible here (%s): paths the app only looked up "
+                "(stat, access, a failed open) are not seen; inotify alone",
+                result.syscalls.reason,
+            )
+        awaiting = await_collect and result.intact and sensor.trace_written.is_set()
+        yield TracedRun(trace, sensor if awaiting else None, result.not_intact)

@@ -57,11 +57,13 @@ def collect_files(
     job: CollectJob,
     layout: SensorLayout,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    fs: RootFS | None = None,
 ) -> CollectResult | SensorFailure:
     """The collect job; the rootfs tar goes to the layout's output_tar.
     `progress`, given the bytes of file contents to write, returns what hears
-    how many were written."""
-    fs = RootFS("/")
+    how many were written. `fs`: the image's tree (default: this container's
+    /, a fresh container of the image)."""
+    fs = fs if fs is not None else RootFS("/")
     clock = Clock()
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
         mounts = tuple(mount_points(handle.read()))

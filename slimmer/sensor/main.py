@@ -16,6 +16,7 @@ from slimmer.execpath import DEFAULT_PATH, find_program
 from slimmer.fileset import walk
 from slimmer.loader import Loader
 from slimmer.packages import read_package_db
+from slimmer.pid1 import WHEEL_INIT_PATH
 from slimmer.protocol import (
     EXIT_SENSOR_FAILED,
     AppExited,
@@ -37,6 +38,7 @@ from slimmer.protocol import (
     SensorResult,
     TraceJob,
     TraceResult,
+    TraceWritten,
     Watching,
     encode_result,
     message_line,
@@ -44,7 +46,14 @@ from slimmer.protocol import (
 from slimmer.rootfs import RootFS
 from slimmer.sensor.collect import collect_files
 from slimmer.sensor.init import Supervisor, TracedSupervisor
-from slimmer.sensor.seal import end_all_processes, seal, write_private
+from slimmer.sensor.pristine import PristineView, hard_linked, links_in, why_not_intact
+from slimmer.sensor.seal import (
+    clear_run_dir,
+    end_all_processes,
+    read_private,
+    seal,
+    write_private,
+)
 from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
@@ -52,6 +61,8 @@ from slimmer.trace import Access as TracedAccess
 from slimmer.trace import Lookup, PathAction, SyscallReport, TracedFile
 
 PROC_SAMPLE_SECONDS = 0.05
+HANDOVER_TIMEOUT = 900.0  # how long a trace waits for its collect job
+HANDOVER_POLL = 0.005
 TRACER_SWITCH_INTERVAL = 0.0001
 PROGRESS_SECONDS = 0.25
 
@@ -161,7 +172,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
     # so its own start-up is not the app's, and before the bundle is sealed.
     tracer, untraced = prepare_tracer(job)
     try:
-        watcher = TreeWatcher(skipped)
+        watcher = TreeWatcher(skipped, track_changes=job.await_collect)
         watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
     except WatchLimitError as exc:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
@@ -200,6 +211,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         for path, access in sorted(watcher.seen.items())
         if not any(path == t or path.startswith(t + "/") for t in skipped)
     )
+    not_intact = intactness(watcher, tracer) if job.await_collect else "not asked"
     write_result(
         layout,
         TraceResult(
@@ -214,9 +226,49 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
             files=files,
             lookups=lookups,
             syscalls=syscall_report(tracer, untraced),
+            intact=not_intact is None,
+            not_intact=not_intact,
         ),
     )
+    if job.await_collect and not_intact is None:
+        return collect_here(layout, PristineView("/", watcher.changes().made, watcher.before))
     return app_exit.status
+
+
+def intactness(watcher: TreeWatcher, tracer: SyscallTracer | None) -> str | None:
+    """Why this container cannot stand for the image for the collect (None:
+    it can); see slimmer.sensor.pristine."""
+    changes = watcher.changes()
+    records = tracer.log.first if tracer is not None else {}
+    return why_not_intact(
+        changes,
+        pid1=os.getpid() == 1,
+        links_made=links_in((os.fsdecode(path), action) for path, action, _ in records),
+        unresolved=tracer.log.unresolved if tracer is not None else 0,
+        slim_writes=(WHEEL_INIT_PATH,),
+        made_with_links=hard_linked(changes.made),
+    )
+
+
+def collect_here(layout: SensorLayout, fs: PristineView) -> int:
+    """After a trace: wait for the host's collect job (its config, then the
+    ready marker, in the run dir, which nothing but the host writes now: the
+    app's processes are gone and the dir was emptied), and run it on the
+    image's view of this container."""
+    clear_run_dir(layout, keep=(layout.result_path,))
+    say(TraceWritten())
+    deadline = time.monotonic() + HANDOVER_TIMEOUT
+    while not os.path.lexists(layout.handover_ready):
+        if time.monotonic() > deadline:
+            return fail(layout, FailureReason.INTERNAL, "no collect job came after the trace")
+        time.sleep(HANDOVER_POLL)
+    try:
+        config = RunConfig.from_json(read_private(layout.handover_config))
+    except (OSError, wire.WireError) as exc:
+        return fail(layout, FailureReason.INTERNAL, f"cannot read the collect job: {exc}")
+    if config.sensor_dir != layout.root or not isinstance(config.job, CollectJob):
+        return fail(layout, FailureReason.INTERNAL, "the job after a trace must be a collect job")
+    return collect(config.job, layout, fs)
 
 
 def prepare_tracer(job: TraceJob) -> tuple[SyscallTracer | None, str | None]:
@@ -311,10 +363,12 @@ def deps(job: DepsJob, layout: SensorLayout) -> int:
     return 0
 
 
-def collect(job: CollectJob, layout: SensorLayout) -> int:
+def collect(job: CollectJob, layout: SensorLayout, fs: RootFS | None = None) -> int:
     """Select the micro image's files here, where they are, and tar them
-    (slimmer.sensor.collect)."""
-    result = collect_files(job, layout, lambda total: progress_sayer(ProgressStep.COLLECT, total))
+    (slimmer.sensor.collect); `fs`: the image's view of a traced container."""
+    result = collect_files(
+        job, layout, lambda total: progress_sayer(ProgressStep.COLLECT, total), fs
+    )
     if isinstance(result, SensorFailure):
         return fail(layout, result.reason, result.message, result.hint)
     write_result(layout, result)

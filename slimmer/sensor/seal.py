@@ -112,3 +112,28 @@ def write_private(layout: SensorLayout, path: str, data: bytes) -> None:
     fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def clear_run_dir(layout: SensorLayout, keep: tuple[str, ...] = ()) -> None:
+    """Make the run dir a real directory again and empty it but for `keep`
+    (files the sensor itself wrote since the app ended): once the app's
+    processes are gone, what is in it is only what the host puts there."""
+    _real_directory(layout.root)
+    _real_directory(layout.run_dir)
+    with os.scandir(layout.run_dir) as entries:
+        for entry in entries:
+            if entry.path in keep and entry.is_file(follow_symlinks=False):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def read_private(path: str, limit: int = 1 << 30) -> bytes:
+    """A regular file of the run dir, not through a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return handle.read(limit)

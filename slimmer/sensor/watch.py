@@ -9,6 +9,7 @@ marks the trace incomplete on IN_Q_OVERFLOW.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -21,6 +22,7 @@ from typing import Literal
 import inotify_simple
 
 from slimmer.rootfs import Kind, kind_of
+from slimmer.sensor.pristine import TreeChanges
 from slimmer.trace import GONE
 
 # inotify_simple looks libc up with ctypes.util.find_library, which runs the
@@ -29,6 +31,7 @@ inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
 
 IN_ACCESS = 0x1
 IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
 IN_CLOSE_WRITE = 0x8
 IN_OPEN = 0x20
 IN_MOVED_FROM = 0x40
@@ -52,6 +55,12 @@ WATCH_MASK = (
     | IN_DELETE
     | IN_ONLYDIR
     | IN_DONT_FOLLOW
+)
+
+# Events that change a path (IN_ATTRIB only when changes are tracked: chmod,
+# chown, utimes, xattrs, which the trace does not record).
+CHANGING = (
+    IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 )
 
 WATCH_LIMIT_SYSCTL = "fs.inotify.max_user_watches"
@@ -96,10 +105,19 @@ def _is_under(path: str, trees: tuple[str, ...]) -> bool:
 
 
 class TreeWatcher:
-    """Watches every directory under a root except the skipped trees."""
+    """Watches every directory under a root except the skipped trees.
 
-    def __init__(self, skipped: tuple[str, ...]) -> None:
+    With `track_changes`, it also notes which paths the app made (their
+    first change is their creation) and which of the image's it changed,
+    and keeps each directory's stat from before the app ran (see
+    slimmer.sensor.pristine)."""
+
+    def __init__(self, skipped: tuple[str, ...], *, track_changes: bool = False) -> None:
         self.skipped = skipped
+        self.mask = WATCH_MASK | (IN_ATTRIB if track_changes else 0)
+        self.track_changes = track_changes
+        self.made_first: dict[str, bool] = {}  # path -> its first change was its creation
+        self.before: dict[str, os.stat_result] = {}  # directory -> its stat at set-up
         try:
             self.inotify = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:
@@ -118,7 +136,7 @@ class TreeWatcher:
 
     def _add(self, directory: str) -> bool:
         try:
-            wd = self.inotify.add_watch(directory, WATCH_MASK)
+            wd = self.inotify.add_watch(directory, self.mask)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise WatchLimitError(WATCH_LIMIT_SYSCTL, len(self.dirs)) from None
@@ -135,6 +153,9 @@ class TreeWatcher:
             directory = pending.pop()
             if _is_under(directory, self.skipped) or not self._add(directory):
                 continue
+            if self.track_changes:
+                with contextlib.suppress(OSError):
+                    self.before[directory] = os.lstat(directory)
             added += 1
             if added % 1000 == 0:
                 self.drain()  # keep the queue from overflowing with our own events
@@ -158,6 +179,7 @@ class TreeWatcher:
             except BlockingIOError:
                 break
         self.seen.clear()
+        self.made_first.clear()
         self.overflow = False
         self.events = 0
 
@@ -205,6 +227,8 @@ class TreeWatcher:
                     path = directory + "/" + name if directory != "/" else "/" + name
                 else:
                     path = directory
+                if self.track_changes and mask & CHANGING and path not in self.made_first:
+                    self.made_first[path] = bool(mask & IN_CREATE)
                 is_dir = bool(mask & IN_ISDIR)
                 access = Access(0)
                 if mask & IN_OPEN:
@@ -238,10 +262,22 @@ class TreeWatcher:
                         self.seen[entry.path] = (
                             self.seen.get(entry.path, Access(0)) | Access.CREATED
                         )
+                        if self.track_changes:
+                            self.made_first.setdefault(entry.path, True)
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
             except OSError:
                 continue
+
+    def changes(self) -> TreeChanges:
+        """What the app made and changed (with track_changes), after stop()."""
+        made = frozenset(p for p, first in self.made_first.items() if first)
+        changed = sorted(
+            p
+            for p, first in self.made_first.items()
+            if not first and not _is_under(p, self.skipped)
+        )
+        return TreeChanges(made, tuple(changed), self.overflow)
 
 
 def file_kind(path: str) -> Kind | Literal["gone"]:
