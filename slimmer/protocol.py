@@ -243,7 +243,7 @@ class RunConfig:
         return Mode(type(self.job).KIND)
 
     def to_json(self) -> str:
-        return wire.dumps(self)
+        return wire.dumps(self, indent=None)  # for the sensor: one line is written fastest
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RunConfig:

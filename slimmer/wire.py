@@ -256,9 +256,193 @@ def _name(data: Any) -> str:
 
 
 def decode(cls: type[T], data: Any, limits: Limits = DEFAULT_LIMITS) -> T:
-    """Validate plain JSON data (as json.loads returns it) into `cls`."""
-    result: T = _Decoder(limits).value(cls, data, "")
+    """Validate plain JSON data (as json.loads returns it) into `cls`.
+
+    A reader compiled once per type does the work (slimmer's files hold a
+    million values); where it refuses something, _Decoder goes over the
+    data again, keeping track of where it is, for the error to name it."""
+    try:
+        result: T = _reader(cls, limits)(data)
+    except _Refused:
+        result = _Decoder(limits).value(cls, data, "")
     return result
+
+
+class _Refused(Exception):
+    """A compiled reader met something it does not accept (_Decoder says why)."""
+
+
+Reader = typing.Callable[[Any], Any]
+_READERS: dict[tuple[Any, Limits], Reader] = {}
+
+
+def _reader(hint: Any, limits: Limits) -> Reader:
+    key = (hint, limits)
+    found = _READERS.get(key)
+    if found is None:
+        found = _compile(hint, limits)
+        _READERS[key] = found
+    return found
+
+
+def _compile(hint: Any, limits: Limits) -> Reader:
+    """A function that reads data as `hint`, as _Decoder.value does, raising
+    _Refused instead of naming what is wrong."""
+    members = _union_members(hint)
+    if members is not None:
+        return _compile_union(members, limits)
+    if hint is Any:
+        return lambda data: data
+    if hint is type(None):
+        return _check(lambda data: data is None)
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        return _check(lambda data: data in allowed)
+    if origin in (list, tuple):
+        return _compile_sequence(hint, limits)
+    if origin is dict:
+        return _compile_mapping(hint, limits)
+    if isinstance(hint, type):
+        if dataclasses.is_dataclass(hint):
+            return _compile_dataclass(hint, limits)
+        if issubclass(hint, enum.Enum):
+            return _compile_enum(hint)
+        return _compile_scalar(hint, limits)
+    raise TypeError(f"wire cannot handle the type {hint!r}")
+
+
+def _check(accepts: typing.Callable[[Any], bool]) -> Reader:
+    def read(data: Any) -> Any:
+        if not accepts(data):
+            raise _Refused
+        return data
+
+    return read
+
+
+def _compile_scalar(hint: type, limits: Limits) -> Reader:
+    if hint is bool:
+        return _check(lambda data: isinstance(data, bool))
+    if hint is int:
+        return _check(lambda data: isinstance(data, int) and not isinstance(data, bool))
+    if hint is str:
+        longest = limits.max_string
+        return _check(lambda data: isinstance(data, str) and len(data) <= longest)
+    if hint is float:
+
+        def read_float(data: Any) -> float:
+            number = isinstance(data, (int, float)) and not isinstance(data, bool)
+            if number and data == data and data not in (float("inf"), float("-inf")):
+                return float(data)
+            raise _Refused
+
+        return read_float
+    raise TypeError(f"wire cannot handle the type {hint!r}")
+
+
+def _compile_enum(hint: type[enum.Enum]) -> Reader:
+    def read(data: Any) -> Any:
+        try:
+            return hint(data)
+        except ValueError:
+            raise _Refused from None
+
+    return read
+
+
+def _compile_sequence(hint: Any, limits: Limits) -> Reader:
+    args = typing.get_args(hint)
+    most = limits.max_items
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        fixed = [_reader(arg, limits) for arg in args]
+
+        def read_fixed(data: Any) -> tuple[Any, ...]:
+            if not isinstance(data, list) or len(data) != len(fixed):
+                raise _Refused
+            return tuple(read(item) for read, item in zip(fixed, data, strict=True))
+
+        return read_fixed
+    item = _reader(args[0] if args else Any, limits)
+
+    def read_items(data: Any) -> tuple[Any, ...]:
+        if not isinstance(data, list) or len(data) > most:
+            raise _Refused
+        return tuple(map(item, data))
+
+    return read_items
+
+
+def _compile_mapping(hint: Any, limits: Limits) -> Reader:
+    read_value = _reader(typing.get_args(hint)[1], limits)
+    read_key = _compile_scalar(str, limits)
+    most = limits.max_items
+
+    def read(data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict) or len(data) > most:
+            raise _Refused
+        return {read_key(key): read_value(value) for key, value in data.items()}
+
+    return read
+
+
+def _compile_dataclass(cls: type, limits: Limits) -> Reader:
+    specs = fields_of(cls)
+    kind = getattr(cls, "KIND", None)
+    allowed = frozenset({spec.name for spec in specs} | ({KIND_KEY} if kind is not None else set()))
+    required = frozenset(spec.name for spec in specs if spec.required)
+    # Readers are compiled on first use: a dataclass may contain itself.
+    fields: list[tuple[str, Any]] = [(spec.name, spec.hint) for spec in specs]
+    readers: list[tuple[str, Reader]] = []
+
+    def read(data: Any) -> Any:
+        if not isinstance(data, dict) or not data.keys() <= allowed or not required <= data.keys():
+            raise _Refused
+        if kind is not None and data.get(KIND_KEY, kind) != kind:
+            raise _Refused
+        if not readers:
+            readers.extend((name, _reader(field_hint, limits)) for name, field_hint in fields)
+        return cls(**{name: reader(data[name]) for name, reader in readers if name in data})
+
+    return read
+
+
+def _compile_union(members: tuple[Any, ...], limits: Limits) -> Reader:
+    nullable = type(None) in members
+    rest = [m for m in members if m is not type(None)]
+    if len(rest) == 1:
+        only = _reader(rest[0], limits)
+        if not nullable:
+            return only
+        return lambda data: None if data is None else only(data)
+    if all(isinstance(m, type) and dataclasses.is_dataclass(m) for m in rest):
+        kinds = {_kind_of(m): m for m in rest}
+        chosen: dict[str, Reader] = {}
+
+        def read_kind(data: Any) -> Any:
+            if data is None and nullable:
+                return None
+            if not isinstance(data, dict) or data.get(KIND_KEY) not in kinds:
+                raise _Refused
+            name = data[KIND_KEY]
+            if name not in chosen:
+                chosen[name] = _reader(kinds[name], limits)
+            return chosen[name](data)
+
+        return read_kind
+    readers = [_reader(member, limits) for member in rest]
+
+    def read_first(data: Any) -> Any:  # unions of scalars: the first that fits
+        if data is None and nullable:
+            return None
+        for read in readers:
+            try:
+                return read(data)
+            except _Refused:
+                continue
+        raise _Refused
+
+    return read_first
 
 
 def parse(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
@@ -283,21 +467,38 @@ def loads(cls: type[T], text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> T
 
 def encode(value: Any) -> Any:
     """Plain JSON data of a dataclass (or any supported value)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        kind = getattr(type(value), "KIND", None)
-        if kind is not None:
-            out[KIND_KEY] = kind
-        for spec in fields_of(type(value)):
-            out[spec.name] = encode(getattr(value, spec.name))
-        return out
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [encode(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): encode(item) for key, item in value.items()}
-    return value
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        encoder = _encoder_for(type(value))
+        _ENCODERS[type(value)] = encoder
+    return encoder(value)
+
+
+Encoder = typing.Callable[[Any], Any]
+_ENCODERS: dict[type, Encoder] = {}
+
+
+def _encoder_for(kind_of_value: type) -> Encoder:
+    """How values of one type are written (chosen once per type)."""
+    if dataclasses.is_dataclass(kind_of_value):
+        names = [spec.name for spec in fields_of(kind_of_value)]
+        kind = getattr(kind_of_value, "KIND", None)
+        head = {KIND_KEY: kind} if kind is not None else {}
+
+        def encode_dataclass(value: Any) -> dict[str, Any]:
+            out = dict(head)
+            for name in names:
+                out[name] = encode(getattr(value, name))
+            return out
+
+        return encode_dataclass
+    if issubclass(kind_of_value, enum.Enum):
+        return lambda value: value.value
+    if issubclass(kind_of_value, (list, tuple)):
+        return lambda value: [encode(item) for item in value]
+    if issubclass(kind_of_value, Mapping):
+        return lambda value: {str(key): encode(item) for key, item in value.items()}
+    return lambda value: value
 
 
 def dumps(value: Any, *, indent: int | None = 1) -> str:

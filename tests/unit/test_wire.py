@@ -11,6 +11,8 @@ from typing import ClassVar, Literal
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slimmer import wire
 from slimmer.rootfs import Kind
@@ -148,3 +150,43 @@ def test_fixed_tuples_have_their_length_and_types() -> None:
     jsonschema.validate({"fields": [["a", 1]]}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"fields": [["a", 1, 2]]}, schema)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_docs = st.fixed_dictionaries(
+    {"color": st.sampled_from(["red", "blue", 1]), "ratio": st.integers() | st.floats()},
+    optional={
+        "flag": st.booleans() | st.integers(0, 1),
+        "items": st.lists(
+            st.fixed_dictionaries({"kind": st.sampled_from(["leaf", "other", "tree"])}).map(
+                lambda d: {**d, "name": "n"} if d["kind"] == "leaf" else {**d, "count": 2}
+            )
+            | _json,
+            max_size=3,
+        ),
+        "names": st.dictionaries(st.text(max_size=12), st.text(max_size=12) | st.integers()),
+        "maybe": st.none() | st.integers() | st.text(max_size=3),
+        "schema": st.sampled_from(["x/1", "x/2"]),
+        "extra": _json,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_docs | _json)
+def test_the_compiled_reader_reads_what_the_describing_decoder_reads(data: object) -> None:
+    """decode reads with a reader compiled per type, and explains refusals
+    with _Decoder: both must agree on every input (the fast one never takes
+    what the other refuses, and reads the same values)."""
+    limits = wire.Limits(max_string=10, max_items=3)
+    try:
+        expected = wire._Decoder(limits).value(Doc, data, "")
+    except wire.WireError:
+        with pytest.raises(wire._Refused):
+            wire._reader(Doc, limits)(data)
+    else:
+        assert wire._reader(Doc, limits)(data) == expected
