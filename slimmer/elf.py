@@ -21,6 +21,7 @@ from elftools.elf.structs import ELFStructs
 
 ELF_MAGIC = b"\x7fELF"
 EI_NIDENT = 16
+HEADER_BYTES = 64  # the ELF header of a 64-bit object, what parse_elf reads first
 DF_1_NODEFLIB = 0x800
 
 
@@ -137,7 +138,7 @@ def parse_elf(data: bytes | BinaryIO) -> ElfInfo | ElfProblem:
     dynamic table cannot be read is FATAL, as it would be for ld.so.
     """
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
-    header = stream.read(64)
+    header = stream.read(HEADER_BYTES)
     ident = read_ident(header)
     if isinstance(ident, ElfProblem):
         return ident

@@ -17,7 +17,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -25,7 +25,17 @@ from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
 from slimmer.loader import Loader
 from slimmer.packages import PackageDB, read_package_db
-from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
+from slimmer.rootfs import (
+    Kind,
+    Resolved,
+    RootFS,
+    Trees,
+    basename,
+    join,
+    kind_of,
+    parent,
+    parents,
+)
 from slimmer.trace import Access, Lookup, PathAction, TracedFile
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
@@ -198,15 +208,12 @@ def check_pattern(pattern: str, option: str) -> None:
         raise SelectionError(f"{option} {pattern!r}: unbalanced [ ] in the pattern")
 
 
-def _under(path: str, trees: Iterable[str]) -> bool:
-    return any(path == tree or path.startswith(tree + "/") for tree in trees)
-
-
 def walk(
     fs: RootFS, top: str = "/", skipped: tuple[str, ...] = KERNEL_TREES
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under a canonical dir of the root, without following
     links, leaving out the skipped trees."""
+    left_out = Trees.of(skipped)
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -216,7 +223,7 @@ def walk(
             continue
         for name in names:
             path = join(directory, name)
-            if _under(path, skipped):
+            if path in left_out:
                 continue
             try:
                 info = fs.lstat(path)
@@ -224,6 +231,26 @@ def walk(
                 continue
             yield path, info
             if stat.S_ISDIR(info.st_mode):
+                pending.append(path)
+
+
+def symlinks(fs: RootFS, skipped: Trees) -> Iterator[str]:
+    """Every symlink of the root, leaving out the skipped trees: a walk that
+    reads only directories (their entries say which names are links)."""
+    pending = ["/"]
+    while pending:
+        directory = pending.pop()
+        try:
+            found = fs.list_kinds(directory)
+        except OSError:
+            continue
+        for name, is_dir, is_link in found:
+            path = join(directory, name)
+            if path in skipped:
+                continue
+            if is_link:
+                yield path
+            elif is_dir:
                 pending.append(path)
 
 
@@ -246,6 +273,7 @@ class _Selector:
         self.fs = fs
         self.request = request
         self.packages = packages  # read when needed, unless the caller has it
+        self.skipped = Trees.of(request.skipped_trees)
         self.data_files: list[str] = []  # regular files the app read (not ran)
         self.reasons: dict[str, set[Reason]] = {}
         self.dropped: dict[str, str] = {}
@@ -257,13 +285,17 @@ class _Selector:
     def drop(self, path: str, why: str) -> None:
         self.dropped.setdefault(path, why)
 
-    def add_resolved(self, path: str, reason: Reason) -> str | None:
-        """Add a path and every link passed on the way; returns the canonical path."""
-        try:
-            resolved = self.fs.resolve(path, cwd=self.request.workdir)
-        except PathError as exc:
-            self.drop(path, f"not in the image ({exc.message})")
-            return None
+    def add_resolved(
+        self, path: str, reason: Reason, resolved: Resolved | None = None
+    ) -> str | None:
+        """Add a path and every link passed on the way; returns the canonical
+        path. `resolved`: its resolution, when the caller has it."""
+        if resolved is None:
+            try:
+                resolved = self.fs.resolve(path, cwd=self.request.workdir)
+            except PathError as exc:
+                self.drop(path, f"not in the image ({exc.message})")
+                return None
         for hop in resolved.hops:
             self.add(hop.path, Reason.SYMLINK)
         self.add(resolved.path, reason)
@@ -282,7 +314,8 @@ class _Selector:
         for row in self.request.traced:
             path, access = row.path, set(row.access)
             try:
-                info = self.fs.lstat(self.fs.resolve(path, follow=False).path)
+                unfollowed = self.fs.resolve(path, follow=False)
+                info = self.fs.lstat(unfollowed.path)
             except (PathError, OSError):
                 gone = "created by the app during the trace" if Access.CREATED in access else None
                 self.drop(path, gone or "not in the image")
@@ -294,7 +327,13 @@ class _Selector:
             changed = access & {Access.WRITTEN, Access.CREATED, Access.DELETED}
             if not (changed or access & {Access.OPENED, Access.READ, Access.EXECUTED}):
                 continue
-            canonical = self.add_resolved(path, Reason.APP_CHANGED if changed else Reason.TRACED)
+            # An absolute path whose last component is no link resolves the same
+            # with the final link followed.
+            absolute = path.startswith("/") and not stat.S_ISLNK(info.st_mode)
+            same = unfollowed if absolute else None
+            canonical = self.add_resolved(
+                path, Reason.APP_CHANGED if changed else Reason.TRACED, same
+            )
             if canonical is None or not stat.S_ISREG(info.st_mode):
                 continue
             closure_inputs.append(canonical)
@@ -306,7 +345,7 @@ class _Selector:
         """A program or library (the kernel opens a script's interpreter, the
         loader the libraries: neither is the app reading data)."""
         try:
-            return self.fs.read_bytes(canonical, limit=4) == b"\x7fELF"
+            return self.fs.head(canonical)[:4] == b"\x7fELF"
         except PathError:
             return False
 
@@ -321,7 +360,7 @@ class _Selector:
         fails the same way. Returns programs it ran, for the closure."""
         programs = []
         for lookup in self.request.lookups:
-            if _under(lookup.path, self.request.skipped_trees):
+            if lookup.path in self.skipped:
                 continue
             if lookup.existed and lookup.action in NAMING_ACTIONS:
                 canonical = self.add_named(lookup.path, lookup.follow)
@@ -366,7 +405,7 @@ class _Selector:
                 continue
             for name in names:
                 path = join(directory, name)
-                if _under(path, self.request.skipped_trees) or path in self.reasons:
+                if path in self.skipped or path in self.reasons:
                     continue
                 try:
                     info = self.fs.lstat(path)
@@ -482,8 +521,8 @@ class _Selector:
         lib/perl5/5.36 -> 5.36.0, current -> releases/v1)."""
         kept = set(self.reasons)
         on_the_way = {ancestor for path in kept for ancestor in parents(path)}
-        for path, info in walk(self.fs, skipped=self.request.skipped_trees):
-            if not stat.S_ISLNK(info.st_mode) or path in kept:
+        for path in symlinks(self.fs, self.skipped):
+            if path in kept:
                 continue
             try:
                 resolved = self.fs.resolve(path)
@@ -506,10 +545,9 @@ class _Selector:
         /etc/resolv.conf) is the engine's, not the image's; a VOLUME is a
         mount too, but what is in it there is the image's own content."""
         volumes = set(self.request.volumes)
-        mounts = [m for m in self.request.mount_points if m != "/" and m not in volumes]
+        mounts = Trees.of(m for m in self.request.mount_points if m != "/" and m not in volumes)
         for path in list(self.reasons):
-            mount = next((m for m in mounts if _under(path, [m])), None)
-            if mount is None:
+            if path not in mounts:
                 continue
             del self.reasons[path]
             self.drop(path, "provided by the container engine at run time (a mount point)")
@@ -521,6 +559,10 @@ class _Selector:
         new links, path -> target."""
         base = set(self.request.base_dirs)
         links: dict[str, str] = {}
+        children: dict[str, list[str]] = {}  # kept paths by directory (reasons only shrink)
+        for kept in self.reasons:
+            if kept != "/":
+                children.setdefault(parent(kept), []).append(kept)
         for path in sorted(p for p in self.reasons if p in base):
             if not stat.S_ISLNK(self.fs.lstat(path).st_mode):
                 continue
@@ -530,16 +572,22 @@ class _Selector:
                 continue
             del self.reasons[path]
             self.drop(path, "the base image has a directory here; kept entries are linked into it")
-            self._link_children(path, target, base, links)
+            self._link_children(path, target, base, links, children)
         return links
 
     def _link_children(
-        self, alias_dir: str, target_dir: str, base: set[str], links: dict[str, str]
+        self,
+        alias_dir: str,
+        target_dir: str,
+        base: set[str],
+        links: dict[str, str],
+        children: dict[str, list[str]],
     ) -> None:
         pending = [(alias_dir, target_dir)]
         while pending:
             alias_dir, target_dir = pending.pop()
-            for kept in sorted(p for p in self.reasons if p != "/" and parent(p) == target_dir):
+            kept_here = (p for p in children.get(target_dir, ()) if p in self.reasons)
+            for kept in sorted(kept_here):
                 alias = join(alias_dir, basename(kept))
                 if alias in base and stat.S_ISDIR(self.fs.lstat(kept).st_mode):
                     pending.append((alias, kept))

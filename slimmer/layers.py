@@ -56,11 +56,12 @@ from slimmer.context import TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, tar_member
 from slimmer.errors import SlimError
 from slimmer.fileset import Entry, Reason
 from slimmer.packages import GeneratedFile, KeptPackages, Package
-from slimmer.rootfs import Kind, parents
+from slimmer.rootfs import Kind, Trees, parents
 from slimmer.sparse import DataMap, SparseContent, checked_map, sparse_member
 
 DIRECTORY_MTIME = 0  # every directory of a layered image: see the module's doc
 CONFIG_TREES = ("/etc",)
+CONFIGURATION = Trees.of(CONFIG_TREES)
 DEFAULT_OWN_LAYER_BYTES = 128 * 1024  # measured: benchmarks/layers.py
 # overlayfs stacks at most 128 lower layers; Docker refuses images above 127
 MAX_LAYERS = 100
@@ -126,12 +127,8 @@ class _Group:
     rank: int = 0
 
 
-def _under(path: str, trees: Iterable[str]) -> bool:
-    return any(path == tree or path.startswith(tree + "/") for tree in trees)
-
-
 def kind_of_path(path: str, owner: Package | None, base: frozenset[str]) -> LayerKind:
-    if _under(path, CONFIG_TREES):
+    if path in CONFIGURATION:
         return LayerKind.CONFIGURATION
     if owner is None:
         return LayerKind.APPLICATION

@@ -20,7 +20,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from slimmer.elf import ElfIdent, ElfInfo, ElfProblem, Verdict, check_loadable, parse_elf
+from slimmer.elf import (
+    HEADER_BYTES,
+    ElfIdent,
+    ElfInfo,
+    ElfProblem,
+    Verdict,
+    check_loadable,
+    parse_elf,
+    read_ident,
+)
 from slimmer.errors import PathError
 from slimmer.ldcache import LdCache, abi_flags_for, ld_so_conf_dirs, load_ld_cache
 from slimmer.rootfs import Resolved, RootFS, SymlinkHop, basename, join, parent
@@ -347,6 +356,9 @@ class Loader:
         if not stat.S_ISREG(info.st_mode):
             return ElfProblem(Verdict.FATAL, "not a regular file")
         try:
+            ident = read_ident(self.fs.head(canonical)[:HEADER_BYTES])
+            if isinstance(ident, ElfProblem):
+                return ident  # not ELF (a script, data): its first bytes tell, as parse_elf's
             _, fd = self.fs.open_file(canonical)
         except PathError as exc:
             return ElfProblem(Verdict.SKIP, exc.message)
@@ -480,12 +492,16 @@ class Loader:
 
     # ---- link maps
 
-    def link_map(self, path: str, *, runtime_extras: bool = False) -> LinkMap | SkippedInput:
-        """The link map of one executable (or library) inside the root."""
-        try:
-            resolved = self.fs.resolve(path, cwd=self.cwd)
-        except PathError as exc:
-            return SkippedInput(path, exc.message)
+    def link_map(
+        self, path: str, *, runtime_extras: bool = False, resolved: Resolved | None = None
+    ) -> LinkMap | SkippedInput:
+        """The link map of one executable (or library) inside the root;
+        `resolved`: the path's resolution, when the caller has it."""
+        if resolved is None:
+            try:
+                resolved = self.fs.resolve(path, cwd=self.cwd)
+            except PathError as exc:
+                return SkippedInput(path, exc.message)
         info = self.elf_info(resolved.path)
         if isinstance(info, ElfProblem):
             return SkippedInput(path, info.reason)
@@ -522,7 +538,7 @@ class Loader:
             if interpreter is not None:
                 pending.append(interpreter)
                 continue
-            outcome = self.link_map(path, runtime_extras=runtime_extras)
+            outcome = self.link_map(path, runtime_extras=runtime_extras, resolved=resolved)
             if isinstance(outcome, SkippedInput):
                 skipped.append(outcome)
                 continue
@@ -554,7 +570,7 @@ class Loader:
     def shebang(self, canonical: str) -> str | None:
         """The interpreter of a `#!` script, or None."""
         try:
-            head = self.fs.read_bytes(canonical, limit=256)
+            head = self.fs.head(canonical)
         except PathError:
             return None
         if not head.startswith(b"#!"):

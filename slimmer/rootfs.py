@@ -18,13 +18,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from slimmer.errors import PathError
 
 MAX_SYMLINK_HOPS = 40
+HEAD_BYTES = 256  # RootFS.head: an ELF header's ident, a #! line
 
 
 class Kind(StrEnum):
@@ -69,6 +70,23 @@ class Resolved:
     hops: tuple[SymlinkHop, ...]
 
 
+@dataclass(frozen=True)
+class Trees:
+    """Directory trees: a path is in them when it is one of them or below
+    one (one set lookup and one startswith, however many trees)."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, trees: Iterable[str]) -> Trees:
+        listed = tuple(trees)
+        return cls(frozenset(listed), tuple(tree + "/" for tree in listed))
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.prefixes)
+
+
 def join(directory: str, name: str) -> str:
     """Join an in-root directory and a name without normalising anything."""
     if name.startswith("/"):
@@ -104,7 +122,8 @@ def parents(path: str) -> Iterator[str]:
 class RootFS:
     """A read-only view of a directory tree as if it were `/`.
 
-    The instance memoises `lstat` and `readlink` results: images do not change
+    The instance memoises `lstat` and `readlink` results, the directories a
+    walk went through and the first bytes of files: images do not change
     while slim looks at them, and the loader emulation asks for the same
     directories thousands of times.
     """
@@ -116,6 +135,9 @@ class RootFS:
         self.root = root_str.rstrip("/") if root_str != "/" else ""
         self._lstat_cache: dict[str, os.stat_result | OSError] = {}
         self._readlink_cache: dict[str, str] = {}
+        # given prefix -> (canonical components, links passed): see resolve
+        self._walked: dict[str, tuple[tuple[str, ...], tuple[SymlinkHop, ...]]] = {}
+        self._heads: dict[str, bytes] = {}
 
     def host_path(self, canonical: str) -> str:
         """The host path of a canonical in-root path (no symlink in it)."""
@@ -150,10 +172,18 @@ class RootFS:
         """
         if not path.startswith("/"):
             path = join(cwd, path)
-        pending = [c for c in reversed(path.split("/")) if c not in ("", ".")]
-        current: list[str] = []
-        hops: list[SymlinkHop] = []
+        given = [c for c in path.split("/") if c not in ("", ".")]
+        walked, current, hops = self._walked_prefix(given)
+        pending = given[walked:][::-1]
+        given_left = len(pending)  # the given components still to walk (at the bottom)
         while pending:
+            if len(pending) == given_left and 0 < walked < len(given):
+                # Every link met so far is followed through: the directory of
+                # this prefix is known, for the next path that starts with it.
+                self._walked["/" + "/".join(given[:walked])] = (tuple(current), tuple(hops))
+            if len(pending) == given_left:
+                given_left -= 1
+                walked += 1
             component = pending.pop()
             if component == "..":
                 if current:
@@ -187,6 +217,18 @@ class RootFS:
                 raise PathError(candidate, errno.ENOTDIR, "not a directory")
             current.append(component)
         return Resolved("/" + "/".join(current), tuple(hops))
+
+    def _walked_prefix(self, given: list[str]) -> tuple[int, list[str], list[SymlinkHop]]:
+        """The longest proper prefix of the given components already walked
+        (a directory, reached through the same links): how many components,
+        the canonical components there and the links passed."""
+        count = len(given) - 1
+        while count > 0:
+            known = self._walked.get("/" + "/".join(given[:count]))
+            if known is not None:
+                return count, list(known[0]), list(known[1])
+            count -= 1
+        return 0, [], []
 
     def lstat(self, canonical: str) -> os.stat_result:
         """lstat of a canonical path (as returned by resolve)."""
@@ -230,6 +272,15 @@ class RootFS:
         with os.fdopen(fd, "rb") as handle:
             return handle.read() if limit is None else handle.read(limit)
 
+    def head(self, canonical: str) -> bytes:
+        """The first HEAD_BYTES of a regular file at a canonical path (what
+        tells an ELF object, a script's #! line), read once."""
+        found = self._heads.get(canonical)
+        if found is None:
+            found = self.read_bytes(canonical, limit=HEAD_BYTES)
+            self._heads[canonical] = found
+        return found
+
     def read_text(self, path: str, *, cwd: str = "/") -> str:
         return self.read_bytes(path, cwd=cwd).decode("utf-8", "surrogateescape")
 
@@ -255,3 +306,11 @@ class RootFS:
     def listdir(self, canonical: str) -> list[str]:
         """Names in a canonical directory, sorted."""
         return sorted(os.listdir(self.host_path(canonical)))
+
+    def list_kinds(self, canonical: str) -> list[tuple[str, bool, bool]]:
+        """Names in a canonical directory, sorted, each with whether it is a
+        directory and whether a symlink (links not followed): what the
+        directory itself says, no lstat per name where the file system tells."""
+        with os.scandir(self.host_path(canonical)) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries]
+        return sorted(found)

@@ -124,3 +124,12 @@ class PristineView(RootFS):
             return names
         prefix = canonical.rstrip("/") + "/"
         return [name for name in names if prefix + name not in self.made]
+
+    def list_kinds(self, canonical: str) -> list[tuple[str, bool, bool]]:
+        if self._is_made(canonical):
+            raise FileNotFoundError(errno.ENOENT, "made by the app during the trace", canonical)
+        found = super().list_kinds(canonical)
+        if not self.made:
+            return found
+        prefix = canonical.rstrip("/") + "/"
+        return [item for item in found if prefix + item[0] not in self.made]

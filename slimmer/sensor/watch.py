@@ -21,7 +21,7 @@ from typing import Literal
 
 import inotify_simple
 
-from slimmer.rootfs import Kind, kind_of
+from slimmer.rootfs import Kind, Trees, kind_of
 from slimmer.sensor.pristine import TreeChanges
 from slimmer.trace import GONE
 
@@ -100,10 +100,6 @@ class WatchStats:
     overflow: bool
 
 
-def _is_under(path: str, trees: tuple[str, ...]) -> bool:
-    return any(path == tree or path.startswith(tree + "/") for tree in trees)
-
-
 class TreeWatcher:
     """Watches every directory under a root except the skipped trees.
 
@@ -113,7 +109,7 @@ class TreeWatcher:
     slimmer.sensor.pristine)."""
 
     def __init__(self, skipped: tuple[str, ...], *, track_changes: bool = False) -> None:
-        self.skipped = skipped
+        self.skipped = Trees.of(skipped)
         self.mask = WATCH_MASK | (IN_ATTRIB if track_changes else 0)
         self.track_changes = track_changes
         self.made_first: dict[str, bool] = {}  # path -> its first change was its creation
@@ -151,7 +147,7 @@ class TreeWatcher:
         added = 0
         while pending:
             directory = pending.pop()
-            if _is_under(directory, self.skipped) or not self._add(directory):
+            if directory in self.skipped or not self._add(directory):
                 continue
             if self.track_changes:
                 with contextlib.suppress(OSError):
@@ -254,7 +250,7 @@ class TreeWatcher:
         pending = [top]
         while pending:
             directory = pending.pop()
-            if _is_under(directory, self.skipped) or not self._add(directory):
+            if directory in self.skipped or not self._add(directory):
                 continue
             try:
                 with os.scandir(directory) as entries:
@@ -273,9 +269,7 @@ class TreeWatcher:
         """What the app made and changed (with track_changes), after stop()."""
         made = frozenset(p for p, first in self.made_first.items() if first)
         changed = sorted(
-            p
-            for p, first in self.made_first.items()
-            if not first and not _is_under(p, self.skipped)
+            p for p, first in self.made_first.items() if not first and p not in self.skipped
         )
         return TreeChanges(made, tuple(changed), self.overflow)
 
