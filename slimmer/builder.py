@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -475,10 +476,13 @@ def collect(
     if collector is not None:
         log.info("collecting files in the traced container of %s", image)
         collector.hand_over(job, run_files)
-        try:
-            return collected_from(engine, collector, rootfs_path)
-        finally:
-            engine.remove_container(collector.container.id)  # done with it: not at the end
+        collected = collected_from(engine, collector, rootfs_path)
+        # Done with it: removed while the build goes on (and again, if need be,
+        # when the trace's block ends).
+        threading.Thread(
+            target=engine.remove_container, args=(collector.container.id,), daemon=True
+        ).start()
+        return collected
     log.info("collecting files in a container of %s", image)
     with sensor_container(
         engine,
@@ -493,8 +497,9 @@ def collect(
 
 
 def collected_from(engine: Engine, sensor: SensorContainer, rootfs_path: Path) -> Collected:
-    """Wait for a collecting sensor, then copy its archive out, checked."""
-    if sensor.wait_exit(COLLECT_TIMEOUT) is None:
+    """Wait for a collecting sensor's result (its container's end, or its
+    CollectWritten), then copy its archive out, checked."""
+    if not sensor.wait_finished(COLLECT_TIMEOUT):
         raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
     progress.finish(progress.COLLECT)
     result = sensor.result_of(CollectResult)

@@ -466,6 +466,14 @@ class TraceWritten:
 
 
 @dataclass(frozen=True)
+class CollectWritten:
+    """After a collect in the traced container: its result and tar are
+    written; the sensor waits to be removed (the host reads them first)."""
+
+    KIND: ClassVar[str] = "collect-written"
+
+
+@dataclass(frozen=True)
 class AppExited:
     KIND: ClassVar[str] = "app-exited"
     status: int
@@ -494,7 +502,7 @@ class Progress:
     total: int | None = None
 
 
-SensorMessage = Watching | TraceWritten | AppExited | Note | Progress
+SensorMessage = Watching | TraceWritten | CollectWritten | AppExited | Note | Progress
 
 
 @dataclass(frozen=True)

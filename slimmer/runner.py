@@ -33,6 +33,7 @@ from slimmer.protocol import (
     STOP_REQUEST_SIGNAL,
     AppExited,
     CollectJob,
+    CollectWritten,
     FailureReason,
     Job,
     Note,
@@ -129,7 +130,8 @@ class SensorContainer:
         self.watching = threading.Event()
         self.trace_written = threading.Event()  # the sensor awaits a collect job
         self.ended = threading.Event()
-        self.finished = threading.Event()  # the trace is written, or the container ended
+        # The sensor's result is written: it awaits a job or removal, or the container ended.
+        self.finished = threading.Event()
         self._steps: set[progress.Step] = set()  # steps whose progress the sensor showed
         self._thread = threading.Thread(target=self._follow, name="container-logs", daemon=True)
 
@@ -167,6 +169,9 @@ class SensorContainer:
             return
         if isinstance(message, TraceWritten):
             self.trace_written.set()
+            self.finished.set()
+            return
+        if isinstance(message, CollectWritten):
             self.finished.set()
             return
         if isinstance(message, AppExited):
@@ -224,6 +229,7 @@ class SensorContainer:
         files = {basename(self.layout.handover_config): config.to_json().encode()}
         files.update(run_files)
         files[basename(self.layout.handover_ready)] = b""
+        self.finished.clear()  # until the collect's result is written (CollectWritten)
         self.engine.put_archive(self.container, files_tar(files), self.layout.run_dir)
 
     def result(self) -> SensorResult:

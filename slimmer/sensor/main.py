@@ -23,6 +23,7 @@ from slimmer.protocol import (
     AppIdentity,
     AppStatus,
     CollectJob,
+    CollectWritten,
     DepsJob,
     DepsResult,
     FailureReason,
@@ -268,7 +269,12 @@ def collect_here(layout: SensorLayout, fs: PristineView) -> int:
         return fail(layout, FailureReason.INTERNAL, f"cannot read the collect job: {exc}")
     if config.sensor_dir != layout.root or not isinstance(config.job, CollectJob):
         return fail(layout, FailureReason.INTERNAL, "the job after a trace must be a collect job")
-    return collect(config.job, layout, fs)
+    status = collect(config.job, layout, fs)
+    # The host reads the result and the tar from this running container, then
+    # removes it: no wait for the container to stop first.
+    say(CollectWritten())
+    time.sleep(HANDOVER_TIMEOUT)
+    return status
 
 
 def prepare_tracer(job: TraceJob) -> tuple[SyscallTracer | None, str | None]:
