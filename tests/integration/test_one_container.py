@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from slimmer.engine import RUN_LABEL, Engine
+from tests.conftest import SESSION_PREFIX
 from tests.helpers.slimrun import SlimRun, run_slim
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def test_a_build_that_traces_starts_one_container(
     trace_args: tuple[str, ...],
 ) -> None:
     image = fat_nginx if fixture == "nginx" else fixture_image(fixture)
-    prefix = f"one{uuid.uuid4().hex[:6]}-"
+    prefix = f"{SESSION_PREFIX}one{uuid.uuid4().hex[:6]}-"
     since = time.time() - 1
     one = tmp_path / "one.tar"
     ran = build(image, tmp_path, prefix, "--retrace", "--context-only", str(one), *trace_args)
@@ -70,7 +71,7 @@ def test_an_app_that_edits_an_image_file_is_collected_in_a_fresh_container(
     engine: Engine, fixture_image: Callable[[str], str], tmp_path: Path
 ) -> None:
     image = fixture_image("editjob")
-    prefix = f"two{uuid.uuid4().hex[:6]}-"
+    prefix = f"{SESSION_PREFIX}two{uuid.uuid4().hex[:6]}-"
     since = time.time() - 1
     two = tmp_path / "two.tar"
     ran = build(image, tmp_path, prefix, "--until-exit", "--context-only", str(two))
@@ -80,3 +81,18 @@ def test_an_app_that_edits_an_image_file_is_collected_in_a_fresh_container(
     fresh = tmp_path / "fresh.tar"
     build(image, tmp_path, prefix, "--trace", str(trace), "--context-only", str(fresh))
     assert two.read_bytes() == fresh.read_bytes()
+
+
+@pytest.mark.engine_lane
+@pytest.mark.usefixtures("no_leftovers")
+def test_one_container_on_every_engine(fixture_image: Callable[[str], str], tmp_path: Path) -> None:
+    """On Docker and on rootful and rootless Podman: a web server with a
+    HEALTHCHECK and a non-root USER is collected where it was traced, and
+    the context is the one a fresh container gives."""
+    image = fixture_image("healthuser")
+    one, fresh = tmp_path / "one.tar", tmp_path / "fresh.tar"
+    ran = build(image, tmp_path, SESSION_PREFIX, "--retrace", "--context-only", str(one))
+    assert "collecting files in the traced container" in ran.stderr, ran.describe()
+    trace = next((tmp_path / ".slim").glob("*.trace.json"))
+    build(image, tmp_path, SESSION_PREFIX, "--trace", str(trace), "--context-only", str(fresh))
+    assert one.read_bytes() == fresh.read_bytes()

@@ -36,6 +36,7 @@ from slimmer.sensorcache import (
     records_path,
     sensor_volume,
 )
+from tests.conftest import SESSION_PREFIX
 from tests.helpers.slimrun import run_slim
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine_lane]
@@ -220,7 +221,7 @@ def dead_owner() -> str:
 def test_prune_removes_the_cached_sensor_and_the_containers_of_dead_runs(
     engine: Engine, image: str, bundle: Bundle
 ) -> None:
-    prefix = f"pr{uuid.uuid4().hex[:6]}-"
+    prefix = f"{SESSION_PREFIX}pr{uuid.uuid4().hex[:6]}-"
     made = []
     for name, owner in (("dead", dead_owner()), ("alive", current_owner()), ("away", "x/1/2")):
         created = engine.client.api.create_container(
