@@ -53,11 +53,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check slimmer tests benchmarks
 
 ## Figures, not tests: closure speed, watch set-up and event rate, build and verify time,
-## the syscall observer's cost.
+## end-to-end builds split by phase (nginx, bigtree, 60,000 files), the syscall observer's cost.
 bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/closure.py
 	$(BIN)/python benchmarks/watch.py
 	$(BIN)/python benchmarks/build.py
+	$(BIN)/python benchmarks/endtoend.py
 	$(BIN)/python benchmarks/syscalls.py
 	$(BIN)/python benchmarks/syscall_trace.py
 
