@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from slimmer.builder import BuildOptions, SavedTrace, build_micro
+from slimmer.assemble import build_micro
+from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli import default_cache_dir
 from slimmer.engine import Engine
 from slimmer.probes import ProbeRequest, parse_http_probe

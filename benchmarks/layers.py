@@ -35,15 +35,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from slimmer.builder import (
-    BuildOptions,
+from slimmer.assemble import (
     Collected,
-    SavedTrace,
     build_micro,
     collect,
     package_records_of,
     selection_request,
 )
+from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.bundle import sensor_bundle
 from slimmer.cli.base import default_cache_dir
 from slimmer.engine import Engine

@@ -27,7 +27,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from slimmer.builder import BuildOptions, SavedTrace, build_micro
+from slimmer.assemble import build_micro
+from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import default_cache_dir
 from slimmer.engine import Engine
 from slimmer.probes import ProbeRequest, parse_http_probe

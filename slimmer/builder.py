@@ -1,95 +1,33 @@
-"""`slim build`: from traces to the micro image.
-
-A short-lived container of the fat image runs the sensor in collect mode:
-it selects the files there (trace ∪ ELF closure ∪ includes − excludes, plus
-links, parents, written dirs) and tars only those. The archive comes back
-through the Engine API, is checked member by member, and becomes the
-context's rootfs.tar; the Dockerfile carries the fat image's contract.
+"""`slim build`: its options, the traces it uses (the given ones, the
+image's saved trace, or a new trace whose container can stay for the
+collect), and the flow: slimmer.assemble makes the micro image, slimmer.
+verify checks it with --verify. This module loads only what the command
+needs before its first line; the rest loads when the image is made.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import re
-import threading
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING
 
-from slimmer import __version__, progress, wire
-from slimmer.bundle import Bundle, sensor_bundle
-from slimmer.cleanup import scratch_directory, signals_held
-from slimmer.context import (
-    ROOTFS_MEMBER,
-    ContextError,
-    ContextMember,
-    RootfsStats,
-    copy_validated,
-    write_context,
-)
-from slimmer.dockerfile import MicroDockerfile, render_dockerfile
 from slimmer.errors import ExitCode, SlimError, UsageError
-from slimmer.fileset import Entry, Selection, SelectionRequest, check_pattern
-from slimmer.layers import (
-    MAX_LAYERS,
-    Granularity,
-    LayerPolicy,
-    RootfsSource,
-    WrittenLayer,
-    plan_image,
-    with_generated,
-    write_layer,
-)
-from slimmer.packages import GeneratedFile, dated_records
-from slimmer.pid1 import InitChoice, InitProblem, find_wheel_init, read_init_bytes, with_init
+from slimmer.fileset import check_pattern
 from slimmer.probes import ProbeRequest
-from slimmer.protocol import (
-    INIT_BINARY,
-    CollectJob,
-    CollectResult,
-    InitWheel,
-    InventoryJob,
-    InventoryResult,
-    StripJob,
-)
-from slimmer.report import (
-    BuildReport,
-    LayerRecord,
-    Production,
-    build_report,
-    human_size,
-    packages_report,
-    strip_report,
-)
-from slimmer.rootfs import Kind
-from slimmer.runner import SensorContainer, SensorError, run_sensor_once, sensor_container
-from slimmer.trace import (
-    Access,
-    ImageConfig,
-    Lookup,
-    Trace,
-    TracedFile,
-    default_trace_path,
-    file_safe,
-)
+from slimmer.trace import Access, Lookup, Trace, TracedFile, default_trace_path, file_safe
 from slimmer.tracer import TraceOptions, tracing
-from slimmer.verify import VerifyOutcome, VerifyRequest, plan_from_trace, verify_images
 
 if TYPE_CHECKING:
+    from slimmer.assemble import BuildResult
     from slimmer.engine import Engine
+    from slimmer.runner import SensorContainer
+    from slimmer.verify import VerifyOutcome
 
 log = logging.getLogger(__name__)
-
-BASES = {"scratch": "scratch", "busybox": "busybox:latest"}
-SOURCE_LABEL = "io.slim.source.image"
-SOURCE_ID_LABEL = "io.slim.source.id"
-VERSION_LABEL = "io.slim.version"
-COLLECT_TIMEOUT = 600.0
-ENGINE_MAX_LAYERS = 120  # Docker refuses images of more than 127 layers (overlayfs' limit)
 
 
 class StaleTrace(SlimError):
@@ -230,63 +168,6 @@ def check_platform(requested: str, native: str) -> None:
         )
 
 
-class CountingReader(io.RawIOBase):
-    """Reads through to a stream and shows how much passed as a step's
-    progress. `len` and `tell` give an HTTP body its Content-Length (requests
-    sends len - tell)."""
-
-    def __init__(self, inner: BinaryIO, step: progress.Step, total: int) -> None:
-        self.inner = inner
-        self.step = step
-        self.total = total
-        self.done = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        data = self.inner.read(len(target))
-        size = len(data)
-        target[:size] = data
-        self.done += size
-        progress.update(self.step, self.done, self.total)
-        return size
-
-    def __len__(self) -> int:
-        return self.total
-
-    def tell(self) -> int:
-        return self.done
-
-    def __exit__(self, *exc: object) -> None:
-        progress.finish(self.step)
-        super().__exit__(*exc)
-
-
-_BUILD_STEP = re.compile(r"^(?:Step|STEP) (\d+)/(\d+)\b")
-
-
-def build_progress(line: str) -> None:
-    """The builder's output: its steps as progress (Docker's `Step 2/9 :`,
-    Podman's `STEP 2/9:`), every line in the debug log."""
-    log.debug("%s", line)
-    found = _BUILD_STEP.match(line)
-    if found:
-        progress.update(progress.BUILD, int(found.group(1)), int(found.group(2)))
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    tag: str | None
-    micro_id: str | None
-    fat_size: int
-    micro_size: int | None
-    selection: Selection
-    report: BuildReport
-    report_path: Path
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class BuildOutcome:
     """Everything `slim build` did: the trace it made first (if any), the
@@ -343,6 +224,8 @@ def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) ->
     with ExitStack() as stack:
         chosen = choose_traces(engine, image, options, cache_dir, stack)
         traces = chosen.traces
+        from slimmer.assemble import build_micro  # the rest of the command's code, now
+
         result = build_micro(engine, image, traces, options, cache_dir, chosen.collector)
     verified = None
     if options.verify and options.tag and options.context_only is None:
@@ -353,6 +236,8 @@ def build(engine: Engine, image: str, options: BuildOptions, cache_dir: Path) ->
             default_get=False,
             healthcheck=False,
         )
+        from slimmer.verify import VerifyRequest, plan_from_trace, verify_images
+
         plan = plan_from_trace(traces[0].trace, VerifyRequest(probes=given))
         verified = verify_images(engine, image, options.tag, plan)
     return BuildOutcome(chosen.made, result, verified)
@@ -372,7 +257,7 @@ def merge_traced(traces: list[Trace]) -> tuple[TracedFile, ...]:
     )
 
 
-def _lookup_key(lookup: Lookup) -> tuple[str, str, bool, bool]:
+def lookup_key(lookup: Lookup) -> tuple[str, str, bool, bool]:
     return (lookup.path, lookup.action.value, lookup.follow, lookup.existed)
 
 
@@ -412,398 +297,3 @@ def created_epoch(created: str | None) -> int | None:
         return None
     epoch = int(moment.timestamp())
     return epoch if epoch > 0 else None
-
-
-def selection_request(
-    traces: list[Trace], config: ImageConfig, options: BuildOptions, created: str | None = None
-) -> SelectionRequest:
-    entrypoints = [t.command[0] for t in traces if t.command]
-    image_command = config.command()
-    if image_command:
-        entrypoints.append(image_command[0])
-    return SelectionRequest(
-        traced=merge_traced(traces),
-        lookups=tuple(sorted({lookup for t in traces for lookup in t.lookups}, key=_lookup_key)),
-        entrypoint=tuple(dict.fromkeys(entrypoints)),
-        healthcheck=tuple(config.healthcheck_programs()),
-        includes=options.includes,
-        excludes=options.excludes,
-        env=config.env_dict(),
-        workdir=config.workdir or "/",
-        volumes=config.volumes,
-        runtime_extras=options.runtime_extras,
-        app_content=options.app_content,
-        engine_mtime=created_epoch(created),
-    )
-
-
-def wheel_init_files() -> tuple[InitWheel, dict[str, bytes]]:
-    """For --init: the dumb-init wheel's binary, to put in the collecting
-    sensor's run dir (the sensor uses the image's own init when it has one)."""
-    binary = find_wheel_init()
-    if binary is None:
-        return InitWheel.NOT_INSTALLED, {}
-    data = read_init_bytes(binary)
-    if isinstance(data, InitProblem):
-        raise SlimError(data.reason, "reinstall the dumb-init package (pip install dumb-init)")
-    return InitWheel.PROVIDED, {INIT_BINARY: data}
-
-
-@dataclass(frozen=True)
-class Collected:
-    """What the collecting container gave: its result, and the validated
-    rootfs tar on the host with the sha256 of every file in it."""
-
-    result: CollectResult
-    rootfs: Path
-    stats: RootfsStats
-    digests: dict[str, str]
-
-
-def collect(
-    engine: Engine,
-    image: str,
-    bundle: Bundle,
-    job: CollectJob,
-    rootfs_path: Path,
-    run_files: dict[str, bytes],
-    collector: SensorContainer | None = None,
-) -> Collected:
-    """Run the collecting sensor and copy its archive, checked member by
-    member, to `rootfs_path`: in the container a trace just ran in when it
-    stands for the image (`collector`, whose sensor awaits the job), else in
-    a new container of the image."""
-    if collector is not None:
-        log.info("collecting files in the traced container of %s", image)
-        collector.hand_over(job, run_files)
-        collected = collected_from(engine, collector, rootfs_path)
-        # Done with it: removed while the build goes on (and again, if need be,
-        # when the trace's block ends).
-        threading.Thread(
-            target=engine.remove_container, args=(collector.container.id,), daemon=True
-        ).start()
-        return collected
-    log.info("collecting files in a container of %s", image)
-    with sensor_container(
-        engine,
-        image,
-        bundle,
-        job,
-        engine.new_run_id(),
-        workdir=job.selection.workdir,
-        run_files=run_files,
-    ) as sensor:
-        return collected_from(engine, sensor, rootfs_path)
-
-
-def collected_from(engine: Engine, sensor: SensorContainer, rootfs_path: Path) -> Collected:
-    """Wait for a collecting sensor's result (its container's end, or its
-    CollectWritten), then copy its archive out, checked."""
-    if not sensor.wait_finished(COLLECT_TIMEOUT):
-        raise SensorError(f"collecting files took longer than {COLLECT_TIMEOUT:.0f}s")
-    progress.finish(progress.COLLECT)
-    result = sensor.result_of(CollectResult)
-    file_bytes = sum(e.size for e in result.selection.entries if e.kind is Kind.FILE)
-    digests: dict[str, str] = {}
-    try:
-        with (
-            engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
-            rootfs_path.open("wb") as out,
-            CountingReader(stream, progress.COPY, file_bytes) as counted,
-        ):
-            stats = copy_validated(counted, result.selection, out, digests)
-    except OSError as exc:
-        raise cannot_write(f"cannot write {rootfs_path}: {exc.strerror}") from None
-    return Collected(result, rootfs_path, stats, digests)
-
-
-def cannot_write(message: str) -> ContextError:
-    error = ContextError(message, "free some space in TMPDIR, or point TMPDIR elsewhere")
-    error.exit_code = ExitCode.RESOURCE
-    return error
-
-
-@dataclass(frozen=True)
-class ImageLayers:
-    """The micro image's layer tars, written in the scratch directory."""
-
-    files: tuple[Path, ...]
-    written: tuple[WrittenLayer, ...]
-    entries: tuple[Entry, ...]  # the collected entries plus the package records
-
-
-def layer_policy(options: BuildOptions, base_layers: int) -> LayerPolicy:
-    if not options.layers:
-        return LayerPolicy(Granularity.SINGLE)
-    return LayerPolicy(max_layers=max(1, min(MAX_LAYERS, ENGINE_MAX_LAYERS - base_layers)))
-
-
-def package_records_of(collected: Collected, options: BuildOptions) -> tuple[GeneratedFile, ...]:
-    if not options.package_records:
-        return ()
-    mtimes = {e.path: e.mtime for e in collected.result.selection.entries}
-    return dated_records(collected.result.packages, mtimes)
-
-
-def write_image_layers(
-    collected: Collected,
-    records: tuple[GeneratedFile, ...],
-    policy: LayerPolicy,
-    directory: Path,
-) -> ImageLayers:
-    """Split the collected rootfs (and the package records) into layer
-    tars in `directory`: one (rootfs.tar) without layers."""
-    result = collected.result
-    with (
-        collected.rootfs.open("rb") as rootfs,
-        RootfsSource(rootfs, {r.path: r.data for r in records}) as source,
-    ):
-        plan = plan_image(
-            result.selection.entries, result.packages, records, source.hard_links(), policy
-        )
-        files, written = [], []
-        for index, layer in enumerate(plan.layers):
-            name = (
-                ROOTFS_MEMBER
-                if policy.granularity is Granularity.SINGLE
-                else f"layer{index:03d}.tar"
-            )
-            path = directory / name
-            try:
-                with path.open("wb") as out:
-                    written.append(write_layer(layer, plan, source, out))
-            except OSError as exc:
-                raise cannot_write(f"cannot write {path}: {exc.strerror}") from None
-            files.append(path)
-    entries = with_generated(
-        result.selection.entries, records, max((r.mtime for r in records), default=0)
-    )
-    return ImageLayers(tuple(files), tuple(written), tuple(entries))
-
-
-def write_context_file(
-    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path
-) -> None:
-    """The context tar; no half-written one is left."""
-    try:
-        with ExitStack() as stack:
-            members = [
-                ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
-                for path in layers.files
-            ]
-            with context_path.open("wb") as out:
-                write_context(dockerfile.text, members, out)
-    except BaseException as exc:
-        with signals_held():
-            context_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            error = ContextError(
-                f"cannot write the build context {context_path}: {exc.strerror}",
-                "free some space, or point TMPDIR / --context-only elsewhere",
-            )
-            error.exit_code = ExitCode.RESOURCE
-            raise error from None
-        raise
-
-
-def config_with_init(config: ImageConfig, init: InitChoice | None) -> ImageConfig:
-    """The micro image's config: the fat image's, with the init in front of
-    the app's command (--init)."""
-    if init is None:
-        return config
-    entrypoint, cmd = with_init(config.entrypoint, config.cmd, init)
-    return replace(
-        config,
-        entrypoint=tuple(entrypoint) if entrypoint is not None else None,
-        cmd=tuple(cmd) if cmd is not None else None,
-    )
-
-
-def engine_layers(engine: Engine, micro_id: str, base: str, count: int) -> list[str] | None:
-    """The engine's own layers (diff_ids) of the ADDs, bottom first; None
-    (with a warning) when they cannot be matched to slim's layer tars."""
-    layers = list((engine.image_attrs(micro_id).get("RootFS") or {}).get("Layers") or [])
-    below = 0
-    if base != "scratch":
-        below = len((engine.image_attrs(base).get("RootFS") or {}).get("Layers") or [])
-    ours = layers[below:]
-    if len(ours) != count:
-        log.warning(
-            "the engine made %d layers for %d layer tars; the report leaves diff_id out",
-            len(ours),
-            count,
-        )
-        return None
-    return ours
-
-
-def write_sbom(
-    path: Path, image: str, image_id: str, created: str | None, collected: Collected
-) -> None:
-    from slimmer.sbom import app_files, build_sbom  # the SBOM library loads in ~0.1 s: only here
-
-    result = collected.result
-    owned = result.packages.owner_map()
-    epoch = created_epoch(created)
-    text = build_sbom(
-        image=image,
-        image_id=image_id,
-        kept=result.packages,
-        files=app_files(result.selection.entries, owned, collected.digests),
-        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def build_micro(
-    engine: Engine,
-    image: str,
-    traces: list[SavedTrace],
-    options: BuildOptions,
-    cache_dir: Path,
-    collector: SensorContainer | None = None,
-) -> BuildResult:
-    """Build the micro image from traces; `collector`: the container the
-    trace ran in, when the collect can run there (choose_traces)."""
-    started = time.monotonic()
-    seconds: dict[str, float] = {}
-    if options.platform is not None:
-        check_platform(options.platform, engine.platform)
-    attrs = engine.image_attrs(image)
-    image_id = str(attrs.get("Id", ""))
-    used = [saved.trace for saved in traces]
-    check_traces(used, image, image_id, options.force)
-    config = engine.image_config(image, attrs)
-    request = selection_request(used, config, options, attrs.get("Created"))
-    base = BASES.get(options.base, options.base)
-    labels = {SOURCE_LABEL: image, SOURCE_ID_LABEL: image_id, VERSION_LABEL: __version__}
-    dockerfile = render_dockerfile(config, base, labels)  # refuses before any container
-    if options.context_only is not None:
-        dockerfile.check_self_contained()
-    init_wheel, run_files = wheel_init_files() if options.init else (None, {})
-    bundle = sensor_bundle(cache_dir)
-    base_layers = 0
-    if base != "scratch":
-        if not engine.image_exists(base):
-            log.info("pulling the base image %s", base)
-            engine.pull(base)
-        base_layers = len((engine.image_attrs(base).get("RootFS") or {}).get("Layers") or [])
-        inventory = run_sensor_once(engine, base, bundle, InventoryJob(), InventoryResult)
-        request = replace(request, base_dirs=inventory.dir_paths)
-    job = CollectJob(
-        selection=request,
-        package_records=options.package_records,
-        strip=StripJob(protect=options.strip_except) if options.strip else None,
-        init=init_wheel,
-    )
-
-    with scratch_directory("slim-build-") as scratch:
-        collected = collect(
-            engine, image, bundle, job, scratch / "rootfs.tar", run_files, collector
-        )
-        result = collected.result
-        seconds["collect"] = round(time.monotonic() - started, 3)
-        seconds.update({f"sensor.{step}": t for step, t in result.seconds.items()})
-        log.info(
-            "selected %d paths, %s in files",
-            collected.stats.members,
-            human_size(collected.stats.file_bytes),
-        )
-        for warning in result.selection.warnings:
-            log.warning("%s", warning)
-
-        layers_started = time.monotonic()
-        records = package_records_of(collected, options)
-        layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
-        layers_dir.mkdir()
-        policy = layer_policy(options, base_layers)
-        layers = write_image_layers(collected, records, policy, layers_dir)
-        collected.rootfs.unlink()  # the layers hold it now
-        seconds["layers"] = round(time.monotonic() - layers_started, 3)
-        final_config = config_with_init(config, result.init)
-        dockerfile = render_dockerfile(
-            final_config, base, labels, [path.name for path in layers.files]
-        )
-        context_path = options.context_only or scratch / "context.tar"
-        write_context_file(dockerfile, layers, context_path)
-        for path in layers.files:
-            path.unlink()
-        micro_id = micro_size = None
-        diff_ids = None
-        if options.context_only is None and options.tags:
-            log.info("building %s", ", ".join(options.tags))
-            build_started = time.monotonic()
-            size = context_path.stat().st_size
-            with (
-                context_path.open("rb") as context,
-                CountingReader(context, progress.SEND, size) as counted,
-            ):
-                micro_id = engine.build(
-                    counted,
-                    options.tags[0],
-                    labels={**dockerfile.labels, **options.labels},
-                    build_args=dockerfile.build_args,
-                    platform=options.platform,
-                    progress=build_progress,
-                )
-            progress.finish(progress.BUILD)
-            for tag in options.tags[1:]:
-                engine.tag(micro_id, tag)
-            seconds["build"] = round(time.monotonic() - build_started, 3)
-            micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
-            diff_ids = engine_layers(engine, micro_id, base, len(layers.written))
-
-    sbom_started = time.monotonic()
-    sbom_path = options.sbom_path(image)
-    write_sbom(sbom_path, image, image_id, attrs.get("Created"), collected)
-    seconds["sbom"] = round(time.monotonic() - sbom_started, 3)
-    fat_size = int(attrs.get("Size", 0))
-    seconds["total"] = round(time.monotonic() - started, 3)
-    production = Production(
-        layers=tuple(
-            LayerRecord(
-                name=written.name,
-                kind=written.kind,
-                tar_digest=written.tar_digest,
-                diff_id=diff_ids[index] if diff_ids is not None else None,
-                size=written.size,
-                files=written.files,
-                file_bytes=written.file_bytes,
-            )
-            for index, written in enumerate(layers.written)
-        ),
-        packages=packages_report(result.packages, options.package_records),
-        strip=strip_report(result.strip) if result.strip is not None else None,
-        init=result.init,
-        sbom=str(sbom_path),
-    )
-    report = build_report(
-        image=image,
-        image_id=image_id,
-        tag=options.tag,
-        micro_id=micro_id,
-        fat_size=fat_size,
-        micro_size=micro_size,
-        selection=replace(result.selection, entries=layers.entries),
-        dockerfile_warnings=[
-            f"the engine did not report the image's {name.upper()}: the micro image has none"
-            for name in config.unreported
-        ],
-        traces=[str(saved.path) for saved in traces],
-        seconds=seconds,
-        production=production,
-    )
-    report_path = options.report_path(image)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(wire.dumps(report), encoding="ascii")
-    return BuildResult(
-        options.tag,
-        micro_id,
-        fat_size,
-        micro_size,
-        result.selection,
-        report,
-        report_path,
-        seconds,
-    )

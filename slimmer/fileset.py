@@ -20,11 +20,10 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
-from slimmer.loader import Loader
-from slimmer.packages import PackageDB, read_package_db
 from slimmer.rootfs import (
     Kind,
     Resolved,
@@ -37,6 +36,9 @@ from slimmer.rootfs import (
     parents,
 )
 from slimmer.trace import Access, Lookup, PathAction, TracedFile
+
+if TYPE_CHECKING:
+    from slimmer.packages import PackageDB
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
 WHITEOUT_PREFIX = ".wh."
@@ -393,7 +395,11 @@ class _Selector:
         its 50x.html is the next answer). Returns them, for the closure."""
         if not self.request.app_content or not self.data_files:
             return []
-        database = self.packages if self.packages is not None else read_package_db(self.fs)
+        if self.packages is None:
+            from slimmer.packages import read_package_db  # loaded with the sensor already
+
+            self.packages = read_package_db(self.fs)
+        database = self.packages
         packaged = database.layout()
         added = []
         for directory in sorted({parent(path) for path in self.data_files}):
@@ -457,6 +463,10 @@ class _Selector:
         return found
 
     def closure(self, inputs: list[str]) -> None:
+        # The loader (and pyelftools) load here, not with the module: the host
+        # needs the selection's types, not its closure (the sensor has both).
+        from slimmer.loader import Loader
+
         loader = Loader(self.fs, env=self.request.env, cwd=self.request.workdir)
         closure = loader.closure(sorted(set(inputs)), runtime_extras=self.request.runtime_extras)
         for path in closure.files:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slimmer.bundle import sensor_bundle
 from slimmer.errors import ExitCode, SlimError
 from slimmer.probes import (
     EXPECT_HINT,
@@ -22,8 +21,6 @@ from slimmer.probes import (
     run_probes,
     unexpected_text,
 )
-from slimmer.protocol import TraceJob, TraceResult
-from slimmer.runner import SensorContainer, SensorError, sensor_container
 from slimmer.trace import (
     ProbeResult,
     Trace,
@@ -33,6 +30,7 @@ from slimmer.trace import (
 
 if TYPE_CHECKING:
     from slimmer.engine import Engine
+    from slimmer.runner import SensorContainer
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +115,11 @@ def tracing(
     """Trace one run of the image, as trace_image; with `await_collect` (slim
     build) the container stays, its sensor waiting for a collect job, when
     the app changed nothing the image had (slimmer.sensor.pristine)."""
+    # The sensor's side loads now: `slim build` says its first line before.
+    from slimmer.bundle import sensor_bundle
+    from slimmer.protocol import TraceJob, TraceResult
+    from slimmer.runner import SensorError, sensor_container
+
     attrs = engine.image_attrs(image)
     config = engine.image_config(image, attrs)
     argv = command_line(config, options.cmd, options.entrypoint)

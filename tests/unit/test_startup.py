@@ -70,3 +70,23 @@ def test_the_engine_module_loads_the_sdk_without_paramiko() -> None:
     before, used, after = ran.stdout.splitlines()
     assert before == "[]"  # not loaded with the SDK
     assert used == "paramiko.client" and after == "True"  # loaded when an ssh engine needs it
+
+
+def test_what_build_needs_before_its_first_line_is_light() -> None:
+    """slim build says which trace it uses (or starts tracing) with the
+    engine's SDK and its own options loaded, before the code that makes the
+    image: no pyelftools, SBOM library, loader emulation, sensor protocol."""
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, slimmer.cli.build, slimmer.builder, slimmer.engine\n"
+            "print('\\n'.join(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(ran.stdout.split())
+    heavy = ("elftools", "cyclonedx", "slimmer.loader", "slimmer.protocol", "slimmer.assemble")
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy or m in heavy) == []
