@@ -20,7 +20,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -529,6 +529,19 @@ def http_answer(host: str, port: int, method: str, path: str, timeout: float = 1
     return HttpAnswer(response.status, headers, fingerprint(body), len(body))
 
 
+READY_POLL_FIRST = 0.01  # most apps are up within tens of milliseconds
+READY_POLL_MAX = 0.1
+
+
+def ready_polls() -> Iterator[float]:
+    """How long to wait between two looks at an app that is starting: short
+    at first, doubling up to READY_POLL_MAX."""
+    delay = READY_POLL_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, READY_POLL_MAX)
+
+
 def wait_http_ready(
     host: str,
     port: int,
@@ -540,6 +553,7 @@ def wait_http_ready(
     waited; raises NotReady on time-out, AppGone when the app is gone."""
     start = time.monotonic()
     shown = app_port or port  # the container's port, not the published one
+    delays = ready_polls()
     while True:
         try:
             with socket.create_connection((host, port), timeout=1):
@@ -555,7 +569,7 @@ def wait_http_ready(
                 f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
                 "raise --ready-timeout, or use --until-exit for a batch job",
             )
-        time.sleep(0.1)
+        time.sleep(next(delays))
 
 
 def accepts_connections(host: str, port: int) -> bool:
@@ -580,6 +594,7 @@ def wait_listening(
     """Wait until the app accepts connections on a port (a database, a
     broker: a probe that is not HTTP). Returns the seconds waited."""
     start = time.monotonic()
+    delays = ready_polls()
     while not accepts_connections(host, port):
         if not still_running():
             raise AppGone(f"before it listened on port {app_port}")
@@ -588,7 +603,7 @@ def wait_listening(
                 f"nothing listened on port {app_port} within {timeout:.0f}s",
                 "raise --ready-timeout, or name the port the probes talk to with --probe-port",
             )
-        time.sleep(0.1)
+        time.sleep(next(delays))
     return time.monotonic() - start
 
 
