@@ -13,6 +13,7 @@ import pytest
 
 from slimmer.engine import Engine, Leftover
 from slimmer.errors import EngineError
+from slimmer.sensorcache import PREFIX_LABEL, SENSOR_LABEL
 from tests.helpers.images import context_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,11 @@ def engine() -> Iterator[Engine]:
             pytest.fail(f"CI needs a Docker engine: {message}", pytrace=False)
         pytest.skip(message)
     yield connected
+    # The sensor volumes this session's runs made (slimmer.sensorcache): a
+    # session cleans up what it made; the next one makes its own again.
+    for volume in connected.volumes_labelled(SENSOR_LABEL):
+        if volume.labels.get(PREFIX_LABEL) == SESSION_PREFIX:
+            connected.remove_volume(volume.name)
     connected.close()
 
 
