@@ -41,7 +41,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimmer.assemble import (
+    collect,
+    layer_policy,
+    package_records_of,
+    selection_request,
+    write_context_file,
+    write_image_layers,
+)
+from slimmer.builder import BuildOptions, SavedTrace
+from slimmer.bundle import sensor_bundle
+from slimmer.cli.base import default_cache_dir
+from slimmer.dockerfile import render_dockerfile
 from slimmer.engine import Engine
+from slimmer.protocol import CollectJob
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # one way to build fixtures/ images, shared with the tests
@@ -172,8 +185,45 @@ def measure(engine: Engine, case: Case, runs: int, after_limit: float) -> list[R
             sensor = {k: v for k, v in run.report.items() if k.startswith("sensor.")}
             print(f"{case.name} run {number}: to the tag {shown(run.total)} s   {phases}")
             print(f"    trace {run.trace}  sensor {sensor}", flush=True)
+        cold = cold_build(engine, case, Path(scratch))
+        print(
+            f"{case.name}: the engine's build of the same context without its cache: {cold:.2f} s"
+        )
     engine.remove_image(tag)
     return done
+
+
+def cold_build(engine: Engine, case: Case, work: Path) -> float:
+    """The docker build of the run's context with the engine's build cache
+    off: the engine reuses layers it built before for the same tars (other
+    images of the same app), which a first build of an app does not. The
+    context is made here as slim build makes it, without its SBOM."""
+    trace = SavedTrace.load(next((work / ".slim").glob("*.trace.json")))
+    options = BuildOptions(context_only=work / "context.tar")
+    attrs = engine.image_attrs(case.image)
+    config = engine.image_config(case.image, attrs)
+    request = selection_request([trace.trace], config, options, attrs.get("Created"))
+    bundle = sensor_bundle(default_cache_dir())
+    collected = collect(
+        engine, case.image, bundle, CollectJob(selection=request), work / "rootfs.tar", {}
+    )
+    layers_dir = work / "layers"
+    layers_dir.mkdir(exist_ok=True)
+    layers = write_image_layers(
+        collected, package_records_of(collected, options), layer_policy(options, 0), layers_dir
+    )
+    dockerfile = render_dockerfile(config, "scratch", {}, [path.name for path in layers.files])
+    write_context_file(dockerfile, layers, work / "context.tar")
+    tag = f"{TAG_PREFIX}-cold:{case.name}"
+    started = time.monotonic()
+    with (work / "context.tar").open("rb") as handle:
+        for _ in engine.client.api.build(
+            fileobj=handle, custom_context=True, tag=tag, nocache=True, rm=True, forcerm=True
+        ):
+            pass
+    took = time.monotonic() - started
+    engine.remove_image(tag)
+    return took
 
 
 def median(values: list[float | None]) -> str:
