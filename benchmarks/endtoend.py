@@ -172,7 +172,7 @@ def shown(value: float | None) -> str:
     return "stopped" if value is None else f"{value:6.2f}"
 
 
-def measure(engine: Engine, case: Case, runs: int, after_limit: float) -> list[Run]:
+def measure(engine: Engine, case: Case, runs: int, after_limit: float, *, cold: bool) -> list[Run]:
     tag = f"{TAG_PREFIX}-{case.name}:micro"
     build_fixture(engine, case)
     done = []
@@ -185,10 +185,9 @@ def measure(engine: Engine, case: Case, runs: int, after_limit: float) -> list[R
             sensor = {k: v for k, v in run.report.items() if k.startswith("sensor.")}
             print(f"{case.name} run {number}: to the tag {shown(run.total)} s   {phases}")
             print(f"    trace {run.trace}  sensor {sensor}", flush=True)
-        cold = cold_build(engine, case, Path(scratch))
-        print(
-            f"{case.name}: the engine's build of the same context without its cache: {cold:.2f} s"
-        )
+        if cold:
+            took = cold_build(engine, case, Path(scratch))
+            print(f"{case.name}: the engine's build of that context without its cache {took:.2f} s")
     engine.remove_image(tag)
     return done
 
@@ -266,7 +265,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="startup,nginx,bigtree,manyfiles")
     parser.add_argument("--after-limit", type=float, default=60.0)
+    parser.add_argument(
+        "--slim", default=SLIM, help="the slim command to time (another checkout's, to compare)"
+    )
+    parser.add_argument("--no-cold", action="store_true", help="skip the build without cache")
     args = parser.parse_args()
+    global SLIM  # one command for every run of this process
+    SLIM = args.slim
     wanted = set(args.only.split(","))
     print(f"load before: {load()}", flush=True)
     results: dict[str, list[Run]] = {}
@@ -275,7 +280,9 @@ def main() -> None:
             startup(args.runs, CASES[0].image)
         for case in CASES:
             if case.name in wanted:
-                results[case.name] = measure(engine, case, args.runs, args.after_limit)
+                results[case.name] = measure(
+                    engine, case, args.runs, args.after_limit, cold=not args.no_cold
+                )
     for name, runs in results.items():
         phases = {k: median([r.phases()[k] for r in runs]) for k in runs[0].phases()}
         split = "  ".join(f"{k} {v}" for k, v in phases.items())
