@@ -261,6 +261,7 @@ TARGETS = {"nginx": 2.0, "bigtree": 8.0, "manyfiles": 30.0}
 
 
 def main() -> None:
+    global SLIM  # one command for every run of this process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="startup,nginx,bigtree,manyfiles")
@@ -270,7 +271,6 @@ def main() -> None:
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the build without cache")
     args = parser.parse_args()
-    global SLIM  # one command for every run of this process
     SLIM = args.slim
     wanted = set(args.only.split(","))
     print(f"load before: {load()}", flush=True)
