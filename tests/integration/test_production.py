@@ -27,6 +27,7 @@ from slimmer.compare import figures
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode
 from slimmer.pid1 import WHEEL_INIT_PATH, find_wheel_init
+from tests.conftest import session_tag
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
 from tests.integration.test_packages import stanzas
@@ -69,7 +70,7 @@ class Builds:
         key = (image, *build_args)
         if key not in self.made:
             trace = self.trace(image, *trace_args)
-            tag = f"slim-test-production-{len(self.made)}:micro"
+            tag = session_tag(f"production-{len(self.made)}:micro")
             report = self.workdir / f"{len(self.made)}.report.json"
             sbom = self.workdir / f"{len(self.made)}.sbom.json"
             argv = ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
@@ -426,7 +427,7 @@ def test_init_is_refused_where_the_wheel_cannot_run(
     trace = builds.trace(image)
     done = CliRunner().invoke(
         cli,
-        ["build", image, "-t", "slim-test-never:micro", "--trace", str(trace), "--init",
+        ["build", image, "-t", session_tag("never:micro"), "--trace", str(trace), "--init",
          "--report", str(tmp_path / "r.json")],
     )  # fmt: skip
     assert done.exit_code == ExitCode.NOT_FOUND, done.output

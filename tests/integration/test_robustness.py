@@ -20,6 +20,7 @@ from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from slimmer.trace import Trace, TraceStatus
+from tests.conftest import session_tag
 
 
 def test_app_that_never_becomes_ready(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_odd_names_survive_trace_report_context_and_image(
     names = {os.fsencode(f.path) for f in Trace.load(trace).files}
     odd = {b"/data/with space", b"/data/new\nline", b"/data/caf\xe9"}
     assert odd <= names
-    tag = "slim-test-oddnames:micro"
+    tag = session_tag("oddnames:micro")
     try:
         built = runner.invoke(
             cli, ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
@@ -118,7 +119,7 @@ def test_two_builds_at_once_do_not_interfere(engine: Engine, fixture_image, tmp_
             CliRunner().invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code
             == 0
         )
-        tag = f"slim-test-concurrent-{name}:micro"
+        tag = session_tag(f"concurrent-{name}:micro")
         command = [
             sys.executable,
             "-m",
