@@ -9,10 +9,8 @@ trace again.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -406,9 +404,13 @@ class Trace:
             ) from None
 
     def save(self, path: Path) -> None:
-        """Write atomically, through a private temporary file beside it, so
-        two slim runs never see each other's half-written traces."""
-        write_atomically(path, self.to_json())
+        """Write it as slim writes every output (slimmer.outputs): a regular
+        file is replaced whole, atomically, so two slim runs never see each
+        other's half-written traces; a link is followed; a FIFO is written
+        into."""
+        from slimmer.outputs import write_output  # host only: the sensor imports this module
+
+        write_output(path, self.to_json().encode("ascii"), "the trace")
 
     @classmethod
     def load(cls, path: Path) -> Trace:
@@ -417,18 +419,6 @@ class Trace:
         except OSError as exc:
             raise TraceError(f"cannot read trace {path}: {exc.strerror}") from None
         return cls.from_json(data)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="ascii") as out:
-            out.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 def file_safe(name: str) -> str:

@@ -21,7 +21,8 @@ import click
 from slimmer import progress
 from slimmer.endpoint import choose_endpoint
 from slimmer.engine import Engine
-from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
+from slimmer.errors import ExitCode, SlimError, Terminated
+from slimmer.outputs import check_output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,21 +144,9 @@ RATIO = NonNegative("times")
 
 def output_file(path: Path, option: str) -> Path:
     """Check, before anything runs, that the file an option names can be
-    written: its directory exists and is writable, it is not a directory."""
-    directory = path.parent
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a directory", "give the path of a file")
-    if not directory.is_dir():
-        raise NotFound(
-            f"{option} {path}: the directory {directory} does not exist",
-            "create it first, or choose another path",
-        )
-    if not os.access(directory, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.W_OK)
-    ):
-        raise UsageError(
-            f"{option} {path} cannot be written", "choose a path in a directory you can write to"
-        )
+    written (slimmer.outputs: its directory exists and slim can make a file
+    there, or it is a FIFO or device slim can write into)."""
+    check_output(path, option)
     return path
 
 
