@@ -45,7 +45,6 @@ from slimmer.layers import (
     write_layer,
 )
 from slimmer.outputs import write_output, writing
-from slimmer.packages import GeneratedFile, dated_records
 from slimmer.pid1 import InitChoice, InitProblem, find_wheel_init, read_init_bytes, with_init
 from slimmer.probes import ProbeRequest
 from slimmer.protocol import (
@@ -57,6 +56,7 @@ from slimmer.protocol import (
     InventoryResult,
     StripJob,
 )
+from slimmer.records import GeneratedFile, check_placement, dated_records
 from slimmer.report import (
     BuildReport,
     LayerRecord,
@@ -640,6 +640,7 @@ def build_micro(
 
         layers_started = time.monotonic()
         records = package_records_of(collected, options)
+        check_placement(records, result.selection.entries, request.base_dirs)
         layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
         layers_dir.mkdir()
         policy = layer_policy(options, base_layers)

@@ -27,7 +27,6 @@ from slimmer.packages import (
     KeptPackages,
     Package,
     PackageManager,
-    dated_records,
 )
 from slimmer.protocol import (
     CollectResult,
@@ -40,6 +39,7 @@ from slimmer.protocol import (
     StripSummary,
     check_result,
 )
+from slimmer.records import dated_records
 from slimmer.rootfs import RootFS
 from slimmer.runner import run_dir_tar
 from slimmer.sensor.collect import place_file, protection, with_sizes
