@@ -637,6 +637,9 @@ def build_micro(
         )
         for warning in result.selection.warnings:
             log.warning("%s", warning)
+        if result.init is not None:
+            for passed_over in result.init.passed_over:
+                log.warning("--init: %s; %s is used instead", passed_over, result.init.path)
 
         layers_started = time.monotonic()
         records = package_records_of(collected, options)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from slimmer.context import write_rootfs_tar
+from slimmer.elf import ElfIdent, read_ident
 from slimmer.fileset import Entry, Selection, mount_points, select_files
 from slimmer.packages import RELEASE_FILES, KeptPackages, PackageDB, read_package_db
 from slimmer.pid1 import (
@@ -25,6 +26,7 @@ from slimmer.pid1 import (
     InitProblem,
     InitSource,
     choose_init,
+    closure_problem,
     parse_init,
 )
 from slimmer.protocol import (
@@ -136,15 +138,32 @@ def prepare_init(fs: RootFS, job: CollectJob, layout: SensorLayout) -> InitChoic
         with open(layout.init_binary, "rb") as handle:
             data = handle.read(MAX_WHEEL_BYTES + 1)
         wheel = parse_init(data, "the dumb-init wheel's binary")
-    env = job.selection.env
-    chosen = choose_init(fs, env, job.selection.workdir, wheel)
+    env, workdir = job.selection.env, job.selection.workdir
+    chosen = choose_init(fs, env, workdir, wheel, running_machine())
     if isinstance(chosen, InitProblem):
         return Refused(chosen.reason, "build without --init, or add tini or dumb-init to the image")
     if chosen.source is InitSource.WHEEL:
         problem = place_file(fs, WHEEL_INIT_PATH, data, job.selection.engine_mtime or 0)
         if problem is not None:
             return problem
+        missing = closure_problem(fs, WHEEL_INIT_PATH, env, workdir)
+        if missing is not None:
+            return Refused(
+                f"--init: dumb-init from the wheel cannot run in the image: {missing.reason}",
+                "build without --init, or add tini or dumb-init to the image",
+            )
     return chosen
+
+
+def running_machine() -> ElfIdent | None:
+    """The ELF class, byte order and machine of this process's own program:
+    what the engine runs here (slim does not emulate)."""
+    try:
+        with open("/proc/self/exe", "rb") as handle:
+            ident = read_ident(handle.read(64))
+    except OSError:
+        return None
+    return ident if isinstance(ident, ElfIdent) else None
 
 
 def place_file(fs: RootFS, path: str, data: bytes, mtime: int) -> Refused | None:

@@ -344,7 +344,11 @@ def test_init_reaps_orphans_and_passes_signals(
     image = fixture_image("prodinit")
     without = builds.build(image)
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "dumb-init-wheel", "path": WHEEL_INIT_PATH}
+    assert built.report["init"] == {
+        "source": "dumb-init-wheel",
+        "path": WHEEL_INIT_PATH,
+        "passed_over": [],
+    }
     config = engine.image_attrs(built.tag)["Config"]
     assert config["Entrypoint"] == [WHEEL_INIT_PATH, "--"]
     assert config["Cmd"] == ["python3", "/opt/service/service.py"]
@@ -388,7 +392,11 @@ def test_the_images_own_init_comes_first(
         }
     )
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "image", "path": "/usr/bin/dumb-init"}
+    assert built.report["init"] == {
+        "source": "image",
+        "path": "/usr/bin/dumb-init",
+        "passed_over": [],
+    }
     assert engine.image_attrs(built.tag)["Config"]["Entrypoint"] == ["/usr/bin/dumb-init", "--"]
     assert not any(f["path"].startswith("/usr/libexec/slim") for f in built.report["files"])
 
