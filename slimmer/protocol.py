@@ -289,7 +289,7 @@ class UnstrippedFile:
 class StripSummary:
     stripped: tuple[StrippedFile, ...] = ()
     refused: tuple[UnstrippedFile, ...] = ()  # not for the protected ones
-    protected: int = 0  # ELF files left alone because their bytes are verified
+    protected: tuple[UnstrippedFile, ...] = ()  # ELF files left alone: their bytes are used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -407,6 +407,8 @@ def check_result(result: SensorResult) -> None:
                 if sizes.get(stripped.path) != stripped.new_size:
                     raise wire.WireError(f"{where}: not a file of the selection of that size")
                 _check_range(stripped.old_size, stripped.new_size, 2**63, f"{where}.old_size")
+            for index, left in enumerate(result.strip.protected):
+                _check_path(left.path, f"strip.protected[{index}]")
         if result.init is not None:
             _check_path(result.init.path, "init.path")
     elif isinstance(result, InventoryResult):
