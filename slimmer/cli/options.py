@@ -22,6 +22,7 @@ from slimmer.errors import NotFound, UsageError
 from slimmer.probes import ProbeRequest, parse_http_probe, split_command
 from slimmer.trace import ClientProbe, ExecProbe, HostProbe, parse_signal
 from slimmer.tracer import TraceOptions
+from slimmer.userspec import UserSpecError, parse_user_spec
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,6 +137,11 @@ def _make_trace_options(
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
+    if user is not None:
+        try:
+            parse_user_spec(user)
+        except UserSpecError as exc:
+            raise UsageError(f"--user {user!r}: {exc}", "give USER[:GROUP], names or ids") from None
     return TraceOptions(
         cmd=list(command) or None,
         entrypoint=_split_entrypoint(entrypoint),
