@@ -31,6 +31,7 @@ from slimmer.fileset import (
 )
 from slimmer.packages import KeptPackages
 from slimmer.pid1 import InitChoice
+from slimmer.rootfs import is_image_path
 from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
@@ -353,12 +354,11 @@ def decode_result(data: bytes) -> SensorResult:
     return result
 
 
-MAX_PATH_BYTES = 4096
 MAX_ID = 2**32 - 1
 
 
 def _check_path(path: str, where: str) -> None:
-    if not path.startswith("/") or "\0" in path or len(os.fsencode(path)) > MAX_PATH_BYTES:
+    if not is_image_path(path):
         raise wire.WireError(f"{where}: {path[:80]!r} is not an absolute path of the image")
 
 

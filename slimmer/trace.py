@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from slimmer import __version__, wire
 from slimmer.errors import ExitCode, SlimError
-from slimmer.rootfs import Kind
+from slimmer.rootfs import Kind, is_image_path
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 TRACE_SCHEMA = "slim.trace/2"
 DEFAULT_STOP_SIGNAL = "SIGTERM"
@@ -397,11 +398,15 @@ class Trace:
                 f"not a {TRACE_SCHEMA} trace (schema: {found!r})", "make a new one with slim trace"
             )
         try:
-            return wire.decode(cls, data)
+            trace = wire.decode(cls, data)
         except wire.WireError as exc:
             raise TraceError(
                 f"malformed trace: {exc.message}", "make a new one with slim trace"
             ) from None
+        problem = trace_problem(trace)
+        if problem is not None:
+            raise TraceError(f"malformed trace: {problem}", "make a new one with slim trace")
+        return trace
 
     def save(self, path: Path) -> None:
         """Write it as slim writes every output (slimmer.outputs): a regular
@@ -419,6 +424,49 @@ class Trace:
         except OSError as exc:
             raise TraceError(f"cannot read trace {path}: {exc.strerror}") from None
         return cls.from_json(data)
+
+
+# What an HTTP request line can carry: a method is a token (RFC 9110), a
+# target has no space or control character (nothing a request line could
+# be split at); http.client refuses the rest with a traceback.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+def http_probe_problem(probe: HttpProbe) -> str | None:
+    """Why an HTTP probe cannot be sent as it is, or None."""
+    if not HTTP_TOKEN.fullmatch(probe.method):
+        return f"the HTTP method {probe.method[:40]!r} is not a token"
+    if not probe.path.startswith("/") or TARGET_FORBIDDEN.search(probe.path):
+        return f"the HTTP path {probe.path[:80]!r} has a space or a control character"
+    if probe.port is not None and not 0 < probe.port < 65536:
+        return f"the port {probe.port} is not a TCP port"
+    return None
+
+
+def trace_problem(trace: Trace) -> str | None:
+    """What the types of a trace cannot say, checked when it is read (a
+    trace file is untrusted): its paths name paths of an image, its command
+    has no NUL, its user is one the kernel can take, its HTTP probes can be
+    sent. None when it is sound."""
+    for index, traced in enumerate(trace.files):
+        if not is_image_path(traced.path):
+            return f"files[{index}]: {traced.path[:80]!r} is not an absolute path of the image"
+    for index, lookup in enumerate(trace.lookups):
+        if not is_image_path(lookup.path):
+            return f"lookups[{index}]: {lookup.path[:80]!r} is not an absolute path of the image"
+    if any("\0" in part for part in trace.command):
+        return "the command holds a NUL"
+    try:
+        parse_user_spec(trace.user)
+    except UserSpecError as exc:
+        return f"user {trace.user[:40]!r}: {exc}"
+    for index, result in enumerate(trace.probes):
+        if isinstance(result.probe, HttpProbe):
+            problem = http_probe_problem(result.probe)
+            if problem is not None:
+                return f"probes[{index}]: {problem}"
+    return None
 
 
 def file_safe(name: str) -> str:
