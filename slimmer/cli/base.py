@@ -23,6 +23,7 @@ from slimmer.endpoint import choose_endpoint
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode, SlimError, Terminated
 from slimmer.outputs import check_output
+from slimmer.terminal import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +50,19 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
             display.interrupt(lambda: super(CurrentStderr, self).emit(record))
         else:
             super().emit(record)
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines as a terminal shows them safely (slimmer.terminal): the
+    app's output and everything else from a container is in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """A line of text output, with control characters made visible."""
+    click.echo(visible(text), err=err)
 
 
 GLOBAL_OPTIONS = ("-q", "--quiet", "--debug", "-H", "--host", "--context", "--published-host")
@@ -159,7 +173,7 @@ def quiet() -> bool:
 def summary(line: str) -> None:
     """A line of a command's summary, on stderr, unless -q."""
     if not quiet():
-        click.echo(line, err=True)
+        echo(line, err=True)
 
 
 def setup_progress(quiet: bool) -> None:
@@ -179,15 +193,15 @@ def setup_logging(debug: bool, quiet: bool) -> None:
     logger = logging.getLogger(LOGGER)
     if not any(isinstance(h, CurrentStderr) for h in logger.handlers):
         handler = CurrentStderr()
-        handler.setFormatter(logging.Formatter("slim: %(message)s"))
+        handler.setFormatter(VisibleFormatter("slim: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
 
 
 def fail(message: str, hint: str | None, code: int) -> None:
-    click.echo(f"slim: error: {message}", err=True)
+    echo(f"slim: error: {message}", err=True)
     if hint:
-        click.echo(f"slim: hint: {hint}", err=True)
+        echo(f"slim: hint: {hint}", err=True)
     sys.exit(code)
 
 
