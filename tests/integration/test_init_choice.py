@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from slimmer.pid1 import WHEEL_INIT_PATH
+from tests.helpers.elfroot import compile_program
 from tests.helpers.slimrun import run_slim
 
 
@@ -23,17 +22,12 @@ from tests.helpers.slimrun import run_slim
 def truncated_tini(tmp_path: Path) -> bytes:
     """A static program (as tini-static is) cut after its headers: it passes
     a look at its ELF header, and the kernel cannot run it."""
-    source = tmp_path / "tini.c"
-    source.write_text("int main(void) { return 0; }\n")
-    subprocess.run(["gcc", "-static", "-o", str(tmp_path / "tini"), str(source)], check=True)
-    return (tmp_path / "tini").read_bytes()[:1000]
+    return compile_program(tmp_path, "int main(void) { return 0; }\n", "-static")[:1000]
 
 
 @pytest.fixture
-def micro_tag(engine: Engine) -> Iterator[str]:
-    tag = f"slim-test-init-{uuid.uuid4().hex[:8]}:micro"
-    yield tag
-    engine.remove_image(tag)
+def micro_tag(micro_tags) -> str:
+    return micro_tags()
 
 
 def traced(image: str, tmp_path: Path) -> Path:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,17 +170,6 @@ def test_report_and_sbom_through_links(batch_trace: tuple[str, Path], tmp_path: 
     assert result.exit_code == 0, result.describe()
     for link, target in outputs.values():
         assert link.is_symlink() and json.loads(target.read_text())
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 @needs_root

@@ -26,6 +26,7 @@ from slimmer.compare import figures
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode
 from slimmer.pid1 import WHEEL_INIT_PATH, find_wheel_init
+from tests.helpers.images import image_tree
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
 from tests.integration.test_packages import stanzas
@@ -92,19 +93,6 @@ def builds(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def engine_layers(engine: Engine, image: str) -> list[str]:
     return list(engine.image_attrs(image)["RootFS"]["Layers"])
-
-
-def image_tree(engine: Engine, image: str, path: str, run_id: str) -> dict[str, bytes | None]:
-    """The files of an image under `path` as the engine archives them
-    (name -> bytes, None for what is not a regular file)."""
-    with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
-        data = engine.archive(container, path)
-    tree: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isreg() else None
-            tree[member.name] = handle.read() if handle else None
-    return tree
 
 
 # -- layers ---------------------------------------------------------------------------

@@ -5,33 +5,16 @@ kept package keeps its record, and the records keep the database's bytes."""
 
 from __future__ import annotations
 
-import io
 import subprocess
-import tarfile
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.helpers.images import image_tree
 from tests.helpers.slimrun import SlimRun, run_slim
+from tests.unit.test_records import STATUS
 
 STATUS_D = "/var/lib/dpkg/status.d"
-
-
-@pytest.fixture
-def micro_tags(engine: Engine) -> Iterator[Callable[[], str]]:
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"slim-test-records-{uuid.uuid4().hex[:8]}:micro")
-        return made[-1]
-
-    yield new
-    for tag in made:
-        engine.remove_image(tag)
 
 
 def traced(image: str, tmp_path: Path) -> Path:
@@ -52,15 +35,7 @@ def docker_run(tag: str, *argv: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def files_in(engine: Engine, tag: str, directory: str) -> dict[str, bytes | None]:
-    """The members under `directory` of the image (None for a directory)."""
-    with engine.container(tag, engine.new_run_id(), command=["x"]) as container:
-        data = engine.archive(container, directory)
-    found: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isreg() else None
-            found[member.name] = handle.read() if handle else None
-    return found
+    return image_tree(engine, tag, directory, engine.new_run_id())
 
 
 def test_a_record_directory_that_links_elsewhere_is_refused(
@@ -107,25 +82,6 @@ def test_a_directory_where_a_record_goes_is_refused(image_from, micro_tags, tmp_
     assert f"the image has a dir at {STATUS_D}/dash" in refused.stderr
 
 
-FAKE_PACKAGES = r"""
-Package: foo
-Status: install ok installed
-Priority: optional
-Maintainer: Jos\xe9 <jose@example.org>
-Architecture: amd64
-Version: 1.0
-Description: foo
-
-Package: foo.md5sums
-Status: install ok installed
-Priority: optional
-Maintainer: Someone <s@example.org>
-Architecture: amd64
-Version: 2.0
-Description: named like a digest file
-"""
-
-
 def test_every_kept_package_keeps_its_record_with_its_bytes(
     engine: Engine, image_from, micro_tags, tmp_path: Path
 ) -> None:
@@ -134,11 +90,10 @@ def test_every_kept_package_keeps_its_record_with_its_bytes(
     has its record in the micro image, byte for byte."""
     image = image_from(
         {
-            "status": FAKE_PACKAGES,
+            "status": STATUS,
             "Dockerfile": "FROM debian:bookworm\n"
             "COPY status /tmp/status\n"
-            # the \xe9 escapes become the bytes themselves (sed), as in an old database
-            "RUN sed -i 's/\\\\xe9/\\xe9/' /tmp/status && cat /tmp/status >> /var/lib/dpkg/status"
+            "RUN printf '\\n' >> /var/lib/dpkg/status && cat /tmp/status >> /var/lib/dpkg/status"
             " && rm /tmp/status"
             " && sed -i '/^Package: dash$/,/^$/ s/^Maintainer: .*/Maintainer: Andr\\xe9 <a@b.c>/'"
             " /var/lib/dpkg/status"
@@ -155,7 +110,9 @@ def test_every_kept_package_keeps_its_record_with_its_bytes(
     assert built.exit_code == 0, built.describe()
     assert docker_run(tag).stdout == b"ab\n"
     records = files_in(engine, tag, STATUS_D)
-    assert b"\nMaintainer: Jos\xe9 <jose@example.org>\n" in (records["status.d/foo"] or b"")
+    assert b"\nMaintainer: Jos\xe9 M\xe4intainer <jose@example.org>\n" in (
+        records["status.d/foo"] or b""
+    )
     assert (records["status.d/foo.md5sums"] or b"").endswith(b"  opt/foo/a\n")
     assert (records["status.d/foo.md5sums:amd64"] or b"").startswith(b"Package: foo.md5sums\n")
     assert (records["status.d/foo.md5sums:amd64.md5sums"] or b"").endswith(b"  opt/md/b\n")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,41 @@ def _exit_code_of(number: int) -> int:
     return int(ExitCode.INTERRUPTED) if number == signal.SIGINT else 128 + number
 
 
-def _trace_argv(image: str, out: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "slimmer", "trace", image, "--until-exit", "-o", str(out),
-        "--", "sleep", "600",
+def signalled_trace(
+    image: str,
+    directory: Path,
+    pick: Callable[[bytes, bytes, int], bool],
+    moment: Moment,
+    number: int,
+    settle: float,
+) -> tuple[int, str, HeldRequest]:
+    """`slim trace` of `image` through a pipe to the engine that sends slim
+    signal `number` at `moment` of the request `pick` takes, then waits
+    `settle` seconds before the request goes on. Its exit status, stderr,
+    and the pipe (once the engine answered the held request)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def signal_slim() -> None:
+        started[0].send_signal(number)
+        time.sleep(settle)  # whatever slim does on the signal, it does now
+
+    argv = [
+        sys.executable, "-m", "slimmer", "trace", image, "--until-exit",
+        "-o", str(directory / "t.json"), "--", "sleep", "600",
     ]  # fmt: skip
+    with HeldRequest(directory, pick, moment, signal_slim) as held:
+        process = subprocess.Popen(
+            argv,
+            env=slim_env({"DOCKER_HOST": held.url, "DOCKER_CONTEXT": None}),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        _, err = process.communicate(timeout=120)
+        assert held.hooked.wait(30), err
+        held.answered.wait(60)
+    assert not (directory / "t.json").exists()
+    return process.returncode, err, held
 
 
 @pytest.mark.parametrize("moment", list(Moment), ids=lambda m: m.name.lower())
@@ -44,27 +75,12 @@ def test_a_signal_during_the_create_leaves_no_container(
     engine (slim gave up on it; the engine creates it anyway, as it does
     for a client that went away), or once the engine has answered but
     before slim has the answer."""
-    image = fixture_image("batch")
-    started: list[subprocess.Popen[str]] = []
-
-    def signal_slim() -> None:
-        started[0].send_signal(number)
-        time.sleep(1.5)  # whatever slim does on the signal, it does now
-
-    with HeldRequest(tmp_path, creating_container, moment, signal_slim) as held:
-        process = subprocess.Popen(
-            _trace_argv(image, tmp_path / "t.json"),
-            env=slim_env({"DOCKER_HOST": held.url, "DOCKER_CONTEXT": None}),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        _, err = process.communicate(timeout=120)
-        assert held.hooked.wait(30), err
-        assert held.answered.wait(60), "the engine never answered the create"
-    assert process.returncode == _exit_code_of(number), err
+    status, err, held = signalled_trace(
+        fixture_image("batch"), tmp_path, creating_container, moment, number, settle=1.5
+    )
+    assert held.answered.is_set(), "the engine never answered the create"
+    assert status == _exit_code_of(number), err
     assert "Traceback" not in err
-    assert not (tmp_path / "t.json").exists()
 
 
 def test_signals_at_every_request_of_the_start_leave_nothing(
@@ -76,29 +92,13 @@ def test_signals_at_every_request_of_the_start_leave_nothing(
     point before the engine has the request and after it answered."""
     image = fixture_image("batch")
     points = [(n, moment) for n in range(1, START_REQUESTS + 1) for moment in Moment]
-    for index, (number, moment) in enumerate(points):
-        chosen = SIGNALS[index % len(SIGNALS)]
-        started: list[subprocess.Popen[str]] = []
-
-        def signal_slim(
-            chosen: int = chosen, started: list[subprocess.Popen[str]] = started
-        ) -> None:
-            started[0].send_signal(chosen)
-            time.sleep(0.3)
-
+    for index, (request, moment) in enumerate(points):
+        number = SIGNALS[index % len(SIGNALS)]
         directory = tmp_path / f"run{index}"
         directory.mkdir()
-        with HeldRequest(directory, nth_request(number), moment, signal_slim) as held:
-            process = subprocess.Popen(
-                _trace_argv(image, directory / "t.json"),
-                env=slim_env({"DOCKER_HOST": held.url, "DOCKER_CONTEXT": None}),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            started.append(process)
-            _, err = process.communicate(timeout=120)
-            assert held.hooked.wait(30), f"request {number}: {err}"
-            held.answered.wait(30)
-        where = f"request {number}, {moment.value}: {err}"
-        assert process.returncode == _exit_code_of(chosen), where
+        status, err, _ = signalled_trace(
+            image, directory, nth_request(request), moment, number, settle=0.3
+        )
+        where = f"request {request}, {moment.value}: {err}"
+        assert status == _exit_code_of(number), where
         assert "Traceback" not in err, where

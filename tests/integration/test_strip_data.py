@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from slimmer.engine import Engine
+from tests.helpers.elfroot import compile_program
 from tests.helpers.slimrun import run_slim
 
 APP = """#!/bin/sh
@@ -26,17 +24,13 @@ cd /opt/app && sha256sum -c sums
 @pytest.fixture
 def unstripped(tmp_path: Path) -> bytes:
     """A program with debug sections and a symbol table (gcc -g)."""
-    source = tmp_path / "run.c"
-    source.write_text('#include <stdio.h>\nint main(void) { puts("ran"); return 0; }\n')
-    subprocess.run(["gcc", "-g", "-o", str(tmp_path / "run"), str(source)], check=True)
-    return (tmp_path / "run").read_bytes()
+    source = '#include <stdio.h>\nint main(void) { puts("ran"); return 0; }\n'
+    return compile_program(tmp_path, source, "-g")
 
 
 @pytest.fixture
-def micro_tag(engine: Engine) -> Iterator[str]:
-    tag = f"slim-test-strip-{uuid.uuid4().hex[:8]}:micro"
-    yield tag
-    engine.remove_image(tag)
+def micro_tag(micro_tags) -> str:
+    return micro_tags()
 
 
 def test_an_elf_file_the_app_checks_is_not_stripped(

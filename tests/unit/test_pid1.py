@@ -25,7 +25,7 @@ from slimmer.pid1 import (
     with_init,
 )
 from slimmer.rootfs import RootFS
-from tests.helpers.elfroot import GLIBC_INTERP, HOST_MULTIARCH, ElfRoot
+from tests.helpers.elfroot import GLIBC_INTERP, HOST_MULTIARCH, ElfRoot, compile_program
 
 PATH_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -106,10 +106,7 @@ def test_the_images_own_init_comes_first(
 @pytest.fixture
 def static_program(tmp_path: Path) -> bytes:
     """A static program, as tini-static is."""
-    source = tmp_path / "init.c"
-    source.write_text("int main(void) { return 0; }\n")
-    subprocess.run(["gcc", "-static", "-o", str(tmp_path / "init"), str(source)], check=True)
-    return (tmp_path / "init").read_bytes()
+    return compile_program(tmp_path, "int main(void) { return 0; }\n", "-static")
 
 
 def _truncated(program: bytes) -> bytes:
