@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
-from slimmer.cleanup import scratch_directory, signals_held
+from slimmer.cleanup import scratch_directory
 from slimmer.context import (
     ROOTFS_MEMBER,
     ContextError,
@@ -44,7 +44,7 @@ from slimmer.layers import (
     with_generated,
     write_layer,
 )
-from slimmer.packages import GeneratedFile, dated_records
+from slimmer.outputs import write_output, writing
 from slimmer.pid1 import InitChoice, InitProblem, find_wheel_init, read_init_bytes, with_init
 from slimmer.probes import ProbeRequest
 from slimmer.protocol import (
@@ -56,6 +56,7 @@ from slimmer.protocol import (
     InventoryResult,
     StripJob,
 )
+from slimmer.records import GeneratedFile, check_placement, dated_records
 from slimmer.report import (
     BuildReport,
     LayerRecord,
@@ -546,28 +547,27 @@ def write_image_layers(
 
 
 def write_context_file(
-    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path
+    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path, *, given: bool
 ) -> None:
-    """The context tar; no half-written one is left."""
-    try:
-        with ExitStack() as stack:
-            members = [
-                ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
-                for path in layers.files
-            ]
+    """The context tar: at the path the user gave (--context-only), written
+    as every output is (slimmer.outputs: nothing of the user's is removed
+    when it fails), or in the scratch directory for the build."""
+    with ExitStack() as stack:
+        members = [
+            ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
+            for path in layers.files
+        ]
+        if given:
+            with writing(context_path, "the build context") as out:
+                write_context(dockerfile.text, members, out)
+            return
+        try:
             with context_path.open("wb") as out:
                 write_context(dockerfile.text, members, out)
-    except BaseException as exc:
-        with signals_held():
-            context_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            error = ContextError(
-                f"cannot write the build context {context_path}: {exc.strerror}",
-                "free some space, or point TMPDIR / --context-only elsewhere",
-            )
-            error.exit_code = ExitCode.RESOURCE
-            raise error from None
-        raise
+        except OSError as exc:
+            raise cannot_write(
+                f"cannot write the build context {context_path}: {exc.strerror}"
+            ) from None
 
 
 def config_with_init(config: ImageConfig, init: InitChoice | None) -> ImageConfig:
@@ -614,8 +614,7 @@ def write_sbom(
         files=app_files(result.selection.entries, owned, collected.digests),
         created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_output(path, text.encode("utf-8"), "the SBOM")
 
 
 def build_micro(
@@ -669,9 +668,13 @@ def build_micro(
         )
         for warning in result.selection.warnings:
             log.warning("%s", warning)
+        if result.init is not None:
+            for passed_over in result.init.passed_over:
+                log.warning("--init: %s; %s is used instead", passed_over, result.init.path)
 
         layers_started = time.monotonic()
         records = package_records_of(collected, options)
+        check_placement(records, result.selection.entries, request.base_dirs)
         layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
         layers_dir.mkdir()
         policy = layer_policy(options, base_layers)
@@ -683,7 +686,7 @@ def build_micro(
             final_config, base, labels, [path.name for path in layers.files]
         )
         context_path = options.context_only or scratch / "context.tar"
-        write_context_file(dockerfile, layers, context_path)
+        write_context_file(dockerfile, layers, context_path, given=options.context_only is not None)
         for path in layers.files:
             path.unlink()
         micro_id = micro_size = None
@@ -752,8 +755,7 @@ def build_micro(
         production=production,
     )
     report_path = options.report_path(image)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(wire.dumps(report), encoding="ascii")
+    write_output(report_path, wire.dumps(report).encode("ascii"), "the report")
     return BuildResult(
         options.tag,
         micro_id,

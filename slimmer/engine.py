@@ -571,7 +571,13 @@ class Engine:
             options["network_mode"] = f"container:{network_of.id}"
         created = None
         try:
-            created = self.client.containers.create(image, detach=True, **options)
+            # A signal that stopped slim while the engine was still creating
+            # the container would leave it behind (the engine finishes the
+            # request whether slim waits or not, and listing by label before
+            # it has would find nothing): the create is one step, with the
+            # terminating signals held until it answered.
+            with signals_held():
+                created = self.client.containers.create(image, detach=True, **options)
             yield ContainerRef(created.id, created.name)
         except docker.errors.ImageNotFound:
             raise NotFound(f"image {image!r} not found on the engine") from None
@@ -581,7 +587,7 @@ class Engine:
             with signals_held():
                 if created is not None:
                     self.remove_container(created.id)
-                else:  # interrupted while the engine was creating it
+                else:  # the create failed (an engine error, a time-out): one may be there
                     for leftover in self.leftovers(run_id):
                         if leftover.kind == "container":
                             self.remove_container(leftover.name)

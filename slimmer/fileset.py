@@ -25,7 +25,7 @@ from slimmer.errors import ExitCode, PathError, SlimError
 from slimmer.execpath import find_program
 from slimmer.loader import Loader
 from slimmer.packages import PackageDB, read_package_db
-from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents
+from slimmer.rootfs import Kind, RootFS, basename, join, kind_of, parent, parents, printable
 from slimmer.trace import Access, Lookup, PathAction, TracedFile
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
@@ -428,19 +428,31 @@ class _Selector:
             self.warnings.append(f"{dep.requester} needs {dep.name}: {dep.problem}")
 
     def includes(self) -> None:
+        """--include paths (a directory: all of it) and globs; one that
+        matches nothing in the image is a warning (a typo, a path of
+        another image), never silent."""
         patterns = self.request.includes
         globs = [p for p in patterns if any(ch in p for ch in GLOB_CHARS)]
+        matched: set[str] = set()
         for pattern in patterns:
             if pattern in globs:
                 continue
             canonical = self.add_resolved(pattern, Reason.INCLUDE)
-            if canonical is not None and stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
+            if canonical is None:
+                continue
+            matched.add(pattern)
+            if stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
                 for path, _ in walk(self.fs, canonical, self.request.skipped_trees):
                     self.add(path, Reason.INCLUDE)
         if globs:
             for path, _ in walk(self.fs, skipped=self.request.skipped_trees):
-                if any(fnmatch.fnmatchcase(path, pattern) for pattern in globs):
-                    self.add(path, Reason.INCLUDE)
+                for pattern in globs:
+                    if fnmatch.fnmatchcase(path, pattern):
+                        self.add(path, Reason.INCLUDE)
+                        matched.add(pattern)
+        for pattern in patterns:
+            if pattern not in matched:
+                self.warnings.append(f"--include {printable(pattern)} matched nothing in the image")
 
     def volume_content(self) -> None:
         """Everything the image has in its VOLUMEs: the engine copies it into

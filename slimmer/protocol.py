@@ -31,6 +31,7 @@ from slimmer.fileset import (
 )
 from slimmer.packages import KeptPackages
 from slimmer.pid1 import InitChoice
+from slimmer.rootfs import is_image_path
 from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
@@ -289,7 +290,7 @@ class UnstrippedFile:
 class StripSummary:
     stripped: tuple[StrippedFile, ...] = ()
     refused: tuple[UnstrippedFile, ...] = ()  # not for the protected ones
-    protected: int = 0  # ELF files left alone because their bytes are verified
+    protected: tuple[UnstrippedFile, ...] = ()  # ELF files left alone: their bytes are used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,12 +354,11 @@ def decode_result(data: bytes) -> SensorResult:
     return result
 
 
-MAX_PATH_BYTES = 4096
 MAX_ID = 2**32 - 1
 
 
 def _check_path(path: str, where: str) -> None:
-    if not path.startswith("/") or "\0" in path or len(os.fsencode(path)) > MAX_PATH_BYTES:
+    if not is_image_path(path):
         raise wire.WireError(f"{where}: {path[:80]!r} is not an absolute path of the image")
 
 
@@ -407,6 +407,8 @@ def check_result(result: SensorResult) -> None:
                 if sizes.get(stripped.path) != stripped.new_size:
                     raise wire.WireError(f"{where}: not a file of the selection of that size")
                 _check_range(stripped.old_size, stripped.new_size, 2**63, f"{where}.old_size")
+            for index, left in enumerate(result.strip.protected):
+                _check_path(left.path, f"strip.protected[{index}]")
         if result.init is not None:
             _check_path(result.init.path, "init.path")
     elif isinstance(result, InventoryResult):

@@ -137,7 +137,8 @@ class StripReport:
     saved: int  # bytes
     stripped: tuple[StrippedRecord, ...]
     refused: tuple[DroppedRecord, ...]  # ELF files --strip could not handle, and why
-    protected: int  # ELF files left as they are because their bytes are verified
+    protected: int  # ELF files left as they are because their bytes are used as they are
+    protected_files: tuple[DroppedRecord, ...] = ()  # those files, and why
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,7 +201,8 @@ def strip_report(summary: StripSummary) -> StripReport:
             for s in summary.stripped
         ),
         refused=tuple(DroppedRecord(printable(r.path), r.why) for r in summary.refused),
-        protected=summary.protected,
+        protected=len(summary.protected),
+        protected_files=tuple(DroppedRecord(printable(p.path), p.why) for p in summary.protected),
     )
 
 

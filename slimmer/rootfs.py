@@ -88,6 +88,16 @@ def basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+MAX_PATH_BYTES = 4096  # PATH_MAX
+
+
+def is_image_path(path: str) -> bool:
+    """A path that can name something in an image: absolute, without NUL,
+    at most PATH_MAX bytes. What comes from a container or a file is
+    checked with it before it is used."""
+    return path.startswith("/") and "\0" not in path and len(os.fsencode(path)) <= MAX_PATH_BYTES
+
+
 def printable(path: str) -> str:
     """An image path as text: undecodable bytes shown as \\xNN escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

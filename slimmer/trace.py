@@ -9,11 +9,9 @@ trace again.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
-import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any, ClassVar, Literal
 
 from slimmer import __version__, wire
 from slimmer.errors import ExitCode, SlimError
-from slimmer.rootfs import Kind
+from slimmer.rootfs import Kind, is_image_path
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 TRACE_SCHEMA = "slim.trace/2"
 DEFAULT_STOP_SIGNAL = "SIGTERM"
@@ -461,16 +460,24 @@ class Trace:
                 f"not a {TRACE_SCHEMA} trace (schema: {found!r})", "make a new one with slim trace"
             )
         try:
-            return wire.decode(cls, data)
+            trace = wire.decode(cls, data)
         except wire.WireError as exc:
             raise TraceError(
                 f"malformed trace: {exc.message}", "make a new one with slim trace"
             ) from None
+        problem = trace_problem(trace)
+        if problem is not None:
+            raise TraceError(f"malformed trace: {problem}", "make a new one with slim trace")
+        return trace
 
     def save(self, path: Path) -> None:
-        """Write atomically, through a private temporary file beside it, so
-        two slim runs never see each other's half-written traces."""
-        write_atomically(path, self.to_json())
+        """Write it as slim writes every output (slimmer.outputs): a regular
+        file is replaced whole, atomically, so two slim runs never see each
+        other's half-written traces; a link is followed; a FIFO is written
+        into."""
+        from slimmer.outputs import write_output  # host only: the sensor imports this module
+
+        write_output(path, self.to_json().encode("ascii"), "the trace")
 
     @classmethod
     def load(cls, path: Path) -> Trace:
@@ -481,16 +488,47 @@ class Trace:
         return cls.from_json(data)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# What an HTTP request line can carry: a method is a token (RFC 9110), a
+# target has no space or control character (nothing a request line could
+# be split at); http.client refuses the rest with a traceback.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+def http_probe_problem(probe: HttpProbe) -> str | None:
+    """Why an HTTP probe cannot be sent as it is, or None."""
+    if not HTTP_TOKEN.fullmatch(probe.method):
+        return f"the HTTP method {probe.method[:40]!r} is not a token"
+    if not probe.path.startswith("/") or TARGET_FORBIDDEN.search(probe.path):
+        return f"the HTTP path {probe.path[:80]!r} has a space or a control character"
+    if probe.port is not None and not 0 < probe.port < 65536:
+        return f"the port {probe.port} is not a TCP port"
+    return None
+
+
+def trace_problem(trace: Trace) -> str | None:
+    """What the types of a trace cannot say, checked when it is read (a
+    trace file is untrusted): its paths name paths of an image, its command
+    has no NUL, its user is one the kernel can take, its HTTP probes can be
+    sent. None when it is sound."""
+    for index, traced in enumerate(trace.files):
+        if not is_image_path(traced.path):
+            return f"files[{index}]: {traced.path[:80]!r} is not an absolute path of the image"
+    for index, lookup in enumerate(trace.lookups):
+        if not is_image_path(lookup.path):
+            return f"lookups[{index}]: {lookup.path[:80]!r} is not an absolute path of the image"
+    if any("\0" in part for part in trace.command):
+        return "the command holds a NUL"
     try:
-        with os.fdopen(handle, "w", encoding="ascii") as out:
-            out.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+        parse_user_spec(trace.user)
+    except UserSpecError as exc:
+        return f"user {trace.user[:40]!r}: {exc}"
+    for index, result in enumerate(trace.probes):
+        if isinstance(result.probe, HttpProbe):
+            problem = http_probe_problem(result.probe)
+            if problem is not None:
+                return f"probes[{index}]: {problem}"
+    return None
 
 
 def file_safe(name: str) -> str:

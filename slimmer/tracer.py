@@ -28,6 +28,7 @@ from slimmer.trace import (
     TraceStatus,
     command_line,
 )
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         )
     stop_signal = options.stop_signal or config.stop_signal_number()
     user = options.user if options.user is not None else config.user
+    try:
+        parse_user_spec(user)  # before any container: the sensor could not switch to it
+    except UserSpecError as exc:
+        raise SlimError(
+            f"cannot run the app as {user!r}: {exc}", "give another one with --user USER[:GROUP]"
+        ) from None
     job = TraceJob(
         argv=tuple(argv),
         env=config.env_dict(),

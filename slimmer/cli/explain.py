@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from slimmer.cli.base import SlimCommand, exit_with, handles_errors
+from slimmer.cli.base import SlimCommand, echo, exit_with, handles_errors
 from slimmer.errors import ExitCode
 from slimmer.report import explain as explain_path
 from slimmer.report import load_report
@@ -20,6 +20,6 @@ def explain(report: Path, path: str) -> None:
     """Say why PATH is in the micro image of REPORT, or why it is not."""
     answer = explain_path(load_report(report), path)
     for line in answer.lines:
-        click.echo(line)
+        echo(line)
     if not answer.kept:
         exit_with(ExitCode.FAILURE)

@@ -29,6 +29,7 @@ from slimmer.probes import (
 )
 from slimmer.trace import parse_signal
 from slimmer.tracer import TraceOptions
+from slimmer.userspec import UserSpecError, parse_user_spec
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -161,6 +162,11 @@ def _make_trace_options(
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
+    if user is not None:
+        try:
+            parse_user_spec(user)
+        except UserSpecError as exc:
+            raise UsageError(f"--user {user!r}: {exc}", "give USER[:GROUP], names or ids") from None
     return TraceOptions(
         cmd=list(command) or None,
         entrypoint=_split_entrypoint(entrypoint),

@@ -10,6 +10,7 @@ from slimmer.cli.base import (
     SlimCommand,
     connect,
     default_cache_dir,
+    echo,
     handles_errors,
     output_file,
     summary,
@@ -73,7 +74,7 @@ def trace(image: str, output: Path | None, trace_options: TraceOptions) -> None:
         except AppFailed as exc:
             if exc.trace is not None:
                 exc.trace.save(path)
-                click.echo(f"slim: the trace was saved to {path}", err=True)
+                echo(f"slim: the trace was saved to {path}", err=True)
             raise
     result.save(path)
     print_trace_summary(result, path)

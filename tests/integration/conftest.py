@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,3 +55,29 @@ def image_from(engine: Engine, tmp_path: Path) -> Iterator[Callable[[dict[str, s
     yield build
     for tag in made:
         engine.remove_image(tag)
+
+
+@pytest.fixture
+def micro_tags(engine: Engine) -> Iterator[Callable[[], str]]:
+    """New tags for the micro images a test builds; removed when it ends."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"slim-test-micro-{uuid.uuid4().hex[:8]}:micro")
+        return made[-1]
+
+    yield new
+    for tag in made:
+        engine.remove_image(tag)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 kB tmpfs (mounting needs root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slimmer.engine import Engine
-from slimmer.packages import KeptPackages, dpkg_records, dpkg_stanza
+from slimmer.packages import KeptPackages
+from slimmer.records import dpkg_records, dpkg_stanza
 from tests.helpers.inimage import run_in_image
 
 KEPT = [

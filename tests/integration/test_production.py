@@ -28,6 +28,7 @@ from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode
 from slimmer.pid1 import WHEEL_INIT_PATH, find_wheel_init
 from tests.conftest import session_tag
+from tests.helpers.images import image_tree
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
 from tests.integration.test_packages import stanzas
@@ -94,19 +95,6 @@ def builds(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def engine_layers(engine: Engine, image: str) -> list[str]:
     return list(engine.image_attrs(image)["RootFS"]["Layers"])
-
-
-def image_tree(engine: Engine, image: str, path: str, run_id: str) -> dict[str, bytes | None]:
-    """The files of an image under `path` as the engine archives them
-    (name -> bytes, None for what is not a regular file)."""
-    with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
-        data = engine.archive(container, path)
-    tree: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isreg() else None
-            tree[member.name] = handle.read() if handle else None
-    return tree
 
 
 # -- layers ---------------------------------------------------------------------------
@@ -371,7 +359,11 @@ def test_init_reaps_orphans_and_passes_signals(
     image = fixture_image("prodinit")
     without = builds.build(image)
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "dumb-init-wheel", "path": WHEEL_INIT_PATH}
+    assert built.report["init"] == {
+        "source": "dumb-init-wheel",
+        "path": WHEEL_INIT_PATH,
+        "passed_over": [],
+    }
     config = engine.image_attrs(built.tag)["Config"]
     assert config["Entrypoint"] == [WHEEL_INIT_PATH, "--"]
     assert config["Cmd"] == ["python3", "/opt/service/service.py"]
@@ -415,7 +407,11 @@ def test_the_images_own_init_comes_first(
         }
     )
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "image", "path": "/usr/bin/dumb-init"}
+    assert built.report["init"] == {
+        "source": "image",
+        "path": "/usr/bin/dumb-init",
+        "passed_over": [],
+    }
     assert engine.image_attrs(built.tag)["Config"]["Entrypoint"] == ["/usr/bin/dumb-init", "--"]
     assert not any(f["path"].startswith("/usr/libexec/slim") for f in built.report["files"])
 

@@ -83,17 +83,6 @@ def test_odd_names_survive_trace_report_context_and_image(
         engine.remove_image(tag)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_full_disk_while_writing_the_context(
     engine: Engine, fixture_image, tmp_path: Path, tiny_disk: Path
 ) -> None:

@@ -20,12 +20,10 @@ from slimmer.packages import (
     KeptPackages,
     Package,
     PackageManager,
-    apk_installed,
-    dpkg_records,
-    package_records,
     parse_os_release,
     read_package_db,
 )
+from slimmer.records import apk_installed, dpkg_records, package_records
 from slimmer.rootfs import RootFS
 
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
