@@ -40,6 +40,7 @@ from slimmer.trace import (
     Probe,
     ProbeResult,
     answer_expected,
+    http_probe_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ HEALTHCHECK_RETRY_SECONDS = 0.5
 LISTEN_SETTLE_SECONDS = 0.3  # a connection still open after this: the app accepted it
 
 _METHOD = re.compile(r"^[A-Z]+$")
-_PATH = re.compile(r"^/[\x21-\x7e]*$")  # no spaces, no control characters (CR, LF)
 
 
 class ProbeError(SlimError):
@@ -116,14 +116,13 @@ def parse_http_probe(text: str) -> HttpProbe:
             f"bad --http-probe {text!r}: the path must start with '/'",
             "use [!][METHOD:]PATH[:PORT], e.g. GET:/health:8080",
         )
-    if not _PATH.match(rest):
+    probe = HttpProbe(method, rest, port, expect_failure)
+    problem = http_probe_problem(probe)  # the rule a trace file's probes are read by
+    if problem:
         raise ProbeError(
-            f"bad --http-probe {text!r}: the path holds a space or a control character",
-            "percent-encode them (%20, %0D, %0A)",
+            f"bad --http-probe {text!r}: {problem}", "percent-encode spaces and control characters"
         )
-    if port is not None and not 0 < port < 65536:
-        raise ProbeError(f"bad --http-probe {text!r}: port out of range")
-    return HttpProbe(method, rest, port, expect_failure)
+    return probe
 
 
 def split_command(text: str) -> tuple[str, ...]:
