@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from slimmer.components import app_components
 from slimmer.context import write_rootfs_tar
 from slimmer.fileset import Entry, Selection, mount_points, select_files
 from slimmer.packages import RELEASE_FILES, KeptPackages, PackageDB, read_package_db
@@ -90,6 +91,10 @@ def collect_files(
         plan = plan_strip(fs, regular_files(selection), protection(kept, job.strip))
         selection = with_sizes(selection, plan)
         clock.lap("strip")
+    components = app_components(
+        fs, regular_files(selection), kept.owner_map() if kept.manager else set()
+    )
+    clock.lap("components")
     total = sum(entry.size for entry in selection.entries if entry.kind is Kind.FILE)
     with open(layout.output_tar, "wb") as out:
         write_rootfs_tar(fs, selection, out, plan, progress(total) if progress else None)
@@ -99,6 +104,7 @@ def collect_files(
         packages=kept,
         strip=summary(plan) if plan is not None else None,
         init=init,
+        components=components,
         seconds=clock.seconds,
     )
 
