@@ -21,17 +21,26 @@ from typing import Any, BinaryIO
 
 from slimmer import __version__, progress, wire
 from slimmer.bundle import sensor_bundle
-from slimmer.cleanup import scratch_directory
+from slimmer.cleanup import scratch_directory, signals_held
 from slimmer.context import (
     ROOTFS_MEMBER,
     ContextError,
     ContextMember,
+    FileDigests,
     RootfsStats,
     copy_validated,
     write_context,
 )
+from slimmer.delivery import (
+    OutputKind,
+    OutputSpec,
+    check_delivery,
+    remove_partial_layout,
+    write_docker_archive,
+    write_oci_layout,
+)
 from slimmer.dockerfile import MicroDockerfile, render_dockerfile
-from slimmer.engine import Engine
+from slimmer.engine import Engine, split_reference
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.fileset import Entry, Selection, SelectionRequest, check_pattern
 from slimmer.layers import (
@@ -68,7 +77,7 @@ from slimmer.report import (
 )
 from slimmer.rootfs import Kind
 from slimmer.runner import SensorError, run_sensor_once, sensor_container
-from slimmer.sbom import app_files, build_sbom
+from slimmer.sbom import ImageSubject, SbomFormat, SbomInput, render_sbom, sbom_files
 from slimmer.trace import (
     Access,
     ImageConfig,
@@ -132,9 +141,13 @@ class BuildOptions:
     strip: bool = False  # drop debug sections and symbol tables of kept ELF files
     strip_except: tuple[str, ...] = ()  # globs of files --strip leaves alone
     init: bool = False  # an init as PID 1 in front of the app
-    sbom: Path | None = None  # default .slim/<tag>.sbom.json
+    sbom: Path | None = None  # default .slim/<tag>.sbom.json (.spdx.json)
+    sbom_format: SbomFormat = SbomFormat.CYCLONEDX
     labels: dict[str, str] = field(default_factory=dict)  # --label: added by the builder
     platform: str | None = None  # --platform: must be the engine's own
+    push: bool = False  # push every tag to its registry
+    outputs: tuple[OutputSpec, ...] = ()  # --output oci:DIR, docker-archive:FILE
+    iidfile: Path | None = None  # where to write the image id
 
     def __post_init__(self) -> None:
         if not self.tags and self.context_only is None:
@@ -150,6 +163,14 @@ class BuildOptions:
             )
         if self.platform is not None:
             parse_platform(self.platform)
+        delivered = self.push or self.outputs or self.iidfile is not None
+        if delivered and self.context_only is not None:
+            raise UsageError(
+                "--push, --output and --iidfile need an image; --context-only does not build",
+                "leave out --context-only",
+            )
+        for output in self.outputs:
+            check_delivery(output)
         for pattern in self.includes:
             check_pattern(pattern, "--include")
         for pattern in self.excludes:
@@ -168,7 +189,8 @@ class BuildOptions:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
 
     def sbom_path(self, image: str) -> Path:
-        return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}.sbom.json"
+        suffix = self.sbom_format.suffix
+        return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}{suffix}"
 
 
 # An image reference as docker's reference grammar has it: [host[:port]/]path[:tag][@digest].
@@ -284,6 +306,57 @@ class BuildResult:
     report: BuildReport
     report_path: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    digests: tuple[str, ...] = ()  # repo@sha256:... of each pushed tag
+
+
+class PushProgress:
+    """docker push's per-layer progress as one figure: bytes pushed of the
+    layers' sizes."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, layer: str, current: int, total: int) -> None:
+        if not layer:
+            return
+        done, size = self.layers.get(layer, (0, 0))
+        self.layers[layer] = (max(done, current), max(size, total))
+        progress.update(
+            progress.PUSH,
+            sum(d for d, _ in self.layers.values()),
+            sum(t for _, t in self.layers.values()) or None,
+        )
+
+
+def deliver(engine: Engine, micro_id: str, options: BuildOptions) -> tuple[str, ...]:
+    """After the build: push every tag (--push), write each --output, the
+    image id to --iidfile. Returns the pushed digests (repo@sha256:...)."""
+    digests = []
+    if options.push:
+        for tag in options.tags:
+            log.info("pushing %s", tag)
+            digest = engine.push(tag, PushProgress())
+            progress.finish(progress.PUSH)
+            if digest:
+                repository = split_reference(tag)[0]
+                digests.append(f"{repository}@{digest}")
+    for output in options.outputs:
+        log.info("writing %s", output.describe())
+        existed = output.path.exists()
+        try:
+            with engine.saved_image(list(options.tags)) as stream:
+                if output.kind is OutputKind.DOCKER_ARCHIVE:
+                    write_docker_archive(stream, output.path)
+                else:
+                    write_oci_layout(stream, output.path, options.tags)
+        except BaseException:
+            if output.kind is OutputKind.OCI:
+                with signals_held():
+                    remove_partial_layout(output.path, existed)
+            raise
+    if options.iidfile is not None:
+        write_output(options.iidfile, f"{micro_id}\n".encode(), "the image id")
+    return tuple(digests)
 
 
 @dataclass(frozen=True)
@@ -441,7 +514,7 @@ class Collected:
     result: CollectResult
     rootfs: Path
     stats: RootfsStats
-    digests: dict[str, str]
+    digests: dict[str, FileDigests]
 
 
 def collect(
@@ -455,7 +528,7 @@ def collect(
     """Run the collecting sensor in a container of the image and copy its
     archive, checked member by member, to `rootfs_path`."""
     log.info("collecting files in a container of %s", image)
-    digests: dict[str, str] = {}
+    digests: dict[str, FileDigests] = {}
     with sensor_container(
         engine,
         image,
@@ -602,19 +675,22 @@ def engine_layers(engine: Engine, micro_id: str, base: str, count: int) -> list[
 
 
 def write_sbom(
-    path: Path, image: str, image_id: str, created: str | None, collected: Collected
+    path: Path,
+    form: SbomFormat,
+    subject: ImageSubject,
+    collected: Collected,
 ) -> None:
+    """The SBOM of the micro image (see slimmer.sbom), written whole."""
     result = collected.result
     owned = result.packages.owner_map()
-    epoch = created_epoch(created)
-    text = build_sbom(
-        image=image,
-        image_id=image_id,
-        kept=result.packages,
-        files=app_files(result.selection.entries, owned, collected.digests),
-        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
+    data = SbomInput(
+        subject=subject,
+        tool_version=__version__,
+        packages=result.packages,
+        components=result.components,
+        files=sbom_files(result.selection.entries, owned, collected.digests),
     )
-    write_output(path, text.encode("utf-8"), "the SBOM")
+    write_output(path, render_sbom(data, form).encode("utf-8"), "the SBOM")
 
 
 def build_micro(
@@ -691,6 +767,7 @@ def build_micro(
             path.unlink()
         micro_id = micro_size = None
         diff_ids = None
+        digests: tuple[str, ...] = ()
         if options.context_only is None and options.tags:
             log.info("building %s", ", ".join(options.tags))
             build_started = time.monotonic()
@@ -713,10 +790,24 @@ def build_micro(
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
             diff_ids = engine_layers(engine, micro_id, base, len(layers.written))
+            delivered_started = time.monotonic()
+            digests = deliver(engine, micro_id, options)
+            if options.push or options.outputs:
+                seconds["deliver"] = round(time.monotonic() - delivered_started, 3)
 
     sbom_started = time.monotonic()
     sbom_path = options.sbom_path(image)
-    write_sbom(sbom_path, image, image_id, attrs.get("Created"), collected)
+    epoch = created_epoch(attrs.get("Created"))
+    subject = ImageSubject(
+        name=options.tag or f"{image} (micro)",
+        tags=options.tags,
+        image_id=micro_id or "",
+        digests=digests,
+        source_image=image,
+        source_id=image_id,
+        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
+    )
+    write_sbom(sbom_path, options.sbom_format, subject, collected)
     seconds["sbom"] = round(time.monotonic() - sbom_started, 3)
     fat_size = int(attrs.get("Size", 0))
     seconds["total"] = round(time.monotonic() - started, 3)
@@ -765,4 +856,5 @@ def build_micro(
         report,
         report_path,
         seconds,
+        digests,
     )

@@ -689,6 +689,53 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"tagging {reference} failed: {_short(exc)}") from None
 
+    @contextmanager
+    def saved_image(self, names: list[str]) -> Iterator[BinaryIO]:
+        """The engine's `docker save` archive of an image under its names,
+        streamed (never held in memory); closed on the way out."""
+        api = self.client.api
+        try:
+            response = api._get(api._url("/images/get"), params={"names": names}, stream=True)
+            api._raise_for_status(response)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"saving {', '.join(names)} failed: {_short(exc)}") from None
+        try:
+            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+            yield ChunkReader(chunks)  # type: ignore[misc]
+        finally:
+            response.close()
+
+    def push(self, reference: str, progress: Callable[[str, int, int], None] | None = None) -> str:
+        """Push an image to its registry with the engine's credentials (the
+        docker CLI's config: ~/.docker/config.json or $DOCKER_CONFIG);
+        returns the digest the registry gave. `progress` gets each layer's
+        status and bytes pushed of its size, as docker push shows them."""
+        repository, tag = split_reference(reference)
+        digest = ""
+        try:
+            for message in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in message:
+                    detail = message.get("errorDetail", {}).get("message") or message["error"]
+                    raise EngineError(
+                        f"pushing {reference} failed: {str(detail).strip()}",
+                        "log in to the registry (docker login REGISTRY), or check that it "
+                        "answers; a registry on 127.0.0.1 needs no TLS",
+                    )
+                detail = message.get("progressDetail") or {}
+                if progress is not None and message.get("status"):
+                    progress(
+                        str(message.get("id") or ""),
+                        int(detail.get("current") or 0),
+                        int(detail.get("total") or 0),
+                    )
+                aux = message.get("aux") or {}
+                digest = str(aux.get("Digest") or digest)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"pushing {reference} failed: {_short(exc)}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise EngineError(f"pushing {reference} failed: {_root_cause(exc)}") from None
+        return digest
+
     def remove_image(self, image: str) -> None:
         with suppress(docker.errors.NotFound):
             self.client.images.remove(image, force=True)

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import ClassVar, Literal
 
 from slimmer import wire
+from slimmer.components import AppComponent
 from slimmer.depsreport import DepsReport
 from slimmer.fileset import (
     KERNEL_TREES,
@@ -300,6 +301,7 @@ class CollectResult:
     packages: KeptPackages
     strip: StripSummary | None = None
     init: InitChoice | None = None
+    components: tuple[AppComponent, ...] = ()  # the app's own, for the SBOM
     seconds: dict[str, float] = field(default_factory=dict)  # the sensor's own steps
 
 

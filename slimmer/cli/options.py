@@ -18,6 +18,7 @@ import click
 
 from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
+from slimmer.delivery import parse_output
 from slimmer.errors import NotFound, UsageError
 from slimmer.probes import (
     ProbeRequest,
@@ -27,6 +28,7 @@ from slimmer.probes import (
     parse_http_probe,
     split_command,
 )
+from slimmer.sbom import SbomFormat
 from slimmer.trace import parse_signal
 from slimmer.tracer import TraceOptions
 from slimmer.userspec import UserSpecError, parse_user_spec
@@ -276,14 +278,19 @@ def _make_build_options(
     strip_except: tuple[str, ...],
     init: bool,
     sbom_path: Path | None,
+    sbom_format: str,
     labels: tuple[str, ...],
     platform: str | None,
+    push: bool,
+    outputs: tuple[str, ...],
+    iidfile: Path | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
     for path, option in (
         (context_only, "--context-only"),
         (report_path, "--report"),
         (sbom_path, "--sbom"),
+        (iidfile, "--iidfile"),
     ):
         if path is not None:
             output_file(path, option)
@@ -309,8 +316,12 @@ def _make_build_options(
         strip_except=strip_except,
         init=init,
         sbom=sbom_path,
+        sbom_format=SbomFormat(sbom_format),
         labels=parse_labels(labels),
         platform=platform,
+        push=push,
+        outputs=tuple(parse_output(text) for text in outputs),
+        iidfile=iidfile,
     )
 
 
@@ -382,11 +393,23 @@ build_options = option_group(
                      "PyPI wheel (glibc images)."),
         click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
                      default=None,
-                     help="Where to write the SBOM, CycloneDX 1.5 JSON "
-                     "(default .slim/<tag>.sbom.json)."),
+                     help="Where to write the SBOM (default .slim/<tag>.sbom.json, "
+                     ".slim/<tag>.spdx.json for SPDX)."),
+        click.option("--sbom-format", type=click.Choice([f.value for f in SbomFormat]),
+                     default=SbomFormat.CYCLONEDX.value, show_default=True,
+                     help="The SBOM's format: CycloneDX 1.5 or SPDX 2.3, JSON."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                      help="Add a label to the micro image (as docker build --label); "
                      "repeatable. The fat image's labels are kept anyway."),
+        click.option("--push", is_flag=True,
+                     help="Push every -t to its registry after the build, with the engine's "
+                     "credentials (docker login); the report and SBOM get the digests."),
+        click.option("--output", "outputs", multiple=True, metavar="KIND:PATH",
+                     help="Also write the image without a registry: oci:DIR (an OCI image "
+                     "layout; skopeo, podman) or docker-archive:FILE (docker load, podman "
+                     "load); repeatable."),
+        click.option("--iidfile", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="Write the micro image's id to this file."),
         click.option("--platform", default=None, metavar="OS/ARCH",
                      help="The micro image's platform, as docker build --platform: only the "
                      "engine's own is possible (slim runs the app there)."),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from slimmer.components import app_components
 from slimmer.context import write_rootfs_tar
 from slimmer.elf import ElfIdent, read_ident
 from slimmer.errors import PathError
@@ -96,6 +97,10 @@ def collect_files(
         plan = plan_strip(fs, regular_files(selection), protected)
         selection = with_sizes(selection, plan)
         clock.lap("strip")
+    components = app_components(
+        fs, regular_files(selection), kept.owner_map() if kept.manager else set()
+    )
+    clock.lap("components")
     total = sum(entry.size for entry in selection.entries if entry.kind is Kind.FILE)
     with open(layout.output_tar, "wb") as out:
         write_rootfs_tar(fs, selection, out, plan, progress(total) if progress else None)
@@ -105,6 +110,7 @@ def collect_files(
         packages=kept,
         strip=summary(plan) if plan is not None else None,
         init=init,
+        components=components,
         seconds=clock.seconds,
     )
 

@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from slimmer.cli import cli
 from slimmer.cli.base import default_cache_dir
@@ -269,6 +272,11 @@ def test_sbom_follows_the_cyclonedx_schema(
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(text) is None
     document = json.loads(text)
     assert document["specVersion"] == "1.5"
+    subject = document["metadata"]["component"]
+    assert (subject["name"], subject["version"]) == (built.tag, engine.image_attrs(built.tag)["Id"])
+    properties = {(p["name"], p["value"]) for p in subject["properties"]}
+    assert ("slim:source:image", image) in properties
+    assert document["metadata"]["tools"]["components"][0]["name"] == "slim"
     components = {c["bom-ref"]: c for c in document["components"]}
     purls = {c.get("purl", "") for c in components.values()}
     kept = built.report["packages"]["kept"]
@@ -280,8 +288,58 @@ def test_sbom_follows_the_cyclonedx_schema(
         image, ["sha256sum", "/usr/local/bin/fetch.sh"], run_id, entrypoint=[]
     )
     assert status == 0
-    assert script["hashes"] == [{"alg": "SHA-256", "content": out.decode().split()[0]}]
+    assert script["hashes"][0] == {"alg": "SHA-256", "content": out.decode().split()[0]}
     assert built.report["sbom"] == str(built.sbom)
+
+
+def test_the_sboms_of_nginx_name_the_micro_image_its_packages_and_nginx(
+    engine: Engine, builds: Builds, fat_nginx: str, run_id: str, tmp_path: Path
+) -> None:
+    """Both formats, each checked by its own validator: about the micro
+    image, the OS packages the fat image's dpkg knows at the same versions,
+    and nginx itself (no package installed it), found as syft finds it."""
+    built = builds.build(fat_nginx, trace_args=("--http-probe", "/missing"))
+    micro_id = engine.image_attrs(built.tag)["Id"]
+    spdx = tmp_path / "nginx.spdx.json"
+    again = CliRunner().invoke(
+        cli,
+        ["build", fat_nginx, "-t", built.tag, "--trace", str(built.trace),
+         "--report", str(tmp_path / "r.json"), "--sbom", str(spdx), "--sbom-format", "spdx"],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert engine.image_attrs(built.tag)["Id"] == micro_id  # the same image again
+    parsed = JsonLikeDictParser().parse(json.loads(spdx.read_text()))
+    assert validate_full_spdx_document(parsed, "SPDX-2.3") == []
+    document = json.loads(spdx.read_text())
+    image = next(p for p in document["packages"] if p["SPDXID"] == "SPDXRef-Image")
+    assert (image["name"], image["versionInfo"]) == (built.tag, micro_id)
+    refs = {
+        package["name"]: [r["referenceLocator"] for r in package.get("externalRefs", [])]
+        for package in document["packages"]
+    }
+    nginx = refs["nginx"]
+    assert "pkg:generic/nginx@1.22.1" in nginx
+    assert "cpe:2.3:a:f5:nginx:1.22.1:*:*:*:*:*:*:*" in nginx
+    versions = {
+        name: locators[0].split("@", 1)[1].split("?")[0]
+        for name, locators in refs.items()
+        if locators and locators[0].startswith("pkg:deb/")
+    }
+    assert "libssl3" in versions and "libc6" in versions
+    status, out, err = engine.run_to_exit(
+        fat_nginx,
+        ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *sorted(versions)],
+        run_id,
+        entrypoint=[],
+    )
+    assert status == 0, err.decode()
+    fat_versions = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    assert {name: unquote(v) for name, v in versions.items()} == fat_versions
+    cyclonedx = json.loads(built.sbom.read_text())
+    (binary,) = [c for c in cyclonedx["components"] if c["type"] == "application"]
+    assert binary["purl"] == "pkg:generic/nginx@1.22.1"
+    occurrences = binary["evidence"]["occurrences"]
+    assert occurrences == [{"location": "/opt/nginx/sbin/nginx"}]
 
 
 def test_compare_counts_packages(
