@@ -105,18 +105,23 @@ def test_an_oci_layout_and_a_docker_archive_without_a_registry(
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "code", "message"),
     [
-        (["--output", "zip:/tmp/x"], "unknown kind 'zip'"),
-        (["--output", "oci"], "is not KIND:PATH"),
-        (["--output", "docker-archive:/no/such/dir/x.tar"], "cannot write in /no/such/dir"),
-        (["--push", "--context-only", "ctx.tar"], "--context-only does not build"),
+        (["--output", "zip:/tmp/x"], ExitCode.USAGE, "unknown kind 'zip'"),
+        (["--output", "oci"], ExitCode.USAGE, "is not KIND:PATH"),
+        (
+            ["--output", "docker-archive:/no/such/dir/x.tar"],
+            ExitCode.NOT_FOUND,
+            "the directory /no/such/dir does not exist",
+        ),
+        (["--output", "oci:/no/such/dir/layout"], ExitCode.USAGE, "cannot write in /no/such/dir"),
+        (["--push", "--context-only", "ctx.tar"], ExitCode.USAGE, "--context-only does not build"),
     ],
 )
 def test_outputs_are_checked_before_anything_runs(
-    fixture_image, tmp_path: Path, extra: list[str], message: str
+    fixture_image, tmp_path: Path, extra: list[str], code: ExitCode, message: str
 ) -> None:
     result = run_slim("build", fixture_image("static"), "-t", "x:y", *extra, cwd=tmp_path)
-    assert result.exit_code == ExitCode.USAGE, result.describe()
+    assert result.exit_code == code, result.describe()
     assert message in result.stderr
     assert not (tmp_path / ".slim").exists()
