@@ -44,7 +44,7 @@ from slimmer.protocol import (
 from slimmer.rootfs import RootFS
 from slimmer.sensor.collect import collect_files
 from slimmer.sensor.init import Supervisor, TracedSupervisor
-from slimmer.sensor.seal import end_all_processes, seal, write_private
+from slimmer.sensor.seal import end_all_processes, make_undumpable, seal, write_private
 from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
@@ -355,6 +355,10 @@ def main(config_path: str) -> int:
     """Run the job of the config at `config_path` (in the run dir of this
     run's sensor directory)."""
     layout = SensorLayout(os.path.dirname(os.path.dirname(config_path)))
+    try:
+        make_undumpable()  # first: nothing of the image runs yet
+    except OSError as exc:
+        return fail(layout, FailureReason.INTERNAL, f"the sensor cannot protect itself: {exc}")
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = RunConfig.from_json(handle.read())

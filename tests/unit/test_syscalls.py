@@ -99,10 +99,12 @@ def compile_c(base: Path, name: str, source: str, *flags: str) -> Path:
 DRIVER = """
 import ctypes, json, os, signal, sys, threading
 from slimmer.sensor.init import TracedSupervisor
+from slimmer.sensor.seal import make_undumpable
 from slimmer.sensor.syscalls import PathLog, SyscallTracer
 from slimmer.sensor.users import AppUser
 
 request = json.loads(sys.argv[1])
+make_undumpable()  # as the sensor is
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come here
 
 stop = threading.Event()

@@ -295,7 +295,7 @@ class SyscallTracer:
         return launch
 
     def _start_launcher(self) -> _Launch:
-        """Start the launcher, seize it, wait until it is ready."""
+        """Start the launcher, wait until it is ready, seize it."""
         request_read, request_write = os.pipe()
         # a socket, not a pipe: the seccomp listener comes back through it
         err_read, err_write = (end.detach() for end in socket.socketpair())
@@ -327,6 +327,12 @@ class SyscallTracer:
         finally:
             os.close(request_read)
             os.close(err_write)
+        launch = _Launch(popen, err_read, request_write)
+        self._await_ready(launch)
+        # Seized only now: the sensor is not dumpable, and neither is its
+        # child until the exec has made it so, a moment after Popen returns
+        # (the kernel closes CLOEXEC descriptors first). Ready, it waits for
+        # its request, which comes once it is seized.
         options = TRACE_OPTIONS | PTRACE_O_TRACEEXEC
         if self._libc.ptrace(PTRACE_SEIZE, popen.pid, 0, options) != 0:
             number = ctypes.get_errno()
@@ -335,13 +341,10 @@ class SyscallTracer:
             popen.kill()
             popen.wait()
             raise TracingUnavailable(Refusal.PTRACE_REFUSED, f"PTRACE_SEIZE: {os.strerror(number)}")
-        launch = _Launch(popen, err_read, request_write)
-        self._await_ready(launch)
         return launch
 
     def _await_ready(self, launch: _Launch) -> None:
-        """Serve the seized launcher's stops (a signal it gets while it
-        starts) until it says it is ready."""
+        """Wait until the launcher says it is ready (its code is loaded)."""
         pid = launch.popen.pid
         ended = self._serve_launcher_until_it_writes(launch)
         if ended is not None:
@@ -382,6 +385,8 @@ class SyscallTracer:
             message, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
         finally:
             channel.detach()
+        for fd in fds:  # no process the sensor starts may inherit the listener
+            os.set_inheritable(fd, False)
         if message == LAUNCHER_LISTENS and fds:
             self._listener = Listener(fds[0], self._libc)
             self._cursor = PidCursor()
