@@ -190,6 +190,14 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         log.warning("%s exited with status %s", argv[0], trace.exit_status)
     for problem in trace.problems:
         log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
+    if result.syscalls.app_trace_filters:
+        log.warning(
+            "the app installed %d seccomp filter(s) that send calls to a tracer of its own "
+            "(SECCOMP_RET_TRACE): under slim's syscall layer that tracer does not hear of "
+            "the path calls slim holds, so the app may behave otherwise than untraced; "
+            "trace it with --no-syscalls",
+            result.syscalls.app_trace_filters,
+        )
     if options.syscalls and not result.syscalls.observed:
         log.warning(
             "syscall tracing was not possible here (%s): paths the app only looked up "

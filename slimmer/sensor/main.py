@@ -287,6 +287,7 @@ def syscall_report(tracer: SyscallTracer | None, untraced: str | None) -> Syscal
         dropped=log.dropped,
         unresolved=log.unresolved,
         unobserved_programs=tuple(sorted(os.fsdecode(p) for p in log.unobserved_programs)),
+        app_trace_filters=log.trace_filters,
     )
 
 

@@ -31,6 +31,7 @@ from slimmer.sensor.syscalls import (
     AUDIT_ARCH_AARCH64,
     AUDIT_ARCH_I386,
     AUDIT_ARCH_X86_64,
+    MACHINES,
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_TRACE,
     SECCOMP_RET_USER_NOTIF,
@@ -45,6 +46,7 @@ from slimmer.sensor.syscalls import (
     call_codes,
     clean_absolute,
     join_physical,
+    may_return,
     notify_supported,
     probe_support,
     seccomp_filter,
@@ -767,6 +769,86 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# --- the app's own seccomp filters --------------------------------------------------
+
+OWN_FILTERS_PROGRAM = """
+    #define _GNU_SOURCE
+    #include <linux/filter.h>
+    #include <linux/seccomp.h>
+    #include <stddef.h>
+    #include <stdio.h>
+    #include <sys/prctl.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+
+    /* uname(2) returns `action`, everything else is allowed */
+    static int install(int with_prctl, unsigned action) {
+        struct sock_filter code[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_uname, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, action),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog program = {sizeof code / sizeof code[0], code};
+        if (with_prctl)
+            return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+        return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    }
+
+    int main(void) {
+        int failed = 0;
+        failed |= install(0, SECCOMP_RET_TRACE) != 0;                /* counted */
+        failed |= install(1, SECCOMP_RET_TRACE | 7) != 0;            /* counted */
+        failed |= install(0, SECCOMP_RET_ERRNO | 1) != 0;            /* not: ERRNO outranks */
+        failed |= prctl(PR_SET_NAME, "own-filters", 0, 0, 0) != 0;   /* no filter */
+        printf("%d\\n", failed);
+        return failed;
+    }
+"""
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["listener", "ptrace-stops"])
+def test_the_apps_own_trace_filters_are_counted(base: Path, notify: bool) -> None:
+    """Under the sensor's filter a TRACE of the app's own filter is
+    outranked on the calls the sensor holds: the log counts the filters
+    that may return TRACE (installed with seccomp(2) or prctl), not the
+    others."""
+    binary = compile_c(base, "own-filters", OWN_FILTERS_PROGRAM)
+    run = traced([str(binary)], notify=notify)
+    assert run.status == 0, run.output
+    assert run.log["trace_filters"] == 2
+
+
+def test_which_programs_may_return_trace() -> None:
+    def program(*insns: tuple[int, int]) -> bytes:
+        return b"".join(struct.pack("<HBBI", code, 0, 0, k) for code, k in insns)
+
+    load, ret_k, ret_a = (0x20, 0), 0x06, 0x16
+    assert may_return(program(load, (ret_k, SECCOMP_RET_TRACE | 5)), SECCOMP_RET_TRACE)
+    assert not may_return(program(load, (ret_k, SECCOMP_RET_ALLOW)), SECCOMP_RET_TRACE)
+    assert not may_return(program((ret_k, 0x00050001)), SECCOMP_RET_TRACE)  # ERRNO
+    assert may_return(program(load, (ret_a, 0)), SECCOMP_RET_TRACE)  # not known: may
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_filter_sends_filter_installs_only(machine: str) -> None:
+    """seccomp(2) and prctl go to the tracer only when they install a
+    filter: prctl has many other uses."""
+    program = seccomp_filter(machine, notify=True)
+    abi = MACHINES[machine].abis[0]
+    arch = AUDIT_ARCH_X86_64 if abi is Abi.X86_64 else AUDIT_ARCH_AARCH64
+    seccomp, prctl = (SYSCALL_NUMBERS[abi][name] for name in ("seccomp", "prctl"))
+    notified = SECCOMP_RET_USER_NOTIF | (abi << 8)
+    assert run_filter(program, arch, seccomp, (1, 0, 1, 0, 0, 0)) == (
+        notified | SPEC_INDEX["seccomp"]
+    )
+    assert run_filter(program, arch, seccomp, (0, 0, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # strict
+    assert run_filter(program, arch, seccomp, (2, 0, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # action?
+    assert run_filter(program, arch, prctl, (22, 2, 1, 0, 0, 0)) == notified | SPEC_INDEX["prctl"]
+    assert run_filter(program, arch, prctl, (22, 1, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # strict
+    assert run_filter(program, arch, prctl, (15, 2, 1, 0, 0, 0)) == SECCOMP_RET_ALLOW  # SET_NAME
+
+
 # --- other ABIs --------------------------------------------------------------------
 
 INT80_PROGRAM = """
@@ -926,6 +1008,15 @@ def run_filter(program: bytes, arch: int, number: int, args: tuple[int, ...] = (
 ONES = (1, 1, 1, 1, 1, 1)  # non-NULL paths, no AT_EMPTY_PATH
 
 
+def sent_args(name: str) -> tuple[int, ...]:
+    """Arguments with which the filter sends the call: non-NULL paths, no
+    AT_EMPTY_PATH, and the values a conditional call (prctl) needs."""
+    args = list(ONES)
+    for index, value in SPECS[SPEC_INDEX[name]].when:
+        args[index] = value
+    return tuple(args)
+
+
 def trace_code(abi: Abi, name: str) -> int:
     return SECCOMP_RET_TRACE | (abi << 8) | SPEC_INDEX[name]
 
@@ -934,11 +1025,14 @@ def test_the_x86_64_filter() -> None:
     program = seccomp_filter("x86_64")
     assert len(program) // 8 < 4096  # BPF_MAXINSNS
     for name, number in SYSCALL_NUMBERS[Abi.X86_64].items():
-        assert run_filter(program, AUDIT_ARCH_X86_64, number, ONES) == trace_code(Abi.X86_64, name)
+        returned = run_filter(program, AUDIT_ARCH_X86_64, number, sent_args(name))
+        assert returned == trace_code(Abi.X86_64, name)
     for name, number in SYSCALL_NUMBERS[Abi.I386].items():
-        assert run_filter(program, AUDIT_ARCH_I386, number, ONES) == trace_code(Abi.I386, name)
+        returned = run_filter(program, AUDIT_ARCH_I386, number, sent_args(name))
+        assert returned == trace_code(Abi.I386, name)
     for name, number in SYSCALL_NUMBERS[Abi.X32].items():
-        assert run_filter(program, AUDIT_ARCH_X86_64, number, ONES) == trace_code(Abi.X32, name)
+        returned = run_filter(program, AUDIT_ARCH_X86_64, number, sent_args(name))
+        assert returned == trace_code(Abi.X32, name)
     traced_numbers = set(SYSCALL_NUMBERS[Abi.X86_64].values())
     for number in range(600):
         if number not in traced_numbers:
@@ -975,7 +1069,7 @@ def test_with_a_listener_every_call_notifies_and_none_is_a_ptrace_stop(machine: 
     assert codes  # every traced (arch, number) has a code
     for (arch, number), code in codes.items():
         spec = SPECS[code & 0xFF]
-        returned = run_filter(program, arch, number, ONES)
+        returned = run_filter(program, arch, number, sent_args(spec.name))
         assert returned & 0xFF == code & 0xFF  # the same call, as the notification says
         assert returned & 0xFFFF0000 == SECCOMP_RET_USER_NOTIF, spec.name
 
@@ -999,7 +1093,7 @@ def test_which_kernels_can_let_a_notified_call_through(release: str, supported: 
 def test_the_aarch64_filter() -> None:
     program = seccomp_filter("aarch64")
     for name, number in SYSCALL_NUMBERS[Abi.AARCH64].items():
-        assert run_filter(program, AUDIT_ARCH_AARCH64, number, ONES) == trace_code(
+        assert run_filter(program, AUDIT_ARCH_AARCH64, number, sent_args(name)) == trace_code(
             Abi.AARCH64, name
         )
     assert run_filter(program, AUDIT_ARCH_AARCH64, 63) == SECCOMP_RET_ALLOW  # read

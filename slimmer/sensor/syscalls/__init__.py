@@ -35,7 +35,7 @@ from slimmer.sensor.syscalls.abi import (
     call_codes,
     notify_supported,
 )
-from slimmer.sensor.syscalls.bpf import seccomp_filter
+from slimmer.sensor.syscalls.bpf import may_return, seccomp_filter
 from slimmer.sensor.syscalls.kernel import (
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_TRACE,
@@ -90,6 +90,7 @@ __all__ = [
     "clean_absolute",
     "join_physical",
     "launcher_main",
+    "may_return",
     "notify_supported",
     "probe_support",
     "program_machine",

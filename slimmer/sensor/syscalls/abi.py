@@ -17,6 +17,9 @@ from slimmer.sensor.syscalls.kernel import (
     NOTIFY_KERNEL,
     O_NOFOLLOW_ARM64,
     O_NOFOLLOW_X86,
+    PR_SET_SECCOMP,
+    SECCOMP_MODE_FILTER,
+    SECCOMP_SET_MODE_FILTER,
 )
 from slimmer.trace import PathAction
 
@@ -83,6 +86,10 @@ class SyscallSpec:
     moves_cwd: bool = False  # chdir, fchdir, chroot: cached cwds are stale after it
     changes_ids: bool = False  # set*id: the kernel makes the process non-dumpable
     sockaddr: bool = False  # connect, bind: a sockaddr at arg 1, its length at arg 2
+    # the filter sends the call only when these arguments (index, value of
+    # the low 32 bits) hold
+    when: tuple[tuple[int, int], ...] = ()
+    filter_arg: int | None = None  # seccomp, prctl: the app's filter (struct sock_fprog *)
 
 
 def _operand(
@@ -210,6 +217,11 @@ SPECS: tuple[SyscallSpec, ...] = (
     SyscallSpec("inotify_add_watch", _operand(1, A.WATCH, F.UNLESS_IN_DONT_FOLLOW), 2),
     SyscallSpec("connect", _operand(1, A.CONNECT, F.ALWAYS), sockaddr=True),
     SyscallSpec("bind", _operand(1, A.CREATE, F.NEVER), sockaddr=True),
+    # the app installs a seccomp filter of its own (see docs/syscalls.md)
+    SyscallSpec("seccomp", when=((0, SECCOMP_SET_MODE_FILTER),), filter_arg=2),
+    SyscallSpec(
+        "prctl", when=((0, PR_SET_SECCOMP), (1, SECCOMP_MODE_FILTER)), filter_arg=2
+    ),
     *(
         SyscallSpec(name, changes_ids=True)
         for name in (
@@ -234,9 +246,9 @@ _X86_64_NUMBERS: dict[str, int] = {
     "utimensat": 280, "renameat2": 316, "execveat": 322, "statx": 332, "openat2": 437,
     "faccessat2": 439, "fchmodat2": 452,
     "setuid": 105, "setgid": 106, "setreuid": 113, "setregid": 114, "setresuid": 117,
-    "setresgid": 119, "setfsuid": 122, "setfsgid": 123,
+    "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "prctl": 157, "seccomp": 317,
 }  # fmt: skip
-X86_64_PRCTL = 157
+X86_64_PRCTL = _X86_64_NUMBERS["prctl"]
 # set*id calls are traced in the x86_64 ABI only: there the tracer can make
 # a process that changed its ids dumpable again (see seize.py).
 _SET_ID_CALLS = frozenset(spec.name for spec in SPECS if spec.changes_ids)
@@ -255,6 +267,7 @@ _X32_NUMBERS: dict[str, int] = {
 }
 
 _I386_NUMBERS: dict[str, int] = {
+    "prctl": 172, "seccomp": 354,
     "open": 5, "creat": 8, "link": 9, "unlink": 10, "execve": 11, "chdir": 12, "mknod": 14,
     "chmod": 15, "lchown": 16, "oldstat": 18, "utime": 30, "access": 33, "rename": 38,
     "mkdir": 39, "rmdir": 40, "chroot": 61, "symlink": 83, "oldlstat": 84, "readlink": 85,
@@ -272,6 +285,7 @@ _I386_NUMBERS: dict[str, int] = {
 
 # The generic table (asm-generic/unistd.h) has only the *at calls.
 _AARCH64_NUMBERS: dict[str, int] = {
+    "prctl": 167, "seccomp": 277,
     "setxattr": 5, "lsetxattr": 6, "getxattr": 8, "lgetxattr": 9, "listxattr": 11,
     "llistxattr": 12, "removexattr": 14, "lremovexattr": 15, "inotify_add_watch": 27,
     "mknodat": 33, "mkdirat": 34, "unlinkat": 35, "symlinkat": 36, "linkat": 37,
@@ -295,13 +309,12 @@ class MachineSupport:
     """What a kernel architecture (os.uname().machine) runs and how the
     filter recognises it."""
 
-    abis: tuple[Abi, ...]
+    abis: tuple[Abi, ...]  # the native one first
     # ELF machines this kernel runs natively in an ABI the filter does not
     # know (a foreign program under binfmt emulation makes native calls)
     untraced_elf_machines: frozenset[int]
     o_nofollow: int
     regs_fallback: bool  # PTRACE_GETREGS when PTRACE_GET_SYSCALL_INFO is missing
-    seccomp_call: int  # the number of seccomp(2)
 
 
 MACHINES: dict[str, MachineSupport] = {
@@ -310,14 +323,12 @@ MACHINES: dict[str, MachineSupport] = {
         frozenset(),
         O_NOFOLLOW_X86,
         regs_fallback=True,
-        seccomp_call=317,
     ),
     "aarch64": MachineSupport(
         (Abi.AARCH64,),
         frozenset({EM_ARM}),
         O_NOFOLLOW_ARM64,
         regs_fallback=False,
-        seccomp_call=277,
     ),
 }
 

@@ -39,6 +39,9 @@ BPF_RET_K = 0x06
 SECCOMP_DATA_NR = 0
 SECCOMP_DATA_ARCH = 4
 SECCOMP_DATA_ARGS = 16
+BPF_CLASS_RET = 0x06  # BPF_RET | BPF_K is a constant; | BPF_A, the accumulator
+BPF_MAXINSNS = 4096
+SECCOMP_RET_ACTION_FULL = 0xFFFF0000
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> tuple[int, int, int, int]:
@@ -68,6 +71,15 @@ def _entry(
             allow,
             trace,
         ]
+    elif spec.when:
+        # every (argument, value) must hold, else ALLOW (the last instruction)
+        body = []
+        allow_at = 2 * len(spec.when) + 1
+        for arg, value in spec.when:
+            body.append(_insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARGS + 8 * arg))
+            jeq_at = len(body)
+            body.append(_insn(BPF_JMP_JEQ_K, 0, allow_at - jeq_at - 1, value))
+        body += [trace, allow]
     elif spec.allow_null_path:
         low = SECCOMP_DATA_ARGS + 8 * spec.operands[0].path_arg
         body = [
@@ -129,6 +141,19 @@ def seccomp_filter(machine: str, *, notify: bool = False) -> bytes:
     for _, block in blocks:
         program += block
     return b"".join(struct.pack("<HBBI", *insn) for insn in program)
+
+
+def may_return(program: bytes, action: int) -> bool:
+    """Whether a classic-BPF program (struct sock_filter[]) may return
+    `action` (SECCOMP_RET_TRACE, say): a RET of that constant, or a RET of
+    the accumulator, whose value is not known here."""
+    for offset in range(0, len(program) - 7, 8):
+        code, _jt, _jf, k = struct.unpack_from("<HBBI", program, offset)
+        if code & 0x07 != BPF_CLASS_RET:
+            continue
+        if code != BPF_RET_K or k & SECCOMP_RET_ACTION_FULL == action:
+            return True
+    return False
 
 
 class SockFprog(ctypes.Structure):

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from slimmer.sensor.syscalls.abi import MACHINES
+from slimmer.sensor.syscalls.abi import MACHINES, SYSCALL_NUMBERS
 from slimmer.sensor.syscalls.bpf import SockFprog, pack_filter, seccomp_filter
 from slimmer.sensor.syscalls.kernel import (
     PR_SET_DUMPABLE,
@@ -202,7 +202,7 @@ def _install_filter(
     listener = -1
     if notify:
         listener = libc.syscall(
-            ctypes.c_long(MACHINES[machine].seccomp_call),
+            ctypes.c_long(SYSCALL_NUMBERS[MACHINES[machine].abis[0]]["seccomp"]),
             ctypes.c_long(SECCOMP_SET_MODE_FILTER),
             ctypes.c_long(SECCOMP_FILTER_FLAG_NEW_LISTENER),
             ctypes.c_void_p(ctypes.addressof(notify_program)),

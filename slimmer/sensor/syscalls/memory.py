@@ -150,6 +150,17 @@ class TraceeMemory:
             return self.peek(tid, address, size, until_nul=False) or b""
         return self._buffer.raw[:count]
 
+    def read_block(self, tid: int, address: int, size: int) -> bytes:
+        """Up to `size` bytes (fewer where the tracee's mapping ends)."""
+        out = bytearray()
+        while len(out) < size:
+            want = min(size - len(out), PATH_MAX)
+            chunk = self.read_bytes(tid, address + len(out), want)
+            out += chunk
+            if len(chunk) < want:
+                break
+        return bytes(out)
+
     def _mem_read(self, tid: int, address: int, size: int) -> int:
         """Read into the buffer through /proc/<tid>/mem: the count, or -1
         where that file cannot be used (then PEEKDATA)."""

@@ -43,6 +43,8 @@ class PathLog:
         self.dropped = 0  # observations not kept because the log was full
         self.unresolved = 0  # names unreadable, or relative with no readable cwd or dirfd
         self.unobserved_programs: set[bytes] = set()  # exec'd in an ABI not traced
+        # seccomp filters the app installed that may return SECCOMP_RET_TRACE
+        self.trace_filters = 0
 
     def add(self, key: tuple[bytes, PathAction, bool], existed: bool) -> None:
         if len(self.first) >= self.limit:
@@ -71,6 +73,7 @@ class PathLog:
             "dropped": self.dropped,
             "unresolved": self.unresolved,
             "unobserved_programs": sorted(os.fsdecode(p) for p in self.unobserved_programs),
+            "trace_filters": self.trace_filters,
         }
 
 

@@ -32,6 +32,7 @@ from slimmer.sensor.syscalls.abi import (
     follows,
     notify_supported,
 )
+from slimmer.sensor.syscalls.bpf import BPF_MAXINSNS, may_return
 from slimmer.sensor.syscalls.kernel import (
     AF_UNIX,
     AT_FDCWD,
@@ -59,6 +60,7 @@ from slimmer.sensor.syscalls.kernel import (
     PTRACE_SYSCALL,
     PTRACE_SYSCALL_INFO_SECCOMP,
     REGS_WORDS,
+    SECCOMP_RET_TRACE,
     STOP_SIGNALS,
     SYSCALL_EXIT_STOP,
     SYSCALL_INFO,
@@ -634,6 +636,9 @@ class SyscallTracer:
         if spec.sockaddr:
             self._observe_socket(tid, spec, args)
             return spec
+        if spec.filter_arg is not None:
+            self._observe_filter(tid, Abi(code >> 8), args[spec.filter_arg])
+            return spec
         for operand in spec.operands:
             self._observe(tid, spec, operand, args)
         if spec.operands and spec.operands[0].action is PathAction.EXEC:
@@ -693,6 +698,25 @@ class SyscallTracer:
         untraced = self.support.untraced_elf_machines
         if action is PathAction.EXEC and untraced and program_machine(path) in untraced:
             log.unobserved_programs.add(path)
+
+    def _observe_filter(self, tid: int, abi: Abi, address: int) -> None:
+        """The app installs a seccomp filter of its own. The sensor's filter
+        came first and its USER_NOTIF (or TRACE) outranks a TRACE of the
+        app's on the calls it holds: the app's own tracer (strace
+        --seccomp-bpf, a sandbox's supervisor) would not hear of them. Count
+        the filters that may return TRACE (or cannot be read)."""
+        pointer = 4 if abi in (Abi.I386, Abi.X32) else 8
+        memory = self._memory
+        fprog = memory.read_bytes(tid, address, 2 * pointer)  # struct sock_fprog
+        program = b""
+        if len(fprog) == 2 * pointer:
+            length = int.from_bytes(fprog[:2], "little")
+            if not 0 < length <= BPF_MAXINSNS:
+                return  # the kernel refuses it
+            program = memory.read_block(tid, int.from_bytes(fprog[pointer:], "little"), 8 * length)
+            if len(program) == 8 * length and not may_return(program, SECCOMP_RET_TRACE):
+                return
+        self.log.trace_filters += 1
 
     def _observe_socket(self, tid: int, spec: SyscallSpec, args: tuple[int, ...]) -> None:
         length = min(args[2] & 0xFFFFFFFF, 110)
