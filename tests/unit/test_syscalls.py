@@ -99,7 +99,7 @@ def compile_c(base: Path, name: str, source: str, *flags: str) -> Path:
 # --- the driver: a sensor-like process around TracedSupervisor -----------------
 
 DRIVER = """
-import ctypes, json, os, signal, sys, threading
+import ctypes, json, os, signal, sys, threading, time
 from slimmer.sensor.init import TracedSupervisor
 from slimmer.sensor.seal import make_undumpable
 from slimmer.sensor.syscalls import PathLog, SyscallTracer
@@ -116,11 +116,28 @@ def busy():  # the sensor's reader and sampler threads take the GIL too
 for _ in range(2):
     threading.Thread(target=busy, daemon=True).start()
 
-tracer = SyscallTracer(
+class Tracer(SyscallTracer):
+    \"\"\"With "hold": once the app names that path, a signal reaches it while
+    the tracer holds the received call, which it answers 0.2 s later.\"\"\"
+
+    held = False
+
+    def _on_notification(self, tid, number, arch, args):
+        let_run = super()._on_notification(tid, number, arch, args)
+        hold = request.get("hold")
+        if hold and not self.held and any(k[0] == hold.encode() for k in self.log.first):
+            self.held = True
+            os.kill(tid, signal.SIGALRM)
+            time.sleep(0.2)
+        return let_run
+
+options = {"killable_waits": False} if not request["killable"] else {}
+tracer = Tracer(
     PathLog(),
     use_syscall_info=request["syscall_info"],
     use_proc_mem=request["proc_mem"],
     use_notify=request["notify"],
+    **options,
 )
 supervisor = TracedSupervisor(signal.SIGTERM, 5.0, tracer)
 user = AppUser(request["uid"], request["gid"], (), None, "/")
@@ -177,9 +194,11 @@ def traced(
     syscall_info: bool = True,
     proc_mem: bool = True,
     notify: bool = True,
+    killable: bool = True,
     without_ptrace_capability: bool = False,
     own_pid_namespace: bool = False,
     env: dict[str, str] | None = None,
+    hold: str | None = None,
 ) -> TracedRun:
     if not IS_ROOT:
         pytest.skip("the driver starts apps as a given user: run as root")
@@ -192,6 +211,8 @@ def traced(
         "syscall_info": syscall_info,
         "proc_mem": proc_mem,
         "notify": notify,
+        "killable": killable,
+        "hold": hold,
         "env": env if env is not None else {"PATH": "/usr/bin:/bin"},
     }
     command = [sys.executable, "-c", DRIVER, json.dumps(request)]
@@ -448,14 +469,22 @@ DROPPER_PROGRAM = """
 @needs_root
 @needs_x86_64
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
-@pytest.mark.parametrize("notify", [True, False], ids=["listener", "ptrace-stops"])
-def test_a_server_dropping_privileges_stays_observable(base: Path, notify: bool) -> None:
+@pytest.mark.parametrize(
+    ("notify", "killable"),
+    [(True, True), (True, False), (False, True)],
+    ids=["listener", "listener-interruptible", "ptrace-stops"],
+)
+def test_a_server_dropping_privileges_stays_observable(
+    base: Path, notify: bool, killable: bool
+) -> None:
     """A root process that setuid()s (a server's workers) turns
     non-dumpable; the tracer makes it dumpable again to read its paths.
     On a listener it seizes the process at its set*id for that."""
     binary = compile_c(base, "dropper", DROPPER_PROGRAM)
     (base / "present").write_text("x")
-    run = traced([str(binary), str(base)], without_ptrace_capability=True, notify=notify)
+    run = traced(
+        [str(binary), str(base)], without_ptrace_capability=True, notify=notify, killable=killable
+    )
     assert run.status == 0
     assert run.log["unresolved"] == 0
     if notify and notify_supported(os.uname().release):
@@ -524,13 +553,14 @@ WORKERS_PROGRAM = """
 @needs_root
 @needs_x86_64
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
-def test_workers_with_threads_that_drop_privileges_and_fork(base: Path) -> None:
+@pytest.mark.parametrize("killable", [True, False], ids=["killable", "interruptible"])
+def test_workers_with_threads_that_drop_privileges_and_fork(base: Path, killable: bool) -> None:
     """nginx-like: a root parent forks workers that setuid(); glibc has
     every thread make the call; a worker then forks. Every relative name
     of every one of them resolves."""
     binary = compile_c(base, "workers", WORKERS_PROGRAM, "-pthread")
     base.chmod(0o755)
-    run = traced([str(binary), str(base)], without_ptrace_capability=True)
+    run = traced([str(binary), str(base)], without_ptrace_capability=True, killable=killable)
     assert run.status == 0
     stats = {r[0] for r in run.records if r[1] == "stat" and r[0].startswith(f"{base}/")}
     assert stats == {
@@ -741,6 +771,7 @@ def test_the_app_dies_with_its_tracer(base: Path) -> None:
         "syscall_info": True,
         "proc_mem": True,
         "notify": True,
+        "killable": True,
         "env": {},
     }
     driver = subprocess.Popen(
@@ -767,6 +798,48 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# --- signals while a call waits ---------------------------------------------------
+
+INTERRUPTED_PROGRAM = """
+    #include <errno.h>
+    #include <signal.h>
+    #include <stdio.h>
+    #include <string.h>
+    #include <sys/stat.h>
+
+    static void on_alarm(int number) { (void)number; }
+
+    int main(int argc, char **argv) {
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = on_alarm;  /* no SA_RESTART */
+        sigaction(SIGALRM, &action, NULL);
+        struct stat st;
+        int failed = stat(argv[1], &st);
+        printf("%s\\n", !failed ? "ok" : errno == EINTR ? "EINTR" : strerror(errno));
+        return failed;
+    }
+"""
+
+
+@pytest.mark.skipif(
+    not notify_supported(os.uname().release), reason="no seccomp listener on this kernel"
+)
+@pytest.mark.parametrize("killable", [True, False], ids=["killable", "interruptible"])
+def test_a_signal_while_the_sensor_holds_a_call(base: Path, killable: bool) -> None:
+    """A signal for a handler without SA_RESTART reaches the app while the
+    tracer holds its received call: where the listener's received calls
+    wait killable (Linux >= 5.19, what the launcher asks for) the call
+    completes as untraced; an interruptible wait fails it with EINTR."""
+    binary = compile_c(base, "interrupted", INTERRUPTED_PROGRAM)
+    (base / "held").write_text("x")
+    run = traced([str(binary), str(base / "held")], killable=killable, hold=str(base / "held"))
+    if killable:
+        assert (run.status, run.output.strip()) == (0, "ok")
+    else:
+        assert run.output.strip() == "EINTR"
 
 
 # --- the app's own seccomp filters --------------------------------------------------

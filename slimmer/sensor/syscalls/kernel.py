@@ -65,6 +65,9 @@ SECCOMP_RET_TRACE = 0x7FF00000
 SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# once the listener has received a call, the call's wait is killable, no
+# longer interruptible by other signals (Linux 5.19)
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)

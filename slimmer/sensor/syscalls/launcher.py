@@ -27,6 +27,7 @@ from slimmer.sensor.syscalls.kernel import (
     PR_SET_PDEATHSIG,
     PR_SET_SECCOMP,
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
     SECCOMP_MODE_FILTER,
     SECCOMP_SET_MODE_FILTER,
     load_libc,
@@ -43,6 +44,13 @@ BOOT = (
 class LaunchMode(Enum):
     EXEC = "exec"  # exec the app
     PROBE = "probe"  # make one traced call and exit 0
+
+
+class Listens(Enum):
+    """How the tracer may hear of path calls, at best."""
+
+    KILLABLE = "killable"  # a listener whose received calls wait killable
+    INTERRUPTIBLE = "interruptible"  # a listener (Linux 5.5 to 5.18)
 
 
 class LaunchStage(Enum):
@@ -71,6 +79,7 @@ class LaunchRequest:
     groups: tuple[int, ...] | None = None
     mode: LaunchMode = LaunchMode.EXEC
     notify: bool = False  # try a seccomp listener for path calls (the tracer decides)
+    killable: bool = True  # and that its received calls wait killable (Linux >= 5.19)
 
     @classmethod
     def of(
@@ -108,6 +117,7 @@ class LaunchRequest:
                 "gid": self.gid,
                 "groups": None if self.groups is None else list(self.groups),
                 "notify": self.notify,
+                "killable": self.killable,
             }
         ).encode()
 
@@ -129,6 +139,7 @@ def read_all(fd: int) -> bytes:
 LAUNCHER_READY = b"R"  # the launcher's first byte on its error socket
 # its second, once the filter is in place: how the tracer hears of path calls
 LAUNCHER_LISTENS = b"L"  # a seccomp listener, sent along with this byte
+LAUNCHER_LISTENS_KILLABLE = b"K"  # one whose received calls wait killable
 LAUNCHER_PTRACED = b"T"  # ptrace stops only
 
 
@@ -171,7 +182,10 @@ def launcher_main(args: list[str]) -> None:
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         stage = LaunchStage.SECCOMP
-        _install_filter(libc, err_fd, machine, trace_program, notify_program, wire["notify"])
+        listens = None
+        if wire["notify"]:
+            listens = Listens.KILLABLE if wire["killable"] else Listens.INTERRUPTIBLE
+        _install_filter(libc, err_fd, machine, trace_program, notify_program, listens)
         if mode is LaunchMode.PROBE:
             stage = LaunchStage.TRACED_CALL
             os.stat("/")  # ENOSYS unless a tracer took the stop
@@ -191,7 +205,7 @@ def _install_filter(
     machine: str,
     trace_program: SockFprog,
     notify_program: SockFprog,
-    notify: bool,
+    listens: Listens | None,
 ) -> None:
     """Install the filter and tell the tracer how it will hear of calls:
     with a seccomp listener where the kernel gives one (its fd goes to the
@@ -199,14 +213,20 @@ def _install_filter(
     listener the tracer lets the app go after its exec, so PTRACE_O_EXITKILL
     no longer ties the app to it: the parent-death signal does (for the
     app's first process; the sensor is PID 1, so the rest end with it)."""
-    listener = -1
-    if notify:
-        listener = libc.syscall(
-            ctypes.c_long(SYSCALL_NUMBERS[MACHINES[machine].abis[0]]["seccomp"]),
-            ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-            ctypes.c_long(SECCOMP_FILTER_FLAG_NEW_LISTENER),
-            ctypes.c_void_p(ctypes.addressof(notify_program)),
-        )
+    listener, flags = -1, 0
+    if listens is not None:
+        seccomp = SYSCALL_NUMBERS[MACHINES[machine].abis[0]]["seccomp"]
+        killable = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        tried = (killable,) if listens is Listens.KILLABLE else ()
+        for flags in (*tried, SECCOMP_FILTER_FLAG_NEW_LISTENER):  # EINVAL: Linux < 5.19
+            listener = libc.syscall(
+                ctypes.c_long(seccomp),
+                ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+                ctypes.c_long(flags),
+                ctypes.c_void_p(ctypes.addressof(notify_program)),
+            )
+            if listener >= 0:
+                break
     if listener < 0:
         address = ctypes.addressof(trace_program)
         if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, address, 0, 0) != 0:
@@ -215,7 +235,12 @@ def _install_filter(
         return
     channel = socket.socket(fileno=err_fd)
     try:
-        socket.send_fds(channel, [LAUNCHER_LISTENS], [listener])
+        said = (
+            LAUNCHER_LISTENS_KILLABLE
+            if flags & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+            else LAUNCHER_LISTENS
+        )
+        socket.send_fds(channel, [said], [listener])
     finally:
         channel.detach()
         os.close(listener)

@@ -70,7 +70,11 @@ class Listener:
         the watched process ended, a wakeup came, or after a batch (so the
         caller looks for ptrace stops even where no wakeup tells it)."""
         served = 0
-        while served < SERVE_BATCH and (events := self._poller.poll(timeout_ms)):
+        poll, ready = self._poller.poll, [(self.fd, select.POLLIN)]
+        while served < SERVE_BATCH and (events := poll(timeout_ms)):
+            if events == ready:  # the common case, first: a call waits to be received
+                served += self._serve_one(answer)
+                continue
             for fd, happened in events:
                 if fd == self._exit_fd:
                     self._unwatch_exit()
@@ -87,11 +91,17 @@ class Listener:
         return served
 
     def _serve_one(self, answer: Answer) -> int:
+        # Until the call is received a signal withdraws it (the caller may
+        # see EINTR; once received it waits killable where the kernel can):
+        # nothing but the receive comes before it. The buffer (which the
+        # kernel wants zeroed) was cleared after the last call.
         request = self._request
-        ctypes.memset(request, 0, _NOTIF.size)
-        if self._libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, request) != 0:
+        received = self._libc.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, request) == 0
+        if not received:
+            ctypes.memset(request, 0, _NOTIF.size)
             return 0  # it went away: a signal interrupted it, or it died
         call_id, tid, _flags, number, arch, _ip, *args = _NOTIF.unpack_from(request)
+        ctypes.memset(request, 0, _NOTIF.size)
         let_run = True
         try:
             let_run = answer(tid, number & 0xFFFFFFFF, arch, tuple(args))

@@ -2,8 +2,8 @@
 user without exec'ing (a server's workers) turns non-dumpable, and a
 tracer without CAP_SYS_PTRACE could then read neither its memory nor its
 /proc links. On x86_64 the tracer makes it run prctl(PR_SET_DUMPABLE, 1)
-at its set*id's exit stop; on a listener it first seizes the process at
-that call, while it is still root.
+right after its set*id; on a listener it first seizes the process at that
+call, while it is still root.
 
 See docs/syscalls.md ("Processes that change their ids").
 """
@@ -68,8 +68,15 @@ class SetIdSeizer:
         # born since), let go at their exec
         self._seized: set[int] = set()
         self._entry: dict[int, int] = {}  # tid -> stops left to find its restart
+        self._trap: set[int] = set()  # interrupted, its set*id let run: trap after it
+        self._killable = False  # the listener's received calls wait killable
 
     # -- what the tracer asks ------------------------------------------------------
+
+    def calls_wait_killable(self) -> None:
+        """The listener has SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: a call
+        it received can no longer be interrupted (see `seize`)."""
+        self._killable = True
 
     def seized(self, tid: int) -> bool:
         """Whether the tid was seized at a set*id (on a listener)."""
@@ -82,6 +89,10 @@ class SetIdSeizer:
         """Whether the tid must be resumed to its next syscall stop."""
         return tid in self._injecting or tid in self._entry or tid in self._exit
 
+    def awaits_trap(self, tid: int) -> bool:
+        """Whether the tid's next PTRACE_EVENT_STOP is the trap after a set*id."""
+        return tid in self._trap
+
     def injecting(self, tid: int) -> bool:
         return tid in self._injecting
 
@@ -92,12 +103,14 @@ class SetIdSeizer:
             self._seized.add(child)
         self._exit.discard(child)
         self._injecting.pop(child, None)
+        self._trap.discard(child)
 
     def forget(self, tid: int) -> None:
         self._exit.discard(tid)
         self._injecting.pop(tid, None)
         self._seized.discard(tid)
         self._entry.pop(tid, None)
+        self._trap.discard(tid)
 
     # -- with ptrace stops ------------------------------------------------------------
 
@@ -112,10 +125,15 @@ class SetIdSeizer:
         """A set*id waits on the listener: a root process dropping its ids
         turns non-dumpable, and then neither its memory nor its /proc links
         could be read (see _inject_dumpable). Seize it (it is still root
-        and dumpable) and interrupt the wait: the kernel withdraws the
-        notification, and the call restarts under ptrace, where the tracer
-        sees its exit. True when the call is left to that."""
-        if tid in self._exit or tid in self._entry or tid in self._injecting:
+        and dumpable) and PTRACE_INTERRUPT it. Where the call's wait is
+        killable (it was received), the interrupt waits until the call
+        has run and traps right after it, before any other instruction of
+        the process: the caller lets the call run and the injection comes
+        at that trap (False). Else the interrupt ends the wait: the kernel
+        withdraws the notification and the call restarts under ptrace,
+        where the tracer sees its exit (True: leave the call unanswered)."""
+        busy = tid in self._exit or tid in self._entry or tid in self._injecting
+        if busy or tid in self._trap:
             return False  # the restarted call (on to its exit stop), or a handler's
         if tid not in self._seized:
             # it stays seized until it execs: once its ids changed, the
@@ -125,9 +143,20 @@ class SetIdSeizer:
                 return False
             self._stats.attaches += 1
             self._seized.add(tid)
+        if self._libc.ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0:
+            return False
+        if self._killable:
+            self._trap.add(tid)
+            return False
         self._entry[tid] = SET_ID_SEARCH_STOPS
-        self._libc.ptrace(PTRACE_INTERRUPT, tid, 0, 0)
         return True
+
+    def on_trap(self, tid: int) -> int:
+        """The trap right after a set*id let run (killable waits): the
+        injection, as at the call's exit stop; the restart."""
+        self._trap.discard(tid)
+        self._ids_changed(tid)
+        return PTRACE_SYSCALL if self._inject_dumpable(tid) else PTRACE_CONT
 
     # -- syscall stops -------------------------------------------------------------------
 

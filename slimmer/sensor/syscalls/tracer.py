@@ -73,6 +73,7 @@ from slimmer.sensor.syscalls.kernel import (
 from slimmer.sensor.syscalls.launcher import (
     BOOT,
     LAUNCHER_LISTENS,
+    LAUNCHER_LISTENS_KILLABLE,
     LAUNCHER_PTRACED,
     LAUNCHER_READY,
     LaunchMode,
@@ -144,8 +145,9 @@ class SyscallTracer:
     `use_syscall_info=False` reads registers as on kernels before 5.3;
     `use_proc_mem=False` reads memory only with PTRACE_PEEKDATA, as where
     /proc/<tid>/mem is refused; `use_notify=False` takes every path call
-    as a ptrace stop, as on kernels before 5.5. All are the fallbacks, for
-    tests and diagnosis."""
+    as a ptrace stop, as on kernels before 5.5; `killable_waits=False`
+    keeps a call the listener received interruptible, as before 5.19. All
+    are the fallbacks, for tests and diagnosis."""
 
     def __init__(
         self,
@@ -155,6 +157,7 @@ class SyscallTracer:
         use_syscall_info: bool = True,
         use_proc_mem: bool = True,
         use_notify: bool = True,
+        killable_waits: bool = True,
     ) -> None:
         self.log = log if log is not None else PathLog()
         self.interpreter = list(interpreter) if interpreter else interpreter_command()
@@ -169,6 +172,7 @@ class SyscallTracer:
         self._libc = load_libc()
         self._use_info = use_syscall_info
         self._use_notify = use_notify and notify_supported(os.uname().release)
+        self._killable_waits = killable_waits
         self._codes = call_codes(self.machine)
         self._listener: Listener | None = None
         self._cursor: PidCursor | None = None  # with the listener
@@ -289,7 +293,9 @@ class SyscallTracer:
         launch, self._ready = self._ready or self._start_launcher(), None
         self._launch = launch
         try:
-            wire = replace(request, notify=self._use_notify).to_wire()
+            wire = replace(
+                request, notify=self._use_notify, killable=self._killable_waits
+            ).to_wire()
             while wire:
                 wire = wire[os.write(launch.request_write, wire) :]
         finally:
@@ -382,14 +388,17 @@ class SyscallTracer:
             self._launch_failed(launch, ended)
         channel = socket.socket(fileno=launch.err_read)
         try:
-            if channel.recv(1, socket.MSG_PEEK) not in (LAUNCHER_LISTENS, LAUNCHER_PTRACED):
+            said = channel.recv(1, socket.MSG_PEEK)
+            if said not in (LAUNCHER_LISTENS, LAUNCHER_LISTENS_KILLABLE, LAUNCHER_PTRACED):
                 return  # a failure report, or EOF
             message, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
         finally:
             channel.detach()
         for fd in fds:  # no process the sensor starts may inherit the listener
             os.set_inheritable(fd, False)
-        if message == LAUNCHER_LISTENS and fds:
+        if message in (LAUNCHER_LISTENS, LAUNCHER_LISTENS_KILLABLE) and fds:
+            if message == LAUNCHER_LISTENS_KILLABLE:
+                self._seizer.calls_wait_killable()
             self._listener = Listener(fds[0], self._libc)
             self._cursor = PidCursor()
             self._wakeup = ChildSignalWakeup.install()
@@ -484,7 +493,7 @@ class SyscallTracer:
                 if known is not None and len(self._known) < self.log.limit:
                     self._known.add(known)
                 if spec.changes_ids and self._seizer.seize(tid):
-                    return False
+                    return False  # the call restarts under ptrace
         except (OSError, ValueError, IndexError):
             self.log.unresolved += 1  # never leave the call waiting
         return True
@@ -521,10 +530,16 @@ class SyscallTracer:
             self._on_new_process(pid)
             self._ptrace(PTRACE_CONT, pid, 0, 0)
         elif event == PTRACE_EVENT_STOP:
-            # a group-stop stays a stop (and SIGCONT still wakes it); a new
-            # child's first stop, a notification or PTRACE_INTERRUPT's trap
+            # a group-stop stays a stop (and SIGCONT still wakes it); the
+            # trap after a set*id the seizer let run is its; a new child's
+            # first stop, a notification or another PTRACE_INTERRUPT's trap
             # only needs a restart
-            request = PTRACE_LISTEN if sig in STOP_SIGNALS else self._resume(pid)
+            if sig in STOP_SIGNALS:
+                request = PTRACE_LISTEN
+            elif self._seizer.awaits_trap(pid):
+                request = self._seizer.on_trap(pid)
+            else:
+                request = self._resume(pid)
             self._ptrace(request, pid, 0, 0)
         elif event == PTRACE_EVENT_EXEC and self._seizer.seized(pid):
             # dumpable again (as its user): the listener is enough for it now
