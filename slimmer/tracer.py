@@ -147,10 +147,11 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
 
     if result.overflow:
         problems.append("the inotify queue overflowed: some accesses were not recorded")
+    budget = f"the trace's paths reached their limit ({job.path_bytes // 2**20} MiB)"
     if result.syscalls.dropped:
-        problems.append(
-            f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
-        )
+        problems.append(f"{budget}: {result.syscalls.dropped} lookups were not recorded")
+    if result.files_dropped:
+        problems.append(f"{budget}: {result.files_dropped} files were not recorded")
     status = TraceStatus.COMPLETE
     if problems:
         status = TraceStatus.PARTIAL

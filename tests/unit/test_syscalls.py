@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from slimmer.sensor import syscalls
+from slimmer.sensor.budget import RECORD_BYTES, ByteBudget, path_cost
 from slimmer.sensor.syscalls import (
     AUDIT_ARCH_AARCH64,
     AUDIT_ARCH_I386,
@@ -1217,13 +1218,24 @@ def test_paths_are_cleaned_without_resolving_links() -> None:
     assert join_physical(b"/", b"x") == b"/x"
 
 
-def test_the_log_is_bounded_and_keeps_first_observations() -> None:
-    log = PathLog(limit=2)
+def test_the_log_is_bounded_in_bytes_and_keeps_first_observations() -> None:
+    log = PathLog(limit_bytes=path_cost(b"/a") + path_cost(b"/b"))
     log.add((b"/a", PathAction.STAT, True), False)
     log.add((b"/b", PathAction.OPEN, True), True)
     log.add((b"/c", PathAction.OPEN, True), True)
     assert not log.complete and log.dropped == 1
     assert [r.path for r in log.records()] == ["/a", "/b"]
+    # a byte that is not UTF-8 costs its escape in the result (\\udcff: 6)
+    long_name = b"/" + b"\xff" * 4000
+    assert path_cost(long_name) == len(json.dumps(os.fsdecode(long_name))) + RECORD_BYTES
+    assert path_cost(long_name) > 6 * 4000
+    shared = ByteBudget(1 << 20)
+    flooded = PathLog(budget=shared)
+    for number in range(100):
+        flooded.add((long_name + str(number).encode(), PathAction.STAT, True), False)
+    assert len(flooded.first) == (1 << 20) // path_cost(long_name + b"10")
+    assert flooded.dropped == 100 - len(flooded.first)
+    assert not shared.take(path_cost(long_name + b"999"))  # nor for what else shares it
     undecodable = PathLog()
     undecodable.add((b"/caf\xe9", PathAction.STAT, True), True)
     assert undecodable.records()[0].path == "/caf\udce9"

@@ -43,7 +43,7 @@ from slimmer.sensor.syscalls.kernel import (
 )
 from slimmer.sensor.syscalls.launcher import LaunchMode, LaunchRequest, launcher_main
 from slimmer.sensor.syscalls.pathlog import (
-    DEFAULT_LOG_LIMIT,
+    DEFAULT_LOG_BYTES,
     PathLog,
     PathRecord,
     TracerStats,
@@ -64,7 +64,7 @@ __all__ = [
     "AUDIT_ARCH_AARCH64",
     "AUDIT_ARCH_I386",
     "AUDIT_ARCH_X86_64",
-    "DEFAULT_LOG_LIMIT",
+    "DEFAULT_LOG_BYTES",
     "MACHINES",
     "SECCOMP_RET_ALLOW",
     "SECCOMP_RET_TRACE",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from slimmer.sensor.budget import ByteBudget, path_cost
 from slimmer.trace import PathAction
 
 
@@ -31,26 +32,38 @@ class PathRecord:
         }
 
 
-DEFAULT_LOG_LIMIT = 200_000
+DEFAULT_LOG_BYTES = 64 * 1024 * 1024
 
 
 class PathLog:
-    """The first observation of each (path, action, follow), bounded."""
+    """The first observation of each (path, action, follow), bounded in
+    bytes by `budget` (shared with the rest of the trace, see
+    slimmer/sensor/budget.py), or by `limit_bytes` of its own."""
 
-    def __init__(self, limit: int = DEFAULT_LOG_LIMIT) -> None:
-        self.limit = limit
+    def __init__(
+        self, limit_bytes: int = DEFAULT_LOG_BYTES, budget: ByteBudget | None = None
+    ) -> None:
+        self.budget = budget if budget is not None else ByteBudget(limit_bytes)
         self.first: dict[tuple[bytes, PathAction, bool], bool] = {}
-        self.dropped = 0  # observations not kept because the log was full
+        self.dropped = 0  # observations not kept because the budget was spent
         self.unresolved = 0  # names unreadable, or relative with no readable cwd or dirfd
         self.unobserved_programs: set[bytes] = set()  # exec'd in an ABI not traced
         # seccomp filters the app installed that may return SECCOMP_RET_TRACE
         self.trace_filters = 0
 
     def add(self, key: tuple[bytes, PathAction, bool], existed: bool) -> None:
-        if len(self.first) >= self.limit:
+        if not self.budget.take(path_cost(key[0])):
             self.dropped += 1
             return
         self.first[key] = existed
+
+    def add_unobserved(self, program: bytes) -> None:
+        """A program exec'd in an ABI the filter does not know."""
+        if program not in self.unobserved_programs:
+            if not self.budget.take(path_cost(program)):
+                self.dropped += 1
+                return
+            self.unobserved_programs.add(program)
 
     @property
     def complete(self) -> bool:

@@ -20,6 +20,7 @@ from enum import Enum
 from typing import NoReturn
 
 from slimmer.errors import SlimError
+from slimmer.sensor.budget import ByteBudget
 from slimmer.sensor.syscalls.abi import (
     MACHINES,
     SPECS,
@@ -129,6 +130,10 @@ class TracingSupport:
     detail: str = ""
 
 
+# the names of the calls the fast path knows (see _known_call), at most
+KNOWN_NAME_BYTES = 16 * 1024 * 1024
+
+
 @dataclass
 class _Launch:
     popen: subprocess.Popen[bytes]
@@ -179,6 +184,7 @@ class SyscallTracer:
         self._wakeup: ChildSignalWakeup | None = None  # with the listener
         # (code, flags, absolute name) of notified calls already recorded
         self._known: set[tuple[int, int, bytes]] = set()
+        self._known_room = ByteBudget(KNOWN_NAME_BYTES)
         self._info = ctypes.create_string_buffer(128)
         self._regs = (ctypes.c_ulonglong * REGS_WORDS)()
         self._message = ctypes.c_ulong()
@@ -490,7 +496,7 @@ class SyscallTracer:
             known = self._known_call(tid, code, args)
             if known is not True:
                 spec = self._observe_call(tid, code, args)
-                if known is not None and len(self._known) < self.log.limit:
+                if known is not None and self._known_room.take(len(known[2])):
                     self._known.add(known)
                 if spec.changes_ids and self._seizer.seize(tid):
                     return False  # the call restarts under ptrace
@@ -712,7 +718,7 @@ class SyscallTracer:
         log.add(key, exists(path, follow))
         untraced = self.support.untraced_elf_machines
         if action is PathAction.EXEC and untraced and program_machine(path) in untraced:
-            log.unobserved_programs.add(path)
+            log.add_unobserved(path)
 
     def _observe_filter(self, tid: int, abi: Abi, address: int) -> None:
         """The app installs a seccomp filter of its own. The sensor's filter
@@ -808,7 +814,7 @@ def probe_support(
     """Whether ptrace + seccomp tracing works here (for a process that
     drops to uid/gid), and why not. Starts one short launcher process."""
     try:
-        tracer = SyscallTracer(PathLog(limit=16), interpreter)
+        tracer = SyscallTracer(PathLog(limit_bytes=1 << 16), interpreter)
     except TracingUnavailable as exc:
         return TracingSupport(False, exc.refusal, exc.detail)
     try:
