@@ -308,28 +308,16 @@ ATTACKS = {
 }
 
 
-def test_a_root_app_cannot_reach_into_the_sensor(
-    engine: Engine, image_from, tmp_path: Path
-) -> None:
+def test_a_root_app_cannot_reach_into_the_sensor(engine: Engine, static_program_image) -> None:
     """The sensor is PID 1 and root, like an app that runs as root with the
     engine's default capabilities: the kernel's ptrace access check would
     let that app write the sensor's memory, trace it, read its environment
     and take its descriptors (the seccomp listener among them), unless the
     sensor is not dumpable. Every attack fails, and the trace holds what
     the app named and nothing it forged."""
-    source = tmp_path / "prey.c"
-    source.write_text(SENSOR_PREY_C)
-    binary = tmp_path / "prey"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(source)], check=True)
     token = uuid.uuid4().hex[:12]
     marker, forged = f"/slim-marker-{token}", f"/slim-forged-{token}"
-    image = image_from(
-        {
-            "prey": binary.read_bytes(),
-            "Dockerfile": "FROM busybox:latest\nCOPY prey /prey\n"
-            f'CMD ["/prey", "{marker}", "{forged}"]\n',
-        }
-    )
+    image = static_program_image("prey", SENSOR_PREY_C, marker, forged)
     trace = trace_image(
         engine, image, TraceOptions(until_exit=True, exit_timeout=60), default_cache_dir()
     )

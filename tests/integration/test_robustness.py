@@ -307,21 +307,12 @@ int main(void) {
 
 
 def test_a_flood_of_long_names_makes_a_partial_trace_in_bounded_memory(
-    engine: Engine, image_from, tmp_path: Path
+    engine: Engine, static_program_image, tmp_path: Path
 ) -> None:
     """The sensor keeps the trace's paths within a budget in bytes; past it
     the trace is partial and says what it dropped. The run ends in time and
     slim's own memory stays bounded (measured on its process)."""
-    source = tmp_path / "names.c"
-    source.write_text(MANY_LONG_NAMES_C)
-    binary = tmp_path / "names"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(source)], check=True)
-    image = image_from(
-        {
-            "names": binary.read_bytes(),
-            "Dockerfile": 'FROM busybox:latest\nCOPY names /names\nCMD ["/names"]\n',
-        }
-    )
+    image = static_program_image("names", MANY_LONG_NAMES_C)
     out, log = tmp_path / "t.json", tmp_path / "slim.log"
     with log.open("w") as output:
         process = subprocess.Popen(

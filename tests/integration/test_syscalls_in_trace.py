@@ -4,7 +4,6 @@ root, as the image's non-root USER, or dropping privileges itself."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from slimmer.cli import default_cache_dir
@@ -123,21 +122,14 @@ int main(void) {
 """
 
 
-def test_an_apps_own_trace_filters_are_reported(engine: Engine, image_from, tmp_path: Path) -> None:
+def test_an_apps_own_trace_filters_are_reported(
+    engine: Engine, static_program_image, tmp_path: Path
+) -> None:
     """The sensor's filter comes first, and its USER_NOTIF outranks the
     app's TRACE on the calls it holds: the app's own tracer hears of none.
     Untraced it hears of every call; traced, the trace counts the app's
     filters and slim warns, naming --no-syscalls."""
-    source = tmp_path / "owntracer.c"
-    source.write_text(OWN_TRACER_C)
-    binary = tmp_path / "owntracer"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(source)], check=True)
-    image = image_from(
-        {
-            "owntracer": binary.read_bytes(),
-            "Dockerfile": 'FROM busybox:latest\nCOPY owntracer /owntracer\nCMD ["/owntracer"]\n',
-        }
-    )
+    image = static_program_image("owntracer", OWN_TRACER_C)
     untraced = traced(engine, image, until_exit=True, syscalls=False)
     assert untraced.exit_status == 0  # a real RET_TRACE user: its tracer heard all 6
     out = tmp_path / "trace.json"
