@@ -754,40 +754,72 @@ class Engine:
         """One regular file out of a (possibly stopped) container, or None.
 
         The archive the engine returns is untrusted: only a single regular
-        member with the requested name is accepted, read in memory.
+        member with the requested name is accepted. It is streamed: a file
+        its header says is larger than `max_bytes` is refused before it is
+        read (FileTooLarge), and the response is closed on every path.
         """
-        try:
-            stream, _ = self.client.api.get_archive(ref.id, path)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise EngineError(
-                f"copying {path} out of the container failed: {_short(exc)}"
-            ) from None
-        buffer = io.BytesIO()
-        for chunk in stream:
-            buffer.write(chunk)
-            if buffer.tell() > max_bytes + 65536:
-                raise EngineError(f"{path} in the container is larger than {max_bytes} bytes")
-        buffer.seek(0)
-        with tarfile.open(fileobj=buffer, mode="r:") as tar:
-            members = tar.getmembers()
-            if len(members) != 1 or not members[0].isreg():
+        with self._archive_member(ref, path) as found:
+            if found is None:
+                return None
+            member, archive, handle = found
+            if member.size > max_bytes:
+                raise FileTooLarge(path, member.size, max_bytes)
+            try:
+                data = handle.read()
+                more = archive.next()
+            except (requests.exceptions.RequestException, tarfile.TarError) as exc:
+                raise EngineError(f"copying {path} out of the container failed: {exc}") from None
+            if len(data) != member.size or more is not None:
                 raise EngineError(f"unexpected archive for {path}")
-            if members[0].name != basename(path) or members[0].size > max_bytes:
-                raise EngineError(f"unexpected member {members[0].name!r} for {path}")
-            handle = tar.extractfile(members[0])
-            return handle.read() if handle else None
+            return data
 
     @contextmanager
     def open_file_stream(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
         """Stream one regular file out of a (stopped) container, without
         holding it in memory. The engine's archive is untrusted: it must hold
-        exactly that one regular file.
+        exactly that one regular file."""
+        with self._archive_member(ref, path) as found:
+            if found is None:
+                raise EngineError(f"{path} is not in the container")
+            yield found[2]
 
-        The HTTP response is closed on the way out, also on Ctrl-C: while
-        it is open the engine keeps the container busy, and removing it
-        would wait for the whole archive."""
+    @contextmanager
+    def _archive_member(
+        self, ref: ContainerRef, path: str
+    ) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile, BinaryIO] | None]:
+        """The engine's archive of `path`, streamed: its one member (a
+        regular file of that name), the archive and the member's data; None
+        when the container has no such path.
+
+        The HTTP response is closed on the way out, also on an error or
+        Ctrl-C: while it is open the engine keeps the container busy, and
+        removing it would wait for the whole archive."""
+        response = self._archive_response(ref, path)
+        if response is None:
+            yield None
+            return
+        try:
+            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+            try:
+                archive = tarfile.open(fileobj=ChunkReader(chunks), mode="r|")  # noqa: SIM115
+                member = archive.next()
+            except (requests.exceptions.RequestException, tarfile.TarError) as exc:
+                raise EngineError(
+                    f"copying {path} out of the container failed: {_short(exc)}"
+                ) from None
+            with archive:
+                if member is None or not member.isreg() or member.name != basename(path):
+                    raise EngineError(f"unexpected archive for {path}")
+                handle = archive.extractfile(member)
+                if handle is None:
+                    raise EngineError(f"unexpected archive for {path}")
+                yield member, archive, handle
+        finally:
+            response.close()
+
+    def _archive_response(self, ref: ContainerRef, path: str) -> requests.Response | None:
+        """The engine's streamed answer to GET .../archive?path= (closed
+        here if it is an error), None for a path the container lacks."""
         api = self.client.api
         try:
             # docker-py's get_archive gives no handle on the response to close.
@@ -797,25 +829,19 @@ class Engine:
                 stream=True,
                 headers={"Accept-Encoding": "identity"},
             )
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(f"copying {path} out of the container failed: {exc}") from None
+        try:
             api._raise_for_status(response)
         except docker.errors.NotFound:
-            raise EngineError(f"{path} is not in the container") from None
+            response.close()
+            return None
         except docker.errors.APIError as exc:
+            response.close()
             raise EngineError(
                 f"copying {path} out of the container failed: {_short(exc)}"
             ) from None
-        try:
-            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
-            with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as outer:
-                member = outer.next()
-                if member is None or not member.isreg() or member.name != basename(path):
-                    raise EngineError(f"unexpected archive for {path}")
-                handle = outer.extractfile(member)
-                if handle is None:
-                    raise EngineError(f"unexpected archive for {path}")
-                yield handle
-        finally:
-            response.close()
+        return response
 
     def archive(self, ref: ContainerRef, path: str) -> bytes:
         """The engine's tar of a path in a container (for small trees)."""
@@ -1006,12 +1032,21 @@ def basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+class FileTooLarge(EngineError):
+    """A file in a container is larger than the caller reads."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} in the container is {size} bytes, more than {limit}")
+        self.size = size
+        self.limit = limit
+
+
 class ChunkReader(io.RawIOBase):
     """A readable file over an iterator of byte chunks (a streamed response)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buffer = b""
+        self._buffer = memoryview(b"")  # what is left of the current chunk
 
     def readable(self) -> bool:
         return True
@@ -1019,12 +1054,12 @@ class ChunkReader(io.RawIOBase):
     def readinto(self, target: Any) -> int:
         while not self._buffer:
             try:
-                self._buffer = next(self._chunks)
+                self._buffer = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
+        self._buffer = self._buffer[size:]  # a view: no copy of the rest
         return size
 
 

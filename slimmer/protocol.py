@@ -14,6 +14,7 @@ which round-trip exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -136,7 +137,11 @@ STOP_REQUEST_SIGNAL = 64
 # Exit statuses of the sensor itself (the app's own status otherwise).
 EXIT_SENSOR_FAILED = 125
 
-MAX_RESULT_BYTES = 512 * 1024 * 1024
+# The paths of a trace (files, lookups, unobserved programs) take at most
+# this many bytes of the sensor's result (slimmer/sensor/budget.py); past it
+# the trace is partial. The host reads a result of at most MAX_RESULT_BYTES.
+TRACE_PATH_BYTES = 64 * 1024 * 1024
+MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 
 class Mode(StrEnum):
@@ -161,6 +166,7 @@ class TraceJob:
     stop_signal: int = 15
     stop_timeout: float = 10.0
     syscalls: bool = True  # observe path lookups with ptrace + seccomp where that works
+    path_bytes: int = TRACE_PATH_BYTES  # what the trace's paths may take in the result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +265,7 @@ class TraceResult:
     files: tuple[TracedFile, ...]
     lookups: tuple[Lookup, ...] = ()
     syscalls: SyscallReport
+    files_dropped: int = 0  # files inotify saw that the path budget had no room for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,8 +349,9 @@ class ResultFile:
     result: SensorResult
 
 
-def encode_result(result: SensorResult) -> str:
-    return wire.dumps(ResultFile(result=result), indent=None)
+def encode_result(result: SensorResult) -> Iterator[str]:
+    """The result file's text, in pieces (a trace's can be tens of MB)."""
+    return wire.dump_chunks(ResultFile(result=result))
 
 
 def decode_result(data: bytes) -> SensorResult:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from slimmer import progress, wire
-from slimmer.engine import ContainerRef, Engine
+from slimmer.engine import ContainerRef, Engine, FileTooLarge
 from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
@@ -183,7 +183,14 @@ class SensorContainer:
     def result(self) -> SensorResult:
         """The sensor's result, validated; a SensorError when there is none."""
         self.ended.wait(5)
-        data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
+        try:
+            data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
+        except FileTooLarge as exc:
+            raise SensorError(
+                f"the sensor's result is {exc.size / 2**20:.0f} MiB, more than slim reads "
+                f"({exc.limit / 2**20:.0f} MiB)",
+                "run with --debug for the container's output",
+            ) from None
         if data is None:
             last = self.notes[-1] if self.notes else "no message"
             raise SensorError(

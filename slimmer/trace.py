@@ -86,6 +86,10 @@ class SyscallReport:
     dropped: int = 0  # lookups not kept because the log was full
     unresolved: int = 0  # names unreadable, or relative with no readable directory
     unobserved_programs: tuple[str, ...] = ()  # ran in an ABI that is not traced
+    # seccomp filters the app installed that may send calls to a tracer of its
+    # own (SECCOMP_RET_TRACE): the sensor's filter outranks them on the calls
+    # it holds, so that tracer did not hear of those (docs/syscalls.md)
+    app_trace_filters: int = 0
 
 
 GONE = "gone"  # the kind of a traced path that no longer existed at the end

@@ -181,10 +181,11 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
 
     if result.overflow:
         problems.append("the inotify queue overflowed: some accesses were not recorded")
+    budget = f"the trace's paths reached their limit ({job.path_bytes // 2**20} MiB)"
     if result.syscalls.dropped:
-        problems.append(
-            f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
-        )
+        problems.append(f"{budget}: {result.syscalls.dropped} lookups were not recorded")
+    if result.files_dropped:
+        problems.append(f"{budget}: {result.files_dropped} files were not recorded")
     status = TraceStatus.COMPLETE
     if problems:
         status = TraceStatus.PARTIAL
@@ -226,6 +227,14 @@ def trace_image(engine: Engine, image: str, options: TraceOptions, cache_dir: Pa
         raise failure
     for problem in trace.problems:
         log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
+    if result.syscalls.app_trace_filters:
+        log.warning(
+            "the app installed %d seccomp filter(s) that send calls to a tracer of its own "
+            "(SECCOMP_RET_TRACE): under slim's syscall layer that tracer does not hear of "
+            "the path calls slim holds, so the app may behave otherwise than untraced; "
+            "trace it with --no-syscalls",
+            result.syscalls.app_trace_filters,
+        )
     if options.syscalls and not result.syscalls.observed:
         log.warning(
             "syscall tracing was not possible here (%s): paths the app only looked up "

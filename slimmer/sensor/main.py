@@ -42,9 +42,10 @@ from slimmer.protocol import (
     message_line,
 )
 from slimmer.rootfs import RootFS
+from slimmer.sensor.budget import ByteBudget
 from slimmer.sensor.collect import collect_files
 from slimmer.sensor.init import Supervisor, TracedSupervisor
-from slimmer.sensor.seal import end_all_processes, seal, write_private
+from slimmer.sensor.seal import end_all_processes, make_undumpable, seal, write_private
 from slimmer.sensor.syscalls import PathLog, SyscallTracer, TracingUnavailable
 from slimmer.sensor.users import AppUser, resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher, WatchLimitError, file_kind
@@ -78,7 +79,7 @@ def progress_sayer(
 
 
 def write_result(layout: SensorLayout, result: SensorResult) -> None:
-    write_private(layout, layout.result_path, encode_result(result).encode())
+    write_private(layout, layout.result_path, encode_result(result))
 
 
 def fail(
@@ -157,11 +158,13 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         )
 
     skipped = layout.skipped_trees()
+    # every path the trace keeps takes its size in the result from this
+    budget = ByteBudget(job.path_bytes)
     # The tracer's launcher starts (and loads its code) before the watches,
     # so its own start-up is not the app's, and before the bundle is sealed.
-    tracer, untraced = prepare_tracer(job)
+    tracer, untraced = prepare_tracer(job, budget)
     try:
-        watcher = TreeWatcher(skipped)
+        watcher = TreeWatcher(skipped, budget)
         watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
     except WatchLimitError as exc:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
@@ -214,17 +217,18 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
             files=files,
             lookups=lookups,
             syscalls=syscall_report(tracer, untraced),
+            files_dropped=watcher.dropped,
         ),
     )
     return app_exit.status
 
 
-def prepare_tracer(job: TraceJob) -> tuple[SyscallTracer | None, str | None]:
+def prepare_tracer(job: TraceJob, budget: ByteBudget) -> tuple[SyscallTracer | None, str | None]:
     """The syscall tracer, its launcher ready; or None and why not."""
     if not job.syscalls:
         return None, "turned off (--no-syscalls)"
     try:
-        tracer = SyscallTracer(PathLog())
+        tracer = SyscallTracer(PathLog(budget=budget))
         tracer.prepare()
     except TracingUnavailable as exc:
         return None, exc.detail
@@ -287,6 +291,7 @@ def syscall_report(tracer: SyscallTracer | None, untraced: str | None) -> Syscal
         dropped=log.dropped,
         unresolved=log.unresolved,
         unobserved_programs=tuple(sorted(os.fsdecode(p) for p in log.unobserved_programs)),
+        app_trace_filters=log.trace_filters,
     )
 
 
@@ -355,6 +360,10 @@ def main(config_path: str) -> int:
     """Run the job of the config at `config_path` (in the run dir of this
     run's sensor directory)."""
     layout = SensorLayout(os.path.dirname(os.path.dirname(config_path)))
+    try:
+        make_undumpable()  # first: nothing of the image runs yet
+    except OSError as exc:
+        return fail(layout, FailureReason.INTERNAL, f"the sensor cannot protect itself: {exc}")
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = RunConfig.from_json(handle.read())

@@ -21,6 +21,7 @@ from typing import Literal
 import inotify_simple
 
 from slimmer.rootfs import Kind, kind_of
+from slimmer.sensor.budget import ByteBudget, path_cost
 from slimmer.trace import GONE
 
 # inotify_simple looks libc up with ctypes.util.find_library, which runs the
@@ -56,6 +57,7 @@ WATCH_MASK = (
 
 WATCH_LIMIT_SYSCTL = "fs.inotify.max_user_watches"
 INSTANCE_LIMIT_SYSCTL = "fs.inotify.max_user_instances"
+DEFAULT_SEEN_BYTES = 64 * 1024 * 1024  # where no budget is given
 
 
 class Access(IntFlag):
@@ -96,10 +98,14 @@ def _is_under(path: str, trees: tuple[str, ...]) -> bool:
 
 
 class TreeWatcher:
-    """Watches every directory under a root except the skipped trees."""
+    """Watches every directory under a root except the skipped trees. The
+    paths it keeps take their cost from `budget` (slimmer/sensor/budget.py);
+    past it they are counted in `dropped`."""
 
-    def __init__(self, skipped: tuple[str, ...]) -> None:
+    def __init__(self, skipped: tuple[str, ...], budget: ByteBudget | None = None) -> None:
         self.skipped = skipped
+        self.budget = budget if budget is not None else ByteBudget(DEFAULT_SEEN_BYTES)
+        self.dropped = 0  # paths seen but not kept: the budget was spent
         try:
             self.inotify = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:
@@ -185,11 +191,20 @@ class TreeWatcher:
 
     def mark(self, path: str, access: Access) -> None:
         with self._lock:
-            self.seen[path] = self.seen.get(path, Access(0)) | access
+            self._see(path, access)
+
+    def _see(self, path: str, access: Access) -> None:
+        """Keep `access` of `path` (the lock held)."""
+        known = self.seen.get(path)
+        if known is None:
+            if not self.budget.take(path_cost(path)):
+                self.dropped += 1
+                return
+            known = Access(0)
+        self.seen[path] = known | access
 
     def _record(self, events: list[inotify_simple.Event]) -> None:
         with self._lock:
-            seen = self.seen
             for wd, mask, _, name in events:
                 self.events += 1
                 if mask & IN_Q_OVERFLOW:
@@ -218,9 +233,9 @@ class TreeWatcher:
                 if mask & (IN_DELETE | IN_MOVED_FROM):
                     access |= Access.DELETED
                 if access:
-                    seen[path] = seen.get(path, Access(0)) | access
+                    self._see(path, access)
                     if name and access & (Access.CREATED | Access.DELETED):
-                        seen[directory] = seen.get(directory, Access(0)) | Access.WRITTEN
+                        self._see(directory, Access.WRITTEN)
                 if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
                     self._watch_new_tree(path)
 
@@ -235,9 +250,7 @@ class TreeWatcher:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        self.seen[entry.path] = (
-                            self.seen.get(entry.path, Access(0)) | Access.CREATED
-                        )
+                        self._see(entry.path, Access.CREATED)
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
             except OSError:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,3 +82,20 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def static_program_image(image_from, tmp_path: Path) -> Callable[..., str]:
+    """An image of busybox and one C program, compiled here with gcc
+    -static, at /NAME; its CMD runs it with `args`. Removed at the end."""
+
+    def build(name: str, source: str, *args: str) -> str:
+        (tmp_path / f"{name}.c").write_text(source)
+        binary = tmp_path / name
+        compile_command = ["gcc", "-static", "-O1", "-o", str(binary), str(tmp_path / f"{name}.c")]
+        subprocess.run(compile_command, check=True)
+        command = json.dumps([f"/{name}", *args])
+        dockerfile = f"FROM busybox:latest\nCOPY {name} /{name}\nCMD {command}\n"
+        return image_from({name: binary.read_bytes(), "Dockerfile": dockerfile})
+
+    return build
