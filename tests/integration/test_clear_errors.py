@@ -132,7 +132,7 @@ def test_what_a_container_prints_reaches_the_terminal_escaped(image_from, tmp_pa
         }
     )
     out = str(tmp_path / "t.json")
-    batch = run_slim("trace", image, "--until-exit", "-o", out)
+    batch = run_slim("trace", image, "--until-exit", "--expect-exit", "3", "-o", out)
     served = run_slim("trace", image, "-o", out)  # exits at start: its output is in the error
     missing = run_slim("trace", image, "--until-exit", "-o", out, "--", f"/no{ESC}[2Jsuch")
     assert batch.exit_code == 0, batch.describe()

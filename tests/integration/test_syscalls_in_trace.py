@@ -133,7 +133,7 @@ def test_an_apps_own_trace_filters_are_reported(
     untraced = traced(engine, image, until_exit=True, syscalls=False)
     assert untraced.exit_status == 0  # a real RET_TRACE user: its tracer heard all 6
     out = tmp_path / "trace.json"
-    run = run_slim("trace", image, "--until-exit", "-o", str(out))
+    run = run_slim("trace", image, "--until-exit", "--expect-exit", "1", "-o", str(out))
     assert run.exit_code == 0, run.describe()
     trace = Trace.load(out)
     assert trace.syscalls is not None and trace.syscalls.observed
