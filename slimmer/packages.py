@@ -498,7 +498,7 @@ class PackageDB:
         digests read now from the image for these packages only."""
         kept_set = set(kept_paths)
         warnings = _Warnings()
-        result = []
+        found: dict[str, list[FileRecord]] = {}
         image_dirs: dict[str, bool] = {}
         for package in self.packages:
             records = [
@@ -506,7 +506,13 @@ class PackageDB:
                 for r in self.files(package)
                 if r.path in kept_set
             ]
-            if not any(not r.directory for r in records):
+            if any(not r.directory for r in records):
+                found[package.key] = records
+        moved = self._move_links_only(fs, found)
+        result = []
+        for package in self.packages:
+            records = found.get(package.key)
+            if records is None:
                 continue
             if self.manager is PackageManager.DPKG:
                 records = self._with_md5sums(fs, package, records, warnings)
@@ -518,7 +524,33 @@ class PackageDB:
             os_release=read_os_release(fs),
             base=tuple(sorted(base & {k.package.name for k in result})),
             warnings=(*self.warnings, *warnings.final()),
+            moved_links=tuple(moved),
         )
+
+    def _move_links_only(self, fs: RootFS, found: dict[str, list[FileRecord]]) -> list[MovedLink]:
+        """A package of which only symlinks are kept (libssl-dev for its
+        libssl.so link, libc-bin for /usr/bin/ld.so) gets no record, or a
+        scanner reports the CVEs of its real package twice, under a -dev
+        name: each link goes to the package of the file it resolves to (a
+        kept one), or to none. Changes `found` in place; returns what moved."""
+        moved: list[MovedLink] = []
+        for key in list(found):
+            files = [r for r in found[key] if not r.directory]
+            if not all(_is_symlink(fs, r.path) for r in files):
+                continue
+            del found[key]
+            for record in files:
+                try:
+                    target = fs.resolve(record.path).path
+                except PathError:
+                    target = ""
+                owner = self.owner(target) if target else None
+                if owner is not None and owner.key in found:
+                    found[owner.key].append(record)
+                    moved.append(MovedLink(key, record.path, target, owner.key))
+                else:
+                    moved.append(MovedLink(key, record.path, target, None))
+        return moved
 
     def _with_md5sums(
         self, fs: RootFS, package: Package, records: list[FileRecord], warnings: _Warnings
@@ -563,6 +595,13 @@ def _is_dir(fs: RootFS, path: str, cache: dict[str, bool]) -> bool:
         except (PathError, OSError):
             cache[path] = False
     return cache[path]
+
+
+def _is_symlink(fs: RootFS, path: str) -> bool:
+    try:
+        return stat.S_ISLNK(fs.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _as_directory(record: FileRecord) -> FileRecord:
@@ -809,6 +848,18 @@ class KeptPackage:
 
 
 @dataclass(frozen=True)
+class MovedLink:
+    """A kept symlink of a package that has nothing else kept: recorded
+    under the package of the file it resolves to (`owner`, a package key),
+    or under none (a file no package installed, or a dangling link)."""
+
+    package: str  # the key of the package that lists the link
+    path: str
+    target: str  # the canonical path it resolves to, "" when it does not
+    owner: str | None
+
+
+@dataclass(frozen=True)
 class KeptPackages:
     """What the collecting sensor hands back: the packages with a kept file,
     their records of kept paths, the release, warnings. JSON both ways."""
@@ -818,6 +869,7 @@ class KeptPackages:
     os_release: OsRelease = field(default_factory=OsRelease)
     base: tuple[str, ...] = ()  # names of kept packages in the distribution's base
     warnings: tuple[str, ...] = ()
+    moved_links: tuple[MovedLink, ...] = ()  # links of packages with only links kept
 
     def owner_map(self) -> dict[str, Package]:
         """Canonical path -> owning package, files before directories."""

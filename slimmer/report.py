@@ -118,11 +118,24 @@ class PackageRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MovedLinkRecord:
+    """A kept link of a package that has nothing else kept: that package
+    gets no record (a scanner would report its real package's CVEs twice);
+    the link is counted with the package of the file it resolves to."""
+
+    package: str  # the package that lists the link (name:arch)
+    path: str
+    target: str  # what it resolves to ("" when it does not)
+    recorded_under: str | None  # that file's package, or none
+
+
+@dataclass(frozen=True, kw_only=True)
 class PackagesReport:
     manager: PackageManager | None  # None: no package database was found
     distribution: str  # os-release's PRETTY_NAME, or ""
     records: bool  # whether the micro image carries their records
     kept: tuple[PackageRecord, ...]
+    links_only: tuple[MovedLinkRecord, ...] = ()  # packages with only links kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +202,15 @@ def packages_report(kept: KeptPackages, records: bool) -> PackagesReport:
                 files=len(item.kept_files),
             )
             for item in kept.packages
+        ),
+        links_only=tuple(
+            MovedLinkRecord(
+                package=moved.package,
+                path=printable(moved.path),
+                target=printable(moved.target),
+                recorded_under=moved.owner,
+            )
+            for moved in kept.moved_links
         ),
     )
 

@@ -335,6 +335,14 @@ def test_the_sboms_of_nginx_name_the_micro_image_its_packages_and_nginx(
     assert status == 0, err.decode()
     fat_versions = dict(line.split(" ", 1) for line in out.decode().splitlines())
     assert {name: unquote(v) for name, v in versions.items()} == fat_versions
+    # the -dev packages and libc-bin keep only links (lib*.so, /usr/bin/ld.so): no
+    # record of theirs, in the image or the SBOM; the report says where each went
+    assert not [name for name in refs if name.endswith("-dev") or name == "libc-bin"]
+    moved = {m["package"]: m for m in built.report["packages"]["links_only"]}
+    assert moved["libssl-dev:amd64"]["recorded_under"] == "libssl3:amd64"
+    assert moved["libc-bin:amd64"]["path"] == "/usr/bin/ld.so"
+    records = image_tree(engine, built.tag, "/var/lib/dpkg/status.d", run_id)
+    assert "status.d/libssl3" in records and not [n for n in records if "-dev" in n]
     cyclonedx = json.loads(built.sbom.read_text())
     (binary,) = [c for c in cyclonedx["components"] if c["type"] == "application"]
     assert binary["purl"] == "pkg:generic/nginx@1.22.1"
