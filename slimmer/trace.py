@@ -544,10 +544,27 @@ def trace_problem(trace: Trace) -> str | None:
     except UserSpecError as exc:
         return f"user {trace.user[:40]!r}: {exc}"
     for index, result in enumerate(trace.probes):
-        if isinstance(result.probe, HttpProbe):
-            problem = http_probe_problem(result.probe)
-            if problem is not None:
-                return f"probes[{index}]: {problem}"
+        problem = probe_problem(result.probe)
+        if problem is not None:
+            return f"probes[{index}]: {problem}"
+    return None
+
+
+def probe_problem(probe: Probe) -> str | None:
+    """Why a probe read from a trace cannot be run as it is, or None: an
+    HTTP probe that cannot be sent, a command without a program (an empty
+    argv reached the engine as an exec it refused) or with a NUL, a port
+    that is not a TCP port."""
+    if isinstance(probe, HttpProbe):
+        return http_probe_problem(probe)
+    if isinstance(probe, HostProbe):
+        if not probe.command.strip() or "\0" in probe.command:
+            return "the host probe's command is empty or holds a NUL"
+    elif not probe.argv or not probe.argv[0] or any("\0" in part for part in probe.argv):
+        return f"the {probe.KIND} probe's command is empty or holds a NUL"
+    port = getattr(probe, "port", None)
+    if port is not None and not 0 < port < 65536:
+        return f"the port {port} is not a TCP port"
     return None
 
 
