@@ -271,20 +271,34 @@ def _expected(label: str, expect_failure: bool) -> str:
     return EXPECT_FAILURE + label if expect_failure else label
 
 
+class Discovery(StrEnum):
+    """Who named an HTTP probe: the user, a crawl of the app's pages, or an
+    OpenAPI document."""
+
+    GIVEN = "given"
+    CRAWL = "crawl"
+    OPENAPI = "openapi"
+
+
 @dataclass(frozen=True)
 class HttpProbe:
     """An HTTP request; port None means each exposed TCP port. It succeeds
     when the app answers with a status below 500; `expect_failure` (`!` in
-    front of it) expects no answer or a 5xx."""
+    front of it) expects no answer or a 5xx. A probe slim found itself
+    (a crawled link, an OpenAPI route) needs an answer, whatever its status:
+    the app decides what that route answers, and verify compares it."""
 
     KIND: ClassVar[str] = "http"
     method: str
     path: str
     port: int | None = None
     expect_failure: bool = False
+    found_by: Discovery = Discovery.GIVEN
 
     def label(self) -> str:
         text = f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+        if self.found_by is not Discovery.GIVEN:
+            text += f" ({self.found_by.value})"
         return _expected(text, self.expect_failure)
 
 
@@ -408,6 +422,8 @@ def answer_succeeded(probe: Probe, answer: Answer) -> bool:
     """Whether the app did what the probe asked: an HTTP status below 500,
     a command that exited 0."""
     if isinstance(probe, HttpProbe):
+        if probe.found_by is not Discovery.GIVEN:
+            return isinstance(answer, HttpAnswer)
         return isinstance(answer, HttpAnswer) and answer.status < SERVER_ERROR
     return isinstance(answer, CommandAnswer) and answer.exit_code == 0
 
@@ -528,10 +544,27 @@ def trace_problem(trace: Trace) -> str | None:
     except UserSpecError as exc:
         return f"user {trace.user[:40]!r}: {exc}"
     for index, result in enumerate(trace.probes):
-        if isinstance(result.probe, HttpProbe):
-            problem = http_probe_problem(result.probe)
-            if problem is not None:
-                return f"probes[{index}]: {problem}"
+        problem = probe_problem(result.probe)
+        if problem is not None:
+            return f"probes[{index}]: {problem}"
+    return None
+
+
+def probe_problem(probe: Probe) -> str | None:
+    """Why a probe read from a trace cannot be run as it is, or None: an
+    HTTP probe that cannot be sent, a command without a program (an empty
+    argv reached the engine as an exec it refused) or with a NUL, a port
+    that is not a TCP port."""
+    if isinstance(probe, HttpProbe):
+        return http_probe_problem(probe)
+    if isinstance(probe, HostProbe):
+        if not probe.command.strip() or "\0" in probe.command:
+            return "the host probe's command is empty or holds a NUL"
+    elif not probe.argv or not probe.argv[0] or any("\0" in part for part in probe.argv):
+        return f"the {probe.KIND} probe's command is empty or holds a NUL"
+    port = getattr(probe, "port", None)
+    if port is not None and not 0 < port < 65536:
+        return f"the port {port} is not a TCP port"
     return None
 
 

@@ -75,6 +75,28 @@ def test_a_crlf_in_a_traces_http_method_is_refused_when_it_is_read(
     assert_before_any_container(result)
 
 
+def test_an_exec_probe_without_a_program_is_refused_when_it_is_read(
+    batch_trace: tuple[str, Path], tmp_path: Path
+) -> None:
+    """An empty argv reached the engine as an exec it refused (exit 4)."""
+    image, trace = batch_trace
+
+    def add_probe(data: dict) -> None:
+        data["until_exit"] = False
+        data["probes"] = [
+            {
+                "probe": {"kind": "exec", "argv": [], "expect_failure": False},
+                "answer": {"kind": "none", "error": "x"},
+                "ok": True,
+            }
+        ]
+
+    result = run_slim("verify", image, image, "--trace", str(_forged(trace, tmp_path, add_probe)))
+    assert result.exit_code == ExitCode.ERROR, result.describe()
+    assert "probes[0]: the exec probe's command is empty or holds a NUL" in result.stderr
+    assert_before_any_container(result)
+
+
 def test_a_nul_in_a_traces_path_is_refused_when_it_is_read(
     batch_trace: tuple[str, Path], tmp_path: Path
 ) -> None:
