@@ -20,9 +20,11 @@ import shlex
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from slimmer.discovery import MAX_PAGE_BYTES, CrawlLimits, is_html, same_origin_paths
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import EngineError, ExitCode, SlimError
 from slimmer.trace import (
@@ -30,6 +32,7 @@ from slimmer.trace import (
     Answer,
     ClientProbe,
     CommandAnswer,
+    Discovery,
     ExecProbe,
     HealthcheckProbe,
     HostProbe,
@@ -172,6 +175,7 @@ class ProbeRequest:
     hosts: tuple[HostProbe, ...] = ()
     default_get: bool = True  # GET / on each exposed TCP port when no other probe is given
     healthcheck: bool = True  # run the image's HEALTHCHECK command until it succeeds
+    crawl: CrawlLimits | None = None  # follow the links of HTML answers (a trace)
     ready_timeout: float = 30.0
     host_env: Mapping[str, str] = field(default_factory=dict)  # base env of host probes
 
@@ -198,6 +202,7 @@ class ProbePlan:
     host_env: Mapping[str, str]
     published: tuple[int, ...]  # every container port published, ascending
     target_port: int | None  # the first exposed TCP port: what exec probes wait for
+    crawl: CrawlLimits | None = None
 
     def ports(self) -> list[int]:
         """Every port to publish: the exposed ones and the probed ones."""
@@ -264,6 +269,7 @@ def plan_probes(
         host_env=request.host_env,
         published=tuple(sorted(published)),
         target_port=target,
+        crawl=request.crawl,
     )
 
 
@@ -359,9 +365,11 @@ def run_probes(
 
     def record(probe: Probe, answer: Answer) -> None:
         results.append(ProbeResult(probe, answer, answer_expected(probe, answer)))
-        log.info("probe %s: %s", probe.label(), answer.outcome())
+        quiet = isinstance(probe, HttpProbe) and probe.found_by is Discovery.CRAWL
+        (log.debug if quiet else log.info)("probe %s: %s", probe.label(), answer.outcome())
 
     silent: dict[int, str] = {}  # ports that never answered: not waited for again
+    pages: list[tuple[int, str, bytes]] = []  # HTML answers: where a crawl starts
     try:
         target = target_of(engine, container, plan, still_running)
         for probe in plan.http:
@@ -381,7 +389,12 @@ def run_probes(
                 record(probe, NoAnswer(exc.message))
                 continue
             ready = waited if ready is None else ready
-            record(probe, http_answer(target.host, host_port, probe.method, probe.path))
+            exchange = http_exchange(target.host, host_port, probe.method, probe.path)
+            record(probe, exchange.answer)
+            if exchange.page is not None and probe.method == "GET":
+                pages.append((probe.port, probe.path, exchange.page))
+        if plan.crawl is not None and pages:
+            crawl_links(target, plan.crawl, pages, {(p.port, p.path) for p in plan.http}, record)
         for port in plan.listening_ports():
             try:
                 waited = wait_listening(
@@ -435,6 +448,43 @@ def unexpected_text(unexpected: list[ProbeResult], image: str) -> str:
     count = len(unexpected)
     plural = "s" if count != 1 else ""
     return f"{count} probe{plural} did not succeed on {image}: " + "\n".join(lines)
+
+
+def crawl_links(
+    target: Target,
+    limits: CrawlLimits,
+    pages: list[tuple[int, str, bytes]],
+    done: set[tuple[int | None, str]],
+    record: Callable[[Probe, Answer], None],
+) -> None:
+    """Follow the same-origin links of the HTML answers, breadth first, as
+    GET probes found by the crawl, within its limits of pages, depth and
+    time: routes no probe named (a docroot's subfolders, a listing's
+    files) are exercised, and verify replays them."""
+    deadline = time.monotonic() + limits.seconds
+    queue = deque(
+        (port, link, 1)
+        for port, path, page in pages
+        for link in same_origin_paths(page, path, target.host, port)
+    )
+    seen = set(done)
+    requested = 0
+    while queue and requested < limits.pages and time.monotonic() < deadline:
+        port, path, depth = queue.popleft()
+        if (port, path) in seen:
+            continue
+        seen.add((port, path))
+        exchange = http_exchange(target.host, target.ports[port], "GET", path)
+        requested += 1
+        record(HttpProbe("GET", path, port, found_by=Discovery.CRAWL), exchange.answer)
+        if exchange.page is not None and depth < limits.depth:
+            queue.extend(
+                (port, link, depth + 1)
+                for link in same_origin_paths(exchange.page, path, target.host, port)
+            )
+    stopped = " (stopped at --crawl-pages)" if queue and requested >= limits.pages else ""
+    if requested:
+        log.info("crawl: %d pages linked from the app's answers%s", requested, stopped)
 
 
 def healthcheck_answer(
@@ -508,7 +558,18 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")[:OUTPUT_KEPT]
 
 
-def http_answer(host: str, port: int, method: str, path: str, timeout: float = 10) -> Answer:
+@dataclass(frozen=True)
+class HttpExchange:
+    """An HTTP answer, and the start of its body when it is a page to look
+    for links in."""
+
+    answer: Answer
+    page: bytes | None = None  # the body of an HTML answer, bounded
+
+
+def http_exchange(
+    host: str, port: int, method: str, path: str, timeout: float = 10
+) -> HttpExchange:
     """One request; the answer as status, compared headers and body hash."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -516,13 +577,19 @@ def http_answer(host: str, port: int, method: str, path: str, timeout: float = 1
         response = connection.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:
-        return NoAnswer(f"{type(exc).__name__}: {exc}")
+        return HttpExchange(NoAnswer(f"{type(exc).__name__}: {exc}"))
     finally:
         connection.close()
     headers = {
         name: str(response.getheader(name)) for name in COMPARED_HEADERS if response.getheader(name)
     }
-    return HttpAnswer(response.status, headers, fingerprint(body), len(body))
+    answer = HttpAnswer(response.status, headers, fingerprint(body), len(body))
+    page = body[:MAX_PAGE_BYTES] if is_html(response.getheader("content-type")) else None
+    return HttpExchange(answer, page)
+
+
+def http_answer(host: str, port: int, method: str, path: str, timeout: float = 10) -> Answer:
+    return http_exchange(host, port, method, path, timeout).answer
 
 
 def wait_http_ready(

@@ -271,20 +271,34 @@ def _expected(label: str, expect_failure: bool) -> str:
     return EXPECT_FAILURE + label if expect_failure else label
 
 
+class Discovery(StrEnum):
+    """Who named an HTTP probe: the user, a crawl of the app's pages, or an
+    OpenAPI document."""
+
+    GIVEN = "given"
+    CRAWL = "crawl"
+    OPENAPI = "openapi"
+
+
 @dataclass(frozen=True)
 class HttpProbe:
     """An HTTP request; port None means each exposed TCP port. It succeeds
     when the app answers with a status below 500; `expect_failure` (`!` in
-    front of it) expects no answer or a 5xx."""
+    front of it) expects no answer or a 5xx. A probe slim found itself
+    (a crawled link, an OpenAPI route) needs an answer, whatever its status:
+    the app decides what that route answers, and verify compares it."""
 
     KIND: ClassVar[str] = "http"
     method: str
     path: str
     port: int | None = None
     expect_failure: bool = False
+    found_by: Discovery = Discovery.GIVEN
 
     def label(self) -> str:
         text = f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+        if self.found_by is not Discovery.GIVEN:
+            text += f" ({self.found_by.value})"
         return _expected(text, self.expect_failure)
 
 
@@ -408,6 +422,8 @@ def answer_succeeded(probe: Probe, answer: Answer) -> bool:
     """Whether the app did what the probe asked: an HTTP status below 500,
     a command that exited 0."""
     if isinstance(probe, HttpProbe):
+        if probe.found_by is not Discovery.GIVEN:
+            return isinstance(answer, HttpAnswer)
         return isinstance(answer, HttpAnswer) and answer.status < SERVER_ERROR
     return isinstance(answer, CommandAnswer) and answer.exit_code == 0
 

@@ -8,6 +8,7 @@ from their values; the command receives only the object."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -19,6 +20,7 @@ import click
 from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
 from slimmer.delivery import parse_output
+from slimmer.discovery import CrawlLimits, load_openapi, openapi_routes
 from slimmer.errors import NotFound, UsageError
 from slimmer.probes import (
     ProbeRequest,
@@ -29,11 +31,12 @@ from slimmer.probes import (
     split_command,
 )
 from slimmer.sbom import SbomFormat
-from slimmer.trace import parse_signal
+from slimmer.trace import Discovery, HttpProbe, parse_signal
 from slimmer.tracer import TraceOptions
 from slimmer.userspec import UserSpecError, parse_user_spec
 from slimmer.verify import DEFAULT_EXIT_TIMEOUT, DEFAULT_HEADERS, VerifyRequest
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
 
@@ -91,16 +94,38 @@ def _probe_request(
     ready_timeout: float,
     default_get: bool,
     healthcheck: bool,
+    openapi: Path | None = None,
+    crawl: CrawlLimits | None = None,
 ) -> ProbeRequest:
     return ProbeRequest(
-        http=tuple(parse_http_probe(p) for p in http_probes),
+        http=(*(parse_http_probe(p) for p in http_probes), *openapi_probes(openapi)),
         execs=tuple(parse_exec_probe(p) for p in exec_probes),
         clients=tuple(parse_client_probe(p, probe_port) for p in client_probes),
         hosts=tuple(parse_host_probe(p, probe_port) for p in host_probes),
         default_get=default_get,
         healthcheck=healthcheck,
+        crawl=crawl,
         ready_timeout=ready_timeout,
         host_env=host_env(),
+    )
+
+
+def openapi_probes(path: Path | None) -> tuple[HttpProbe, ...]:
+    """GET probes of every route an OpenAPI document names (those it gives
+    no value for a parameter are said, not guessed)."""
+    if path is None:
+        return ()
+    try:
+        document = load_openapi(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise NotFound(f"cannot read --openapi {path}: {exc.strerror}") from None
+    routes = openapi_routes(document)
+    for route, why in routes.skipped:
+        log.warning("--openapi: GET %s is not probed: %s", route, why)
+    if not routes.paths:
+        raise UsageError(f"--openapi {path} names no GET route slim can request")
+    return tuple(
+        HttpProbe("GET", route, None, found_by=Discovery.OPENAPI) for route in routes.paths
     )
 
 
@@ -161,6 +186,11 @@ def _make_trace_options(
     entrypoint: str | None,
     quiet_app: bool,
     no_syscalls: bool,
+    no_crawl: bool,
+    crawl_pages: int,
+    crawl_depth: int,
+    crawl_seconds: float,
+    openapi: Path | None,
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
@@ -173,7 +203,15 @@ def _make_trace_options(
         cmd=list(command) or None,
         entrypoint=_split_entrypoint(entrypoint),
         user=user,
-        probes=_probe_request(**probe_values, default_get=not no_default_probe, healthcheck=True),
+        probes=_probe_request(
+            **probe_values,
+            default_get=not no_default_probe,
+            healthcheck=True,
+            openapi=openapi,
+            crawl=None
+            if no_crawl or crawl_pages == 0
+            else CrawlLimits(pages=crawl_pages, depth=crawl_depth, seconds=crawl_seconds),
+        ),
         duration=duration,
         until_exit=until_exit,
         expect_exit=expect_exit,
@@ -193,6 +231,20 @@ trace_options = option_group(
                         f"({EXPECT_NOTE}: no answer or a 5xx); repeatable (default: GET / on "
                         "each exposed TCP port).", "traced too", None),
         click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
+        click.option("--no-crawl", is_flag=True,
+                     help="Do not follow the links of the app's HTML answers."),
+        click.option("--crawl-pages", type=click.IntRange(0, 100_000), default=50,
+                     show_default=True, metavar="N",
+                     help="Request at most N pages found by following same-origin links of "
+                     "HTML answers (href, src, directory listings); 0: no crawl."),
+        click.option("--crawl-depth", type=click.IntRange(1, 100), default=3, show_default=True,
+                     metavar="D", help="Follow links at most D pages deep from a probed page."),
+        click.option("--crawl-seconds", type=SECONDS, default=15.0, show_default=True,
+                     metavar="S", help="Stop crawling after S seconds."),
+        click.option("--openapi", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     metavar="FILE",
+                     help="Probe every GET route of this OpenAPI 3 / Swagger 2 document (JSON or "
+                     "YAML), on each exposed port; parameters from its examples."),
         click.option("--duration", type=SECONDS, default=0.0, metavar="S",
                      help="Keep tracing S seconds after the probes."),
         click.option("--stop-timeout", type=SECONDS, default=10.0, show_default=True,

@@ -16,7 +16,7 @@ from slimmer.cli.base import (
     summary,
 )
 from slimmer.cli.options import trace_options
-from slimmer.trace import Trace, default_trace_path
+from slimmer.trace import Discovery, HttpProbe, Trace, default_trace_path
 from slimmer.tracer import AppFailed, TraceOptions, trace_image
 
 
@@ -39,8 +39,16 @@ def print_trace_summary(trace: Trace, path: Path) -> None:
         summary(f"  no syscall observation: {trace.syscalls.reason}")
     times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
     summary(f"  app exit {exit_text}; {times}")
+    crawled: dict[str, int] = {}
     for probe in trace.probes:
+        if isinstance(probe.probe, HttpProbe) and probe.probe.found_by is Discovery.CRAWL:
+            outcome = probe.answer.outcome()
+            crawled[outcome] = crawled.get(outcome, 0) + 1
+            continue
         summary(f"  probe {probe.probe.label()}: {probe.answer.outcome()}")
+    if crawled:
+        counts = ", ".join(f"{outcome} x{count}" for outcome, count in sorted(crawled.items()))
+        summary(f"  crawl: {sum(crawled.values())} pages ({counts})")
 
 
 @click.command(cls=SlimCommand)
