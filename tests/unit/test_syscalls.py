@@ -608,6 +608,11 @@ REUSE_PROGRAM = """
             if (fork() == 0) _exit(0);
             wait(NULL);
         }
+        /* the tid is free once its task is released (a busy tracer may reap
+           it late): wait for that, at most 10 s */
+        char entry[64];
+        snprintf(entry, sizeof entry, "/proc/%d", thread_tid);
+        for (int i = 0; i < 10000 && access(entry, F_OK) == 0; i++) usleep(1000);
         /* then the pids wrap, at once here: the next pid is the tid */
         char last[32];
         int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
