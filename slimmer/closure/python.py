@@ -19,6 +19,11 @@ or a module (an extension module `a.cpython-3XY-*.so` / `a.abi3.so` /
 `__init__` is a namespace portion, and the search goes on. The first hit in
 search order wins. Each module's cached bytecode for the image's
 interpreters comes along (`__pycache__/a.cpython-3XY.pyc`).
+
+One computed import of the standard library is known: sysconfig imports
+its build's `_sysconfigdata_<abi>_<platform>` module by a name it makes at
+run time (zoneinfo's TZPATH comes from it), so the `_sysconfigdata_*`
+modules beside sysconfig come with it.
 """
 
 from __future__ import annotations
@@ -45,17 +50,21 @@ _NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 def parse_python(data: bytes) -> list[Ref]:
     """The imports of a module's source; never raises on bad input."""
+    # Decoded here, not by the parser: a coding cookie would make it look up
+    # a codec, which the sealed sensor cannot import. Import statements are
+    # ASCII; what else is not UTF-8 only needs to survive.
+    text = data.decode("utf-8", "replace")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = ast.parse(data)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, UnicodeError):
-        return scan_python(data.decode("utf-8", "replace"))
-    visitor = _Imports(data.decode("utf-8", "replace").splitlines())
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return scan_python(text)
+    visitor = _Imports(text.splitlines())
     try:
         visitor.visit(tree)
     except RecursionError:
-        return scan_python(data.decode("utf-8", "replace"))
+        return scan_python(text)
     return visitor.refs
 
 
@@ -96,6 +105,7 @@ class _Imports(ast.NodeVisitor):
         self.lines = lines
         self.refs: list[Ref] = []
         self.lazy = 0  # inside a function, lambda or main guard
+        self.main = 0  # inside a main guard
         self.groups = 0
         self.guard: int | None = None
         self.fallback: int | None = None
@@ -112,6 +122,7 @@ class _Imports(ast.NodeVisitor):
                 name=name,
                 kind=kind,
                 eager=self.lazy == 0,
+                main=self.main > 0,
                 guard=self.guard,
                 fallback=self.fallback,
                 extra=extra,
@@ -134,9 +145,11 @@ class _Imports(ast.NodeVisitor):
             return
         if _is_main_guard(node.test):
             self.lazy += 1
+            self.main += 1
             for child in node.body:
                 self.visit(child)
             self.lazy -= 1
+            self.main -= 1
             for child in node.orelse:
                 self.visit(child)
             return
@@ -350,6 +363,17 @@ class PythonResolver:
             dirs = hit.dirs
         return total
 
+    def companions(self, files: list[str]) -> list[str]:
+        """What the stdlib loads by computed names along with a module."""
+        found = []
+        for path in files:
+            if basename(path) == "sysconfig.py" and self.paths.is_stdlib(path):
+                directory = parent(path)
+                for name in sorted(self.names(directory)):
+                    if name.startswith("_sysconfigdata_") and name.endswith(".py"):
+                        found += self.with_bytecode(join(directory, name))
+        return found
+
     def base_dirs(self, requester: str, level: int) -> list[str] | None:
         directory = parent(requester)
         for _ in range(level - 1):
@@ -377,6 +401,7 @@ class PythonResolver:
         if hit is None:
             return None
         files = list(hit.files) or list(hit.dirs)  # a namespace package: its dirs
+        files += self.companions(files)
         if ref.kind == "from" and hit.package:
             for submodule in ref.extra:
                 sub = self.find_part(hit.dirs, submodule)

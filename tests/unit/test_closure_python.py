@@ -78,6 +78,8 @@ def test_a_fallback_import_belongs_to_its_try() -> None:
         b'print "python 2"\nimport urllib2\nfrom os import (path,\n   sep)\n',
         b"type Alias[T] = list[T]\nimport newer\n",  # 3.12 syntax the sensor may not know
         b"\xff\xfe not utf-8 \nimport binary_safe\n",
+        # a coding cookie: the sealed sensor cannot import the codec, so no lookup
+        b'# -*- coding: latin-1 -*-\nname = "\xe9t\xe9"\nimport newer\n',
     ],
 )
 def test_source_ast_refuses_is_scanned_line_by_line(source: bytes) -> None:
