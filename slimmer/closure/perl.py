@@ -8,8 +8,10 @@ are skipped, then statements are matched where a statement can start.
   (not with -norequire); `use lib LIST` adds its literal dirs to @INC for
   everything loaded afterwards (`$FindBin::Bin`, `$FindBin::RealBin` and
   `dirname(__FILE__)` are the script's own dir);
-- `require Module`, `require "file.pl"`, `do "file.pl"`: eager only at the
-  start of a line (not inside a sub or block); `require $name` is computed.
+- `require Module`, `require "file.pl"`, `do "file.pl"`: eager unless
+  inside the body of a sub (braces are counted, so a require in a BEGIN
+  block or a top-level `if` runs when the file is compiled); `require
+  $name` is computed.
 
 A module is `Foo/Bar.pm` in every @INC dir that has it (@INC's order is
 not recorded in the binary, so every copy is kept), with the XS parts in
@@ -72,6 +74,32 @@ def code_lines(text: str) -> str:
     return "\n".join(out)
 
 
+_SUB_HEAD = re.compile(r"\bsub\b(?:\s+[\w:']+)?\s*(?:\([^)]*\))?\s*(?::\s*\w+\s*)*$")
+
+
+def sub_bodies(text: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets of the bodies of subs, named or not. Braces
+    are counted as they come (balanced ones in strings do no harm)."""
+    bodies = []
+    stack: list[tuple[int, bool]] = []
+    statement_start = 0
+    for index, char in enumerate(text):
+        if char == "{":
+            head = text[statement_start:index]
+            stack.append((index, _SUB_HEAD.search(head) is not None))
+            statement_start = index + 1
+        elif char == "}":
+            if stack:
+                start, is_sub = stack.pop()
+                if is_sub:
+                    bodies.append((start, index))
+            statement_start = index + 1
+        elif char == ";":
+            statement_start = index + 1
+    bodies += [(start, len(text)) for start, is_sub in stack if is_sub]
+    return bodies
+
+
 def _words(rest: str) -> list[str]:
     words: list[str] = []
     for match in _QW.finditer(rest):
@@ -84,13 +112,15 @@ def _words(rest: str) -> list[str]:
 
 def parse_perl(data: bytes) -> list[Ref]:
     text = code_lines(data.decode("utf-8", "replace"))
+    bodies = sub_bodies(text)
     refs: list[Ref] = []
     for match in _STATEMENT.finditer(text):
         verb, rest = match.group("verb"), match.group("rest").strip()
         line = line_of(text, match.start("verb"))
         statement = short(f"{verb} {rest}")
-        start = text.rfind("\n", 0, match.start("verb")) + 1
-        eager = verb in ("use", "no") or start == match.start("verb")  # not indented
+        offset = match.start("verb")
+        in_sub = any(start < offset < end for start, end in bodies)
+        eager = verb in ("use", "no") or not in_sub
         module = _MODULE.match(rest)
         if verb in ("use", "no"):
             if module is None or re.fullmatch(r"v?\d[\d._]*", module.group(1)):

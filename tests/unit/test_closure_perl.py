@@ -28,6 +28,13 @@ require Local::Top;
 require "helpers.pl";
 my $x = 1; require Data::Dumper;
 
+BEGIN {
+    if ($] > 5) {
+        require Compile::Time;
+    }
+}
+my $handler = sub { require In::Anon; };
+
 sub later {
     require Digest::SHA;
     require $computed;
@@ -59,7 +66,9 @@ def test_statements_perl_runs() -> None:
     assert "Local::Base" not in [n for n, _, _ in names]  # -norequire
     assert ("Local::Top", "module", True) in names
     assert ("helpers.pl", "file", True) in names
-    assert ("Data::Dumper", "module", False) in names  # not at the start of a line
+    assert ("Data::Dumper", "module", True) in names
+    assert ("Compile::Time", "module", True) in names  # in a BEGIN block
+    assert ("In::Anon", "module", False) in names  # in a sub's body
     assert ("Digest::SHA", "module", False) in names
     assert ("local.pl", "file", False) in names
     assert (None, "module", False) in names  # require $computed
