@@ -59,6 +59,7 @@ class Ref:
     name: str | None  # the literal name; None: computed at run time
     kind: str = ""  # what kind of name, for the language's resolver
     eager: bool = True  # runs when the file is loaded (not only when a function is called)
+    main: bool = False  # runs only when the file is the program (Python's __main__ guard)
     guard: int | None = None  # Python: in the try body of this group
     fallback: int | None = None  # Python: in a handler of this group that catches ImportError
     extra: tuple[str, ...] = ()  # language-specific (from-import names, use lib dirs)

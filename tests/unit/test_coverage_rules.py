@@ -84,12 +84,15 @@ def pyimage(elfroot: ElfRoot) -> ElfRoot:
     elfroot.write(f"{stdlib}/os.py", "")
     elfroot.write(f"{stdlib}/json/__init__.py", "def later():\n    import traced_lazy\n")
     elfroot.write(f"{stdlib}/traced_lazy.py", "")
+    elfroot.write(f"{stdlib}/site.py", "def later():\n    import site_lazy\n")
+    elfroot.write(f"{stdlib}/site_lazy.py", "")
     elfroot.write(
         f"{stdlib}/statistics.py",
         "import fractions\ntry:\n    import _statistics\nexcept ImportError:\n"
-        "    import _pystatistics\n\ndef f():\n    import lazy_in_stdlib\n",
+        "    import _pystatistics\n\ndef f():\n    import direct_lazy\n",
     )
-    elfroot.write(f"{stdlib}/fractions.py", "")
+    elfroot.write(f"{stdlib}/direct_lazy.py", "")
+    elfroot.write(f"{stdlib}/fractions.py", "def g():\n    import lazy_in_stdlib\n")
     elfroot.write(f"{stdlib}/_statistics.py", "")
     elfroot.write(f"{stdlib}/_pystatistics.py", "")
     elfroot.write(f"{stdlib}/lazy_in_stdlib.py", "")
@@ -102,7 +105,9 @@ def pyimage(elfroot: ElfRoot) -> ElfRoot:
     elfroot.write(f"{stdlib}/csv.py", "")
     owned = [stdlib, *(f"{stdlib}/{n}" for n in ("os.py", "statistics.py", "fractions.py"))]
     owned += [f"{stdlib}/{n}" for n in ("_statistics.py", "_pystatistics.py", "lazy_in_stdlib.py")]
+    owned += [f"{stdlib}/direct_lazy.py"]
     owned += [f"{stdlib}/json/__init__.py", f"{stdlib}/traced_lazy.py", f"{stdlib}/csv.py"]
+    owned += [f"{stdlib}/site.py", f"{stdlib}/site_lazy.py"]
     dpkg(elfroot, {"libpython3.11-stdlib": owned})
     return elfroot
 
@@ -111,6 +116,7 @@ PY_TRACE = traced(
     ("/usr/bin/python3.11", "opened,executed"),
     ("/srv/app/app.py", "opened,read"),
     ("/usr/lib/python3.11/json/__init__.py", "opened,read"),
+    ("/usr/lib/python3.11/site.py", "opened,read"),
 )
 
 
@@ -122,11 +128,15 @@ def test_the_import_closure_of_the_app(pyimage: ElfRoot) -> None:
     assert kept["/usr/lib/python3.11/fractions.py"].detail.startswith(
         "import closure of /usr/lib/python3.11/statistics.py:1"
     )
-    # the app's own modules at any depth; the library's only when loaded
+    # the app's own modules at any depth; the library's module the app imports
+    # directly at any depth too (the app may call any of its functions); the
+    # library's further only what runs when they are loaded
     assert "/srv/app/handlers/report.py" in kept
     assert "/usr/lib/python3.11/csv.py" in kept  # in a function of the app's own module
+    assert "/usr/lib/python3.11/direct_lazy.py" in kept
     assert "/usr/lib/python3.11/lazy_in_stdlib.py" not in kept
-    assert "/usr/lib/python3.11/traced_lazy.py" not in kept  # json was loaded, by the trace
+    assert "/usr/lib/python3.11/traced_lazy.py" in kept  # json: loaded, and the app's import
+    assert "/usr/lib/python3.11/site_lazy.py" not in kept  # site: loaded, not the app's import
     # the fallback of an import that resolves is not followed
     assert "/usr/lib/python3.11/_statistics.py" in kept
     assert "/usr/lib/python3.11/_pystatistics.py" not in kept
@@ -271,7 +281,7 @@ def test_a_subfolder_over_the_bound_is_left_out_whole(
 def data(elfroot: ElfRoot) -> ElfRoot:
     elfroot.glibc_base()
     zoneinfo = "/usr/share/zoneinfo"
-    for zone in ("Etc/UTC", "Asia/Tokyo", "Europe/Paris"):
+    for zone in ("Etc/UTC", "Asia/Tokyo", "Europe/Paris", "right/Asia/Tokyo"):
         elfroot.write(f"{zoneinfo}/{zone}", "TZif")
     elfroot.write(f"{zoneinfo}/tzdata.zi", "")
     elfroot.symlink(f"{zoneinfo}/UTC", "Etc/UTC")
@@ -303,6 +313,7 @@ def test_a_set_whose_member_the_app_read_is_kept_whole(data: ElfRoot) -> None:
         "zoneinfo set (/usr/share/zoneinfo), of which the app read /usr/share/zoneinfo/Etc/UTC"
     )
     assert kept["/usr/share/zoneinfo/UTC"].link == "Etc/UTC"
+    assert "/usr/share/zoneinfo/right/Asia/Tokyo" not in kept  # leap-second variants
     assert Reason.DATA_SET in kept[f"{MULTIARCH}/gconv/EUC-JP.so"].reasons
     assert Reason.ELF_CLOSURE in kept[f"{MULTIARCH}/gconv/libJIS.so/libJIS.so"].reasons
     assert Reason.DATA_SET in kept["/usr/share/terminfo/l/linux"].reasons  # ncurses looks there too
