@@ -5,13 +5,16 @@ another member (TZ=Asia/Tokyo, LANG=de_DE.UTF-8, iconv -f LATIN1,
 TERM=linux).
 
 - zoneinfo: a file under a zoneinfo dir that holds tzdata.zi, zone.tab or
-  zone1970.tab (also Python's tzdata package) -> that dir (3.9 MB, Debian
-  12's tzdata);
+  zone1970.tab (also Python's tzdata package) -> that dir, but for the
+  leap-second variants in right/ unless the app read one of them (0.64 MB
+  of files on Debian 12's tzdata; right/ is 0.67 MB more);
 - locales: a file under /usr/lib/locale (or lib64, /lib) -> that dir: the
   locale-archive and the compiled locales (0.4 MB for C.utf8, plus what
   locale-gen made);
-- gconv: a module or the configuration of a gconv dir (with gconv-modules)
-  -> all of it, the modules with their ELF closure (8.2 MB);
+- gconv: a charset module of a gconv dir (with gconv-modules; glibc reads
+  its gconv-modules.cache for any conversion, and builds UTF-8 in, so the
+  cache alone does not count) -> all of it, the modules with their ELF
+  closure (8.2 MB);
 - terminfo: an entry (terminfo/x/name) -> every terminfo dir ncurses
   searches (0.2 MB from ncurses-base, 7.4 MB more with ncurses-term).
 
@@ -41,6 +44,7 @@ class DataSet:
     markers: tuple[str, ...] = ()  # the set's dir holds one of these names
     also: tuple[str, ...] = ()  # other dirs of the same set (searched in turn)
     modules: bool = False  # its .so members are loaded: they go to the ELF closure
+    unless_read: tuple[str, ...] = ()  # subdirs kept only when the member read is in one
 
 
 DATA_SETS = (
@@ -48,11 +52,12 @@ DATA_SETS = (
         "zoneinfo",
         re.compile(r"^(.*/zoneinfo)/(?!.*\.pyc?$).+"),
         markers=("tzdata.zi", "zone.tab", "zone1970.tab"),
+        unless_read=("right",),
     ),
     DataSet("locales", re.compile(r"^(/(?:usr/)?lib(?:64)?/locale)/.+")),
     DataSet(
         "gconv",
-        re.compile(r"^(/(?:usr/)?lib(?:64)?(?:/[^/]+)?/gconv)/[^/]+$"),
+        re.compile(r"^(/(?:usr/)?lib(?:64)?(?:/[^/]+)?/gconv)/[^/]+\.so$"),
         markers=("gconv-modules", "gconv-modules.cache"),
         modules=True,
     ),
@@ -132,8 +137,13 @@ def keyed_sets(
             if canonical not in dirs and stat.S_ISDIR(fs.lstat(canonical).st_mode):
                 dirs.append(canonical)
         members: list[Member] = []
+        left_out = tuple(
+            join(directory, sub)
+            for sub in data_set.unless_read
+            if not trigger.startswith(join(directory, sub) + "/")
+        )
         for each in dirs:
-            found = _members(fs, each, skipped)
+            found = _members(fs, each, (*skipped, *left_out))
             if found is None:
                 members = []
                 warnings.append(
