@@ -327,7 +327,7 @@ def test_a_set_whose_member_the_app_read_is_kept_whole(data: ElfRoot) -> None:
 def test_no_keep_data_reaches_the_selection() -> None:
     assert kept_data_sets(("zoneinfo", "gconv")) == ("locales", "terminfo")
     assert kept_data_sets(("all",)) == ()
-    options = BuildOptions(tag="t", keep_data=kept_data_sets(("terminfo",)), code_closure=False)
+    options = BuildOptions(tags=("t",), keep_data=kept_data_sets(("terminfo",)), code_closure=False)
     request = selection_request([], ImageConfig(), options)
     assert request.keep_data == ("zoneinfo", "locales", "gconv") and not request.code_closure
     refused = CliRunner().invoke(cli, ["build", "img", "-t", "x", "--no-keep-data", "fonts"])
