@@ -378,7 +378,9 @@ class _Selector:
             self.owned,
             self.request.skipped_trees,
         )
-        return self.keep_found(found, Reason.APP_CONTENT)
+        # Not roots of the code closure: a script in the app's dir that
+        # nothing loaded (a build script) must not bring the tools it runs.
+        return self.keep_found(found, Reason.APP_CONTENT, code_roots=False)
 
     def program_siblings(self) -> list[str]:
         """The other programs of a folder of programs the app ran one from."""
@@ -394,14 +396,17 @@ class _Selector:
         )
         return self.keep_found(found, Reason.PROGRAM_SIBLING)
 
-    def keep_found(self, found: appcontent.ContentFound, reason: Reason) -> list[str]:
+    def keep_found(
+        self, found: appcontent.ContentFound, reason: Reason, *, code_roots: bool = True
+    ) -> list[str]:
         self.warnings += found.warnings
         added = []
         for item in found.kept:
             if item.path not in self.reasons:
                 added.append(item.path)
             self.add(item.path, reason, item.detail)
-        self.code_roots += [Root(path, False) for path in added]
+        if code_roots:
+            self.code_roots += [Root(path, False) for path in added]
         return added
 
     def code_closure(self, loaded: list[str]) -> list[str]:

@@ -103,6 +103,8 @@ def pyimage(elfroot: ElfRoot) -> ElfRoot:
     elfroot.write("/srv/app/handlers/__init__.py", "")
     elfroot.write("/srv/app/handlers/report.py", "def r():\n    import csv\n")
     elfroot.write(f"{stdlib}/csv.py", "")
+    elfroot.write("/srv/app/build.sh", "#!/bin/sh\ngcc -o app app.c\n", mode=0o755)
+    elfroot.exe("/usr/bin/gcc")
     owned = [stdlib, *(f"{stdlib}/{n}" for n in ("os.py", "statistics.py", "fractions.py"))]
     owned += [f"{stdlib}/{n}" for n in ("_statistics.py", "_pystatistics.py", "lazy_in_stdlib.py")]
     owned += [f"{stdlib}/direct_lazy.py"]
@@ -148,6 +150,9 @@ def test_the_import_closure_of_the_app(pyimage: ElfRoot) -> None:
         ("/srv/app/app.py", 7, "importlib.import_module(name)", "computed"),
         ("/srv/app/app.py", 8, "import not_installed", "not found in the image"),
     ]
+    # the app's content is kept, but what nothing loaded is no root of the closure
+    assert kept["/srv/app/build.sh"].reasons == (Reason.APP_CONTENT,)
+    assert "/usr/bin/gcc" not in kept
     _, without = select(pyimage, traced=PY_TRACE, code_closure=False)
     assert "/usr/lib/python3.11/statistics.py" not in without
 
