@@ -176,7 +176,8 @@ class Entry:
     link: str | None = None  # symlink target, as written
     xattrs: tuple[Xattr, ...] = ()
     inode: int = 0  # files that share one are hard links: their bytes count once
-    detail: str = ""  # where from: "import closure of /app/app.py:12 (import x)"
+    # where from, a line per rule: "import closure of /app/app.py:12 (import x)"
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -678,7 +679,7 @@ class _Selector:
             link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
             xattrs=xattrs,
             inode=info.st_ino if kind is Kind.FILE and info.st_nlink > 1 else 0,
-            detail="; ".join(d for _, d in sorted(self.details.get(path, {}).items())),
+            detail="\n".join(d for _, d in sorted(self.details.get(path, {}).items())),
         )
 
     def xattrs(self, path: str) -> tuple[Xattr, ...]:

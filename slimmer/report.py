@@ -83,7 +83,8 @@ class FileRecord:
     gid: int
     why: tuple[Reason, ...]
     link: str | None = None  # a symlink's target
-    detail: str | None = None  # where from: "import closure of /app/app.py:12 (import x)"
+    # where from, a line per rule: "import closure of /app/app.py:12 (import x)"
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def explain(report: BuildReport, path: str) -> Explanation:
         lines = [f"{path}: kept ({entry.kind.value}, {human_size(entry.size)}, mode {entry.mode})"]
         lines += [f"  because {REASON_TEXT.get(why, why)}" for why in entry.why]
         if entry.detail:
-            lines += [f"  from: {detail}" for detail in entry.detail.split("; ")]
+            lines += [f"  from: {detail}" for detail in entry.detail.splitlines()]
         if entry.link is not None:
             lines.append(f"  it points to {entry.link}")
         lines += unresolved_lines(report, path)

@@ -133,7 +133,10 @@ def test_the_import_closure_of_the_app(pyimage: ElfRoot) -> None:
     # the app's own modules at any depth; the library's module the app imports
     # directly at any depth too (the app may call any of its functions); the
     # library's further only what runs when they are loaded
-    assert "/srv/app/handlers/report.py" in kept
+    assert kept["/srv/app/handlers/report.py"].detail.splitlines() == [
+        "in /srv/app, from which the app read /srv/app/app.py",
+        "import closure of /srv/app/app.py:6 (from handlers import report)",
+    ]
     assert "/usr/lib/python3.11/csv.py" in kept  # in a function of the app's own module
     assert "/usr/lib/python3.11/direct_lazy.py" in kept
     assert "/usr/lib/python3.11/lazy_in_stdlib.py" not in kept
