@@ -25,10 +25,11 @@ its other executable regular files that no package owns are kept; the
 caller gives them the code closure and the ELF closure.
 
 Bounds (measured in benchmarks/coverage.py): a content root keeps at most
-MAX_FILES files and MAX_BYTES bytes; a subfolder that would go over is
-left out whole, with a warning naming it (--include keeps it); at most
-MAX_DEPTH levels below the root. A folder of programs keeps at most
-MAX_SIBLINGS programs (else none, with a warning).
+MAX_FILES files and MAX_BYTES bytes; a subfolder that would go over, or
+that holds more than MAX_DIRS folders, is left out whole, with a warning
+naming it (--include keeps it); at most MAX_DEPTH levels below the root.
+A folder of programs keeps at most MAX_SIBLINGS programs (else none, with
+a warning).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from slimmer.rootfs import RootFS, join, parent, under
 MAX_FILES = 4096
 MAX_BYTES = 32 * 1024 * 1024
 MAX_DEPTH = 16
+MAX_DIRS = 10_000  # folders walked below one subfolder of a content root
 MAX_SIBLINGS = 512
 SYSTEM_TREES = (
     "/etc",
@@ -126,8 +128,12 @@ def _subtree(
     files: list[tuple[str, int]] = []
     total = 0
     pending = [(top, depth)]
+    walked = 0
     while pending:
         directory, level = pending.pop()
+        walked += 1
+        if walked > MAX_DIRS:
+            return None
         try:
             names = fs.listdir(directory)
         except OSError:
@@ -206,7 +212,7 @@ def app_content(
             if files is None:
                 warnings.append(
                     f"app content: {subdir} is larger than the bound ({MAX_FILES} files, "
-                    f"{MAX_BYTES // 2**20} MiB under {directory}): left out "
+                    f"{MAX_BYTES // 2**20} MiB under {directory}, {MAX_DIRS} folders): left out "
                     f"(--include {subdir} keeps it)"
                 )
                 continue

@@ -282,6 +282,19 @@ def test_a_subfolder_over_the_bound_is_left_out_whole(
     assert any("/var/www/html/media is larger than the bound" in w for w in selection.warnings)
 
 
+def test_a_subfolder_of_too_many_folders_is_left_out(
+    site: ElfRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree of many folders (a cache, a data store) is not walked to its end."""
+    monkeypatch.setattr(appcontent, "MAX_DIRS", 5)
+    for index in range(6):
+        site.write(f"/var/www/html/cache/d{index}/entry", "x")
+    selection, kept = select(site, traced=SITE_TRACE)
+    assert "/var/www/html/docs/guide.html" in kept
+    assert not any(path.startswith("/var/www/html/cache/") for path in kept)
+    assert any("/var/www/html/cache is larger than the bound" in w for w in selection.warnings)
+
+
 # -- data sets keyed by input -----------------------------------------------------
 
 
