@@ -35,13 +35,13 @@ a warning).
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from slimmer.errors import PathError
 from slimmer.execpath import EXEC_BITS
 from slimmer.packages import PackagedDirs
-from slimmer.rootfs import RootFS, join, parent, under
+from slimmer.rootfs import RootFS, basename, join, parent, under, walk
 
 MAX_FILES = 4096
 MAX_BYTES = 32 * 1024 * 1024
@@ -106,55 +106,48 @@ def is_system(path: str) -> bool:
     return under(path, SYSTEM_TREES) or any(tree.startswith(path + "/") for tree in SYSTEM_TREES)
 
 
-def _regular(fs: RootFS, path: str) -> int | None:
-    """The size of a regular file; None for anything else."""
-    try:
-        info = fs.lstat(path)
-    except OSError:
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-
-def _subtree(
+def _files(
     fs: RootFS,
     top: str,
     owned: Callable[[str], bool],
     skipped: tuple[str, ...],
-    depth: int,
-    budget: tuple[int, int],
-) -> list[tuple[str, int]] | None:
-    """The unowned regular files below `top` (code trees left out); None
-    when they go over the budget (files, bytes)."""
-    files: list[tuple[str, int]] = []
-    total = 0
-    pending = [(top, depth)]
-    walked = 0
-    while pending:
-        directory, level = pending.pop()
-        walked += 1
-        if walked > MAX_DIRS:
+    deep: bool,
+) -> Iterator[tuple[str, int] | None]:
+    """The unowned regular files in `top` and, when deep, below it (code
+    trees and system trees left out), each with its size; None for each
+    folder met below `top`."""
+
+    def descend(path: str) -> bool:
+        depth = path.count("/") - top.count("/")
+        return (
+            deep
+            and depth <= MAX_DEPTH
+            and basename(path) not in CODE_TREES
+            and not (is_system(path))
+        )
+
+    for path, info in walk(fs, top, skipped, descend):
+        if stat.S_ISDIR(info.st_mode) and descend(path):
+            yield None
+        elif stat.S_ISREG(info.st_mode) and not owned(path):
+            yield path, info.st_size
+
+
+def _bounded(files: Iterator[tuple[str, int] | None], budget: list[int]) -> list[str] | None:
+    """The paths of a subfolder's files, taken off the budget (files, bytes,
+    folders); None, and the budget untouched, when they go over it."""
+    paths, total, folders = [], 0, 0
+    for item in files:
+        if item is None:
+            folders += 1
+        else:
+            paths.append(item[0])
+            total += item[1]
+        if len(paths) > budget[0] or total > budget[1] or folders > MAX_DIRS:
             return None
-        try:
-            names = fs.listdir(directory)
-        except OSError:
-            continue
-        for name in names:
-            path = join(directory, name)
-            if under(path, skipped):
-                continue
-            try:
-                info = fs.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                if name not in CODE_TREES and level < MAX_DEPTH and not is_system(path):
-                    pending.append((path, level + 1))
-            elif stat.S_ISREG(info.st_mode) and not owned(path):
-                files.append((path, info.st_size))
-                total += info.st_size
-                if len(files) > budget[0] or total > budget[1]:
-                    return None
-    return sorted(files)
+    budget[0] -= len(paths)
+    budget[1] -= total
+    return sorted(paths)
 
 
 def content_roots(
@@ -191,24 +184,17 @@ def app_content(
     warnings: list[str] = []
     for directory, (trigger, deep) in sorted(content_roots(read, layout, owned).items()):
         detail = f"in {directory}, from which the app read {trigger}"
-        budget = [MAX_FILES, MAX_BYTES]
-        subdirs = []
-        try:
-            names = fs.listdir(directory)
-        except OSError:
+        top_files = [item for item in _files(fs, directory, owned, skipped, False) if item]
+        kept += [Kept(path, detail) for path, _ in top_files]
+        budget = [MAX_FILES - len(top_files), MAX_BYTES - sum(size for _, size in top_files)]
+        if not deep:
             continue
-        for name in names:
-            path = join(directory, name)
-            if under(path, skipped):
+        for subdir, info in walk(fs, directory, skipped, lambda _: False):
+            if not stat.S_ISDIR(info.st_mode) or basename(subdir) in CODE_TREES:
                 continue
-            size = _regular(fs, path)
-            if size is not None and not owned(path):
-                kept.append(Kept(path, detail))
-                budget = [budget[0] - 1, budget[1] - size]
-            elif deep and name not in CODE_TREES and not is_system(path) and _is_dir(fs, path):
-                subdirs.append(path)
-        for subdir in subdirs:
-            files = _subtree(fs, subdir, owned, skipped, 1, (budget[0], budget[1]))
+            if is_system(subdir):  # /var/lib/dpkg below a root of /var/lib/app? no: below /var
+                continue
+            files = _bounded(_files(fs, subdir, owned, skipped, True), budget)
             if files is None:
                 warnings.append(
                     f"app content: {subdir} is larger than the bound ({MAX_FILES} files, "
@@ -216,16 +202,8 @@ def app_content(
                     f"(--include {subdir} keeps it)"
                 )
                 continue
-            kept += [Kept(path, detail) for path, _ in files]
-            budget = [budget[0] - len(files), budget[1] - sum(size for _, size in files)]
+            kept += [Kept(path, detail) for path in files]
     return ContentFound(tuple(kept), tuple(warnings))
-
-
-def _is_dir(fs: RootFS, path: str) -> bool:
-    try:
-        return stat.S_ISDIR(fs.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def search_dirs(fs: RootFS, path_lists: Iterable[str]) -> set[str]:

@@ -263,10 +263,14 @@ def under(path: str, trees: Iterable[str]) -> bool:
 
 
 def walk(
-    fs: RootFS, top: str = "/", skipped: tuple[str, ...] = ()
+    fs: RootFS,
+    top: str = "/",
+    skipped: tuple[str, ...] = (),
+    descend: Callable[[str], bool] | None = None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under a canonical dir of the root, without following
-    links, leaving out the skipped trees."""
+    links, leaving out the skipped trees; into the directories `descend`
+    accepts (all without it)."""
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -283,5 +287,5 @@ def walk(
             except OSError:
                 continue
             yield path, info
-            if stat.S_ISDIR(info.st_mode):
+            if stat.S_ISDIR(info.st_mode) and (descend is None or descend(path)):
                 pending.append(path)

@@ -161,6 +161,42 @@ def join_clean(directory: str, name: str) -> str:
     return join(directory, "/".join(parts)) if parts else directory
 
 
+@dataclass(frozen=True)
+class Hidden:
+    """What a line-oriented scripting language (Perl, Ruby) hides from its
+    code: documentation blocks, heredoc bodies, comment lines, the data
+    after an end marker."""
+
+    block_start: re.Pattern[str]  # a line that opens a documentation block
+    block_end: str  # the start of the line that closes it
+    end: re.Pattern[str]  # the line after which nothing is code
+    heredoc: re.Pattern[str]  # an opening heredoc; its last group is the terminator
+
+
+def code_lines(text: str, hidden: Hidden) -> str:
+    """The source with what is not code blanked (lines kept, so line
+    numbers stay); a heredoc terminator may be indented."""
+    out: list[str] = []
+    block = False
+    heredoc: str | None = None
+    for line in text.splitlines():
+        if heredoc is not None:
+            heredoc = None if line.strip() == heredoc else heredoc
+            out.append("")
+        elif block or hidden.block_start.match(line):
+            block = not line.startswith(hidden.block_end)
+            out.append("")
+        elif hidden.end.match(line):
+            break
+        elif line.lstrip().startswith("#"):
+            out.append("")
+        else:
+            match = hidden.heredoc.search(line)
+            heredoc = match.group(match.lastindex or 0) if match else None
+            out.append(line)
+    return "\n".join(out)
+
+
 def line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 

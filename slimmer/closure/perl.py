@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import re
 
-from slimmer.closure.common import Ref, join_clean, line_of, short
+from slimmer.closure.common import Hidden, Ref, code_lines, join_clean, line_of, short
 from slimmer.errors import PathError
 from slimmer.rootfs import RootFS, join, parent
 
-_POD_START = re.compile(r"^=[a-zA-Z]")
-_HEREDOC = re.compile(r"<<(~?)([\"']?)([A-Za-z_]\w*)\2")
-_END = re.compile(r"^__(END|DATA)__\b")
+HIDDEN = Hidden(
+    block_start=re.compile(r"^=[a-zA-Z]"),  # POD, to =cut
+    block_end="=cut",
+    end=re.compile(r"^__(END|DATA)__\b"),
+    heredoc=re.compile(r"<<~?([\"']?)([A-Za-z_]\w*)\1"),
+)
 _STATEMENT = re.compile(
     r"(?:^|(?<=[;{}]))[ \t]*(?P<verb>use|no|require|do)\b[ \t]*(?P<rest>[^;]*)", re.MULTILINE
 )
@@ -39,39 +42,6 @@ _SCRIPT_DIR = re.compile(
     r"\$FindBin::(?:Real)?Bin\b|(?:File::Basename::)?dirname\s*\(\s*__FILE__\s*\)"
 )
 SCRIPT_DIR_TOKEN = "\0script-dir\0"
-
-
-def code_lines(text: str) -> str:
-    """The source without POD, heredoc bodies, comment lines, or what
-    follows __END__ (lines blanked, so line numbers stay)."""
-    out: list[str] = []
-    pod = False
-    heredoc: tuple[str, bool] | None = None
-    for line in text.splitlines():
-        if heredoc is not None:
-            tag, indented = heredoc
-            if (line.strip() if indented else line) == tag:
-                heredoc = None
-            out.append("")
-            continue
-        if pod:
-            pod = not line.startswith("=cut")
-            out.append("")
-            continue
-        if _POD_START.match(line):
-            pod = not line.startswith("=cut")
-            out.append("")
-            continue
-        if _END.match(line):
-            break
-        if line.lstrip().startswith("#"):
-            out.append("")
-            continue
-        match = _HEREDOC.search(line)
-        if match:
-            heredoc = (match.group(3), bool(match.group(1)))
-        out.append(line)
-    return "\n".join(out)
 
 
 _SUB_HEAD = re.compile(r"\bsub\b(?:\s+[\w:']+)?\s*(?:\([^)]*\))?\s*(?::\s*\w+\s*)*$")
@@ -111,7 +81,7 @@ def _words(rest: str) -> list[str]:
 
 
 def parse_perl(data: bytes) -> list[Ref]:
-    text = code_lines(data.decode("utf-8", "replace"))
+    text = code_lines(data.decode("utf-8", "replace"), HIDDEN)
     bodies = sub_bodies(text)
     refs: list[Ref] = []
     for match in _STATEMENT.finditer(text):

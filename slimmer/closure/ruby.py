@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from slimmer.closure.common import Ref, join_clean, line_of, short
+from slimmer.closure.common import Hidden, Ref, code_lines, join_clean, line_of, short
 from slimmer.rootfs import RootFS, join, parent
 
 _STATEMENT = re.compile(
@@ -25,42 +25,17 @@ _STATEMENT = re.compile(
 )
 _AUTOLOAD_NAME = re.compile(r"^:?\w+\s*,\s*")
 _LITERAL = re.compile(r"^(?:\"([^\"]*)\"|'([^']*)')")
-_HEREDOC = re.compile(r"<<([~-]?)([\"'`]?)([A-Z_][A-Z0-9_]*)\2")
+HIDDEN = Hidden(
+    block_start=re.compile(r"^=begin\b"),
+    block_end="=end",
+    end=re.compile(r"^__END__\b"),
+    heredoc=re.compile(r"<<[~-]?([\"'`]?)([A-Z_][A-Z0-9_]*)\1"),
+)
 EXTENSIONS = (".rb", ".so")
 
 
-def code_lines(text: str) -> str:
-    out: list[str] = []
-    block = False
-    heredoc: str | None = None
-    for line in text.splitlines():
-        if heredoc is not None:
-            if line.strip() == heredoc:
-                heredoc = None
-            out.append("")
-            continue
-        if block:
-            block = not line.startswith("=end")
-            out.append("")
-            continue
-        if line.startswith("=begin"):
-            block = True
-            out.append("")
-            continue
-        if line.startswith("__END__"):
-            break
-        if line.lstrip().startswith("#"):
-            out.append("")
-            continue
-        match = _HEREDOC.search(line)
-        if match:
-            heredoc = match.group(3)
-        out.append(line)
-    return "\n".join(out)
-
-
 def parse_ruby(data: bytes) -> list[Ref]:
-    text = code_lines(data.decode("utf-8", "replace"))
+    text = code_lines(data.decode("utf-8", "replace"), HIDDEN)
     refs = []
     for match in _STATEMENT.finditer(text):
         verb, rest = match.group("verb"), match.group("rest").strip()
