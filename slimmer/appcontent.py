@@ -19,10 +19,12 @@ walked into: the code closure keeps what of them is used; a root inside
 one keeps only its own files, as before.
 
 Executable siblings (program-sibling). A program the app ran from a folder
-that is not on PATH (the image's or the default one) is one of a folder of
-programs (a CGI dir such as /usr/lib/cgi-bin, whoever owns the folder):
-its other executable regular files that no package owns are kept; the
-caller gives them the code closure and the ELF closure.
+that is not on PATH (the image's or the default one), and at least half of
+whose regular files are executable, is one of a folder of programs (a CGI
+dir such as /usr/lib/cgi-bin, whoever owns the folder; not an app's own
+dir that holds its start script among its sources): its other executable
+regular files that no package owns are kept; the caller gives them the
+code closure and the ELF closure.
 
 Bounds (measured in benchmarks/coverage.py): a content root keeps at most
 MAX_FILES files and MAX_BYTES bytes; a subfolder that would go over, or
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 from slimmer.errors import PathError
 from slimmer.execpath import EXEC_BITS
 from slimmer.packages import PackagedDirs
-from slimmer.rootfs import RootFS, basename, join, parent, under, walk
+from slimmer.rootfs import RootFS, basename, parent, under, walk
 
 MAX_FILES = 4096
 MAX_BYTES = 32 * 1024 * 1024
@@ -236,21 +238,16 @@ def program_siblings(
     for directory, program in sorted(folders.items()):
         if directory == "/" or directory in on_path or under(directory, skipped):
             continue
-        try:
-            names = fs.listdir(directory)
-        except OSError:
-            continue
-        found = []
-        for name in names:
-            path = join(directory, name)
-            if path in folders.values() or ".so" in name or owned(path):
-                continue
-            try:
-                info = fs.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode) and info.st_mode & EXEC_BITS:
-                found.append(path)
+        listed = walk(fs, directory, skipped, lambda _: False)
+        regular = [(p, i) for p, i in listed if stat.S_ISREG(i.st_mode)]
+        programs = [p for p, i in regular if i.st_mode & EXEC_BITS]
+        if 2 * len(programs) < len(regular):
+            continue  # an app's own dir with a start script: not a folder of programs
+        found = [
+            path
+            for path in programs
+            if path not in folders.values() and ".so" not in basename(path) and not owned(path)
+        ]
         if len(found) > MAX_SIBLINGS:
             warnings.append(
                 f"{directory} holds {len(found)} programs, more than {MAX_SIBLINGS}: "

@@ -209,6 +209,18 @@ def test_the_other_programs_of_a_cgi_folder_with_their_closure(cgi: ElfRoot) -> 
     assert "/usr/lib/cgi-bin/info.pl" not in without
 
 
+def test_an_apps_own_dir_with_its_start_script_is_no_folder_of_programs(cgi: ElfRoot) -> None:
+    """The app ran /srv/app/start.sh, among its sources: its build script
+    is no program of the app's."""
+    cgi.write("/srv/app/start.sh", "#!/bin/sh\nexec sort\n", mode=0o755)
+    cgi.write("/srv/app/build.sh", "#!/bin/sh\nother-command\n", mode=0o755)
+    for name in ("app.js", "package.json", "README"):
+        cgi.write(f"/srv/app/{name}", "")
+    lookups = (Lookup("/srv/app/start.sh", PathAction.EXEC, True, True),)
+    _, kept = select(cgi, lookups=lookups, env={"PATH": "/usr/bin"}, app_content=False)
+    assert "/srv/app/build.sh" not in kept and "/usr/bin/other-command" not in kept
+
+
 # -- the app's own content --------------------------------------------------------
 
 
