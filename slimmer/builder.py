@@ -31,6 +31,7 @@ from slimmer.context import (
     copy_validated,
     write_context,
 )
+from slimmer.datasets import DATA_SET_NAMES
 from slimmer.delivery import (
     OutputKind,
     OutputSpec,
@@ -131,7 +132,10 @@ class BuildOptions:
     report: Path | None = None  # default .slim/<tag>.report.json
     force: bool = False
     runtime_extras: bool = True
-    app_content: bool = True  # keep the rest of the app's own directories it read from
+    app_content: bool = True  # keep the app's own files beside and below what it read
+    program_siblings: bool = True  # keep the other programs of a folder of programs it ran
+    code_closure: bool = True  # keep what interpreted code imports, requires or runs
+    keep_data: tuple[str, ...] = DATA_SET_NAMES  # keyed data sets kept when one member is read
     traces: tuple[SavedTrace, ...] = ()  # given; default: the image's default trace, or trace first
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
@@ -490,6 +494,9 @@ def selection_request(
         volumes=config.volumes,
         runtime_extras=options.runtime_extras,
         app_content=options.app_content,
+        program_siblings=options.program_siblings,
+        code_closure=options.code_closure,
+        keep_data=options.keep_data,
         engine_mtime=created_epoch(created),
     )
 

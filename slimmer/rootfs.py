@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -265,3 +265,37 @@ class RootFS:
     def listdir(self, canonical: str) -> list[str]:
         """Names in a canonical directory, sorted."""
         return sorted(os.listdir(self.host_path(canonical)))
+
+
+def under(path: str, trees: Iterable[str]) -> bool:
+    """Whether a canonical path is one of the trees or inside one."""
+    return any(path == tree or path.startswith(tree + "/") for tree in trees)
+
+
+def walk(
+    fs: RootFS,
+    top: str = "/",
+    skipped: tuple[str, ...] = (),
+    descend: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under a canonical dir of the root, without following
+    links, leaving out the skipped trees; into the directories `descend`
+    accepts (all without it)."""
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            names = fs.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = join(directory, name)
+            if under(path, skipped):
+                continue
+            try:
+                info = fs.lstat(path)
+            except OSError:
+                continue
+            yield path, info
+            if stat.S_ISDIR(info.st_mode) and (descend is None or descend(path)):
+                pending.append(path)

@@ -19,6 +19,7 @@ import click
 
 from slimmer.builder import BuildOptions, SavedTrace
 from slimmer.cli.base import SECONDS, host_env, output_file
+from slimmer.datasets import DATA_SET_NAMES
 from slimmer.delivery import parse_output
 from slimmer.discovery import CrawlLimits, load_openapi, openapi_routes
 from slimmer.errors import NotFound, UsageError
@@ -324,6 +325,9 @@ def _make_build_options(
     force: bool,
     run_verify: bool,
     no_app_content: bool,
+    no_program_siblings: bool,
+    no_code_closure: bool,
+    no_keep_data: tuple[str, ...],
     layers: bool,
     no_package_records: bool,
     strip: bool,
@@ -358,6 +362,9 @@ def _make_build_options(
         report=report_path,
         force=force,
         app_content=not no_app_content,
+        program_siblings=not no_program_siblings,
+        code_closure=not no_code_closure,
+        keep_data=kept_data_sets(no_keep_data),
         traces=tuple(SavedTrace.load(path) for path in trace_files),
         retrace=retrace,
         trace=trace_options,
@@ -375,6 +382,13 @@ def _make_build_options(
         outputs=tuple(parse_output(text) for text in outputs),
         iidfile=iidfile,
     )
+
+
+def kept_data_sets(left_out: tuple[str, ...]) -> tuple[str, ...]:
+    """The keyed data sets to keep: all but those --no-keep-data names."""
+    if "all" in left_out:
+        return ()
+    return tuple(name for name in DATA_SET_NAMES if name not in left_out)
 
 
 def parse_labels(given: tuple[str, ...]) -> dict[str, str]:
@@ -420,8 +434,18 @@ build_options = option_group(
         click.option("--force", is_flag=True,
                      help="Use traces of another image id, or incomplete ones."),
         click.option("--no-app-content", is_flag=True,
-                     help="Do not keep the other files of the app's own directories it read a "
-                     "data file from (those no OS package owns)."),
+                     help="Do not keep the app's own files (those no OS package owns) beside "
+                     "and below the folders it read a data file from."),
+        click.option("--no-program-siblings", is_flag=True,
+                     help="Do not keep the other programs of a folder of programs (a CGI dir) "
+                     "the app ran one from."),
+        click.option("--no-code-closure", is_flag=True,
+                     help="Do not keep what the kept interpreted code imports, requires, "
+                     "includes or runs (Python, Perl, Ruby, Node, PHP, shell)."),
+        click.option("--no-keep-data", multiple=True, metavar="NAME",
+                     type=click.Choice([*DATA_SET_NAMES, "all"]),
+                     help="Do not keep the whole data set NAME when the app read one member "
+                     f"({', '.join(DATA_SET_NAMES)}, or all); repeatable."),
         click.option("--verify", "run_verify", is_flag=True,
                      help="Run slim verify on the fat and the micro image right after "
                      "building."),

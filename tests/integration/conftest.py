@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from slimmer.cli import cli
 from slimmer.engine import Engine
 from tests.conftest import FIXTURE_LABEL, SESSION_PREFIX, leftover_keys
 from tests.helpers.images import context_of
@@ -99,3 +101,35 @@ def static_program_image(image_from, tmp_path: Path) -> Callable[..., str]:
         return image_from({name: binary.read_bytes(), "Dockerfile": dockerfile})
 
     return build
+
+
+Micro = Callable[..., tuple[str, dict]]
+
+
+def report_path(tmp_path: Path, image: str) -> Path:
+    """Where the `micro` fixture writes the build report of an image."""
+    return tmp_path / f"{image.split(':')[0].replace('/', '-')}.report.json"
+
+
+@pytest.fixture
+def micro(engine: Engine, tmp_path: Path) -> Iterator[Micro]:
+    """trace + build with the CLI; the micro image is removed afterwards.
+    `make(image, *trace_args, build_args=())` returns the tag and the report."""
+    made: list[str] = []
+
+    def make(image: str, *trace_args: str, build_args: tuple[str, ...] = ()) -> tuple[str, dict]:
+        name = image.split(":")[0].replace("/", "-")
+        tag = f"{name}:micro"
+        trace, report = tmp_path / f"{name}.trace.json", report_path(tmp_path, image)
+        runner = CliRunner()
+        traced = runner.invoke(cli, ["trace", image, "-o", str(trace), "--quiet-app", *trace_args])
+        assert traced.exit_code == 0, traced.output
+        build = ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
+        built = runner.invoke(cli, [*build, *build_args])
+        assert built.exit_code == 0, built.output
+        made.append(tag)
+        return tag, json.loads(report.read_text())
+
+    yield make
+    for tag in made:
+        engine.remove_image(tag)
