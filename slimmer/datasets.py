@@ -5,9 +5,12 @@ another member (TZ=Asia/Tokyo, LANG=de_DE.UTF-8, iconv -f LATIN1,
 TERM=linux).
 
 - zoneinfo: a file under a zoneinfo dir that holds tzdata.zi, zone.tab or
-  zone1970.tab (also Python's tzdata package) -> that dir, but for the
-  leap-second variants in right/ unless the app read one of them (0.64 MB
-  of files on Debian 12's tzdata; right/ is 0.67 MB more);
+  zone1970.tab (also Python's tzdata package), which the app named itself
+  (TZ=Asia/Tokyo, zoneinfo.ZoneInfo("UTC")), not only the local zone
+  through /etc/localtime -> that dir, but for the leap-second variants in
+  right/ unless the app read one of them (0.64 MB of files on Debian 12's
+  tzdata; right/ is 0.67 MB more); where the names the app used are not
+  known (--no-syscalls) any zone file read counts;
 - locales: a file under /usr/lib/locale (or lib64, /lib) -> that dir: the
   locale-archive and the compiled locales (0.4 MB for C.utf8, plus what
   locale-gen made);
@@ -45,6 +48,10 @@ class DataSet:
     also: tuple[str, ...] = ()  # other dirs of the same set (searched in turn)
     modules: bool = False  # its .so members are loaded: they go to the ELF closure
     unless_read: tuple[str, ...] = ()  # subdirs kept only when the member read is in one
+    # A member counts only when the app named it itself, where the names the
+    # app used are known: reading the local zone through /etc/localtime (as
+    # almost every program does) is not choosing a zone by input.
+    named: bool = False
 
 
 DATA_SETS = (
@@ -53,6 +60,7 @@ DATA_SETS = (
         re.compile(r"^(.*/zoneinfo)/(?!.*\.pyc?$).+"),
         markers=("tzdata.zi", "zone.tab", "zone1970.tab"),
         unless_read=("right",),
+        named=True,
     ),
     DataSet("locales", re.compile(r"^(/(?:usr/)?lib(?:64)?/locale)/.+")),
     DataSet(
@@ -90,6 +98,20 @@ class SetsFound:
     warnings: tuple[str, ...]
 
 
+def _named(fs: RootFS, member: str, named: set[str]) -> bool:
+    """Whether the app named this member by a path of the set itself (any
+    name that resolves to it, /etc/localtime and its like aside)."""
+    for path in named:
+        if "/zoneinfo/" not in path:
+            continue
+        try:
+            if fs.resolve(path).path == member:
+                return True
+        except PathError:
+            continue
+    return False
+
+
 def _has_marker(fs: RootFS, directory: str, markers: tuple[str, ...]) -> bool:
     return not markers or any(fs.exists(join(directory, name), follow=False) for name in markers)
 
@@ -112,14 +134,25 @@ def _members(fs: RootFS, directory: str, skipped: tuple[str, ...]) -> list[Membe
 
 
 def keyed_sets(
-    fs: RootFS, read: Iterable[str], names: Iterable[str], skipped: tuple[str, ...] = ()
+    fs: RootFS,
+    read: Iterable[str],
+    names: Iterable[str],
+    skipped: tuple[str, ...] = (),
+    named: Iterable[str] | None = None,
 ) -> SetsFound:
-    """The sets (of those named) one of whose members the app read."""
+    """The sets (of those named) one of whose members the app read.
+    `named` holds the paths the app named to the kernel (None: not known,
+    the trace did not observe the system calls); a set whose member must be
+    named (zoneinfo) counts only a member the app named under the set's
+    own path, not one reached through a link such as /etc/localtime."""
     wanted = set(names)
+    named_paths = None if named is None else set(named)
     triggers: dict[tuple[str, str], str] = {}
     for path in sorted(read):
         for data_set in DATA_SETS:
             if data_set.name not in wanted:
+                continue
+            if data_set.named and named_paths is not None and not _named(fs, path, named_paths):
                 continue
             match = data_set.member.match(path)
             if match and _has_marker(fs, match.group(1), data_set.markers):

@@ -459,7 +459,8 @@ class _Selector:
             for path, reasons in self.reasons.items()
             if reasons & {Reason.TRACED, Reason.LOOKED_UP}
         ]
-        found = keyed_sets(self.fs, read, self.request.keep_data, self.request.skipped_trees)
+        named = [lookup.path for lookup in self.request.lookups] if self.request.lookups else None
+        found = keyed_sets(self.fs, read, self.request.keep_data, self.request.skipped_trees, named)
         self.warnings += found.warnings
         modules = []
         for kept in found.kept:

@@ -112,9 +112,7 @@ def test_nginx_layers_by_update_risk(
     assert kinds == sorted(kinds, key=KIND_ORDER.index), "bottom up by update risk"
     assert set(kinds) == set(KIND_ORDER)
     names = [layer["name"] for layer in layers]
-    # the foundation first: the zoneinfo set nginx's /etc/localtime brings
-    # (slimmer/datasets.py) is tzdata's, a package with no dependencies
-    assert names[:3] == ["os-base:tzdata:all", LOADER_LAYER, LIBC_LAYER]
+    assert names[:2] == [LOADER_LAYER, LIBC_LAYER]  # the foundation first
     assert f"os-packages:libssl3:amd64:{LIBDIR}/libcrypto.so.3" in names
     # the report names the engine's own layers, one per layer tar
     assert engine_layers(engine, built.tag) == [layer["diff_id"] for layer in layers]
@@ -371,9 +369,7 @@ def test_strip_makes_nginx_smaller_and_it_answers_the_same(
     plain = builds.build(fat_nginx, trace_args=("--http-probe", "/missing"))
     stripped = builds.build(fat_nginx, "--strip", trace_args=("--http-probe", "/missing"))
     assert plain.report["sizes"]["micro"] > 13_000_000
-    # the zoneinfo set nginx's /etc/localtime brings (slimmer/datasets.py) is data
-    sizes = stripped.report["sizes"]
-    assert sizes["micro"] - sizes["only_for"]["data-set"] < 10_000_000
+    assert stripped.report["sizes"]["micro"] < 10_000_000
     strip = stripped.report["strip"]
     nginx = next(s for s in strip["stripped"] if s["path"] == "/opt/nginx/sbin/nginx")
     assert nginx["new_size"] < nginx["old_size"] // 2

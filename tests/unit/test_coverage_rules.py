@@ -357,6 +357,28 @@ def test_a_set_whose_member_the_app_read_is_kept_whole(data: ElfRoot) -> None:
     assert f"{MULTIARCH}/gconv/EUC-JP.so" in without
 
 
+def test_the_local_zone_through_etc_localtime_is_not_a_zone_chosen_by_input(
+    data: ElfRoot,
+) -> None:
+    """Almost every program reads /etc/localtime (glibc's local zone): with
+    the names the app used known, that alone keeps no zoneinfo set; a zone
+    the app named itself (TZ=Asia/Tokyo, zoneinfo.ZoneInfo("UTC")) does."""
+    data.symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC")
+    zone_only = traced(("/usr/share/zoneinfo/Etc/UTC", "opened,read"))
+    through_localtime = (Lookup("/etc/localtime", PathAction.OPEN, True, True),)
+    _, local = select(data, traced=zone_only, lookups=through_localtime, app_content=False)
+    assert "/usr/share/zoneinfo/Asia/Tokyo" not in local
+    assert "/usr/share/zoneinfo/Etc/UTC" in local  # what it read is kept, as traced
+    by_name = (
+        *through_localtime,
+        Lookup("/usr/share/zoneinfo/UTC", PathAction.OPEN, True, True),
+    )
+    _, chosen = select(data, traced=zone_only, lookups=by_name, app_content=False)
+    assert chosen["/usr/share/zoneinfo/Asia/Tokyo"].reasons == (Reason.DATA_SET,)
+    _, unknown = select(data, traced=zone_only, app_content=False)  # no names seen
+    assert "/usr/share/zoneinfo/Asia/Tokyo" in unknown
+
+
 def test_no_keep_data_reaches_the_selection() -> None:
     assert kept_data_sets(("zoneinfo", "gconv")) == ("locales", "terminfo")
     assert kept_data_sets(("all",)) == ()
