@@ -6,11 +6,14 @@ TERM=linux).
 
 - zoneinfo: a file under a zoneinfo dir that holds tzdata.zi, zone.tab or
   zone1970.tab (also Python's tzdata package), which the app named itself
-  (TZ=Asia/Tokyo, zoneinfo.ZoneInfo("UTC")), not only the local zone
-  through /etc/localtime -> that dir, but for the leap-second variants in
-  right/ unless the app read one of them (0.64 MB of files on Debian 12's
-  tzdata; right/ is 0.67 MB more); where the names the app used are not
-  known (--no-syscalls) any zone file read counts;
+  (TZ=Asia/Tokyo, zoneinfo.ZoneInfo("UTC")), or any zone file when the
+  kept code holds a library that loads zones by name (Python's zoneinfo,
+  pytz, dateutil.tz, Perl's DateTime::TimeZone, Ruby's tzinfo); the local
+  zone read through /etc/localtime alone does not count -> that dir, but
+  for the leap-second variants in right/ unless the app read one of them
+  (0.64 MB of files on Debian 12's tzdata; right/ is 0.67 MB more); where
+  the names the app used are not known (--no-syscalls) any zone file read
+  counts;
 - locales: a file under /usr/lib/locale (or lib64, /lib) -> that dir: the
   locale-archive and the compiled locales (0.4 MB for C.utf8, plus what
   locale-gen made);
@@ -50,8 +53,10 @@ class DataSet:
     unless_read: tuple[str, ...] = ()  # subdirs kept only when the member read is in one
     # A member counts only when the app named it itself, where the names the
     # app used are known: reading the local zone through /etc/localtime (as
-    # almost every program does) is not choosing a zone by input.
+    # almost every program does) is not choosing a zone by input; or when
+    # the kept code holds a library that chooses members by name (`users`).
     named: bool = False
+    users: re.Pattern[str] | None = None
 
 
 DATA_SETS = (
@@ -61,6 +66,12 @@ DATA_SETS = (
         markers=("tzdata.zi", "zone.tab", "zone1970.tab"),
         unless_read=("right",),
         named=True,
+        # libraries that load zones by name: Python's zoneinfo, pytz,
+        # dateutil.tz, tzlocal; Perl's DateTime::TimeZone; Ruby's tzinfo
+        users=re.compile(
+            r".*/(?:python3[^/]*/zoneinfo/__init__\.py|pytz/__init__\.py|dateutil/tz/tz\.py"
+            r"|tzlocal/__init__\.py|DateTime/TimeZone\.pm|tzinfo\.rb)$"
+        ),
     ),
     DataSet("locales", re.compile(r"^(/(?:usr/)?lib(?:64)?/locale)/.+")),
     DataSet(
@@ -139,20 +150,30 @@ def keyed_sets(
     names: Iterable[str],
     skipped: tuple[str, ...] = (),
     named: Iterable[str] | None = None,
+    kept: Iterable[str] = (),
 ) -> SetsFound:
     """The sets (of those named) one of whose members the app read.
     `named` holds the paths the app named to the kernel (None: not known,
     the trace did not observe the system calls); a set whose member must be
     named (zoneinfo) counts only a member the app named under the set's
-    own path, not one reached through a link such as /etc/localtime."""
+    own path, not one reached through a link such as /etc/localtime, unless
+    the `kept` code holds one of the set's users (a library that loads
+    members by name: zoneinfo.ZoneInfo(zone) on a route nobody probed)."""
     wanted = set(names)
     named_paths = None if named is None else set(named)
+    kept_paths = list(kept)
+    used = {
+        data_set.name
+        for data_set in DATA_SETS
+        if data_set.users is not None and any(data_set.users.match(p) for p in kept_paths)
+    }
     triggers: dict[tuple[str, str], str] = {}
     for path in sorted(read):
         for data_set in DATA_SETS:
             if data_set.name not in wanted:
                 continue
-            if data_set.named and named_paths is not None and not _named(fs, path, named_paths):
+            by_name = named_paths is None or data_set.name in used or _named(fs, path, named_paths)
+            if data_set.named and not by_name:
                 continue
             match = data_set.member.match(path)
             if match and _has_marker(fs, match.group(1), data_set.markers):

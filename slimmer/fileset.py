@@ -460,7 +460,9 @@ class _Selector:
             if reasons & {Reason.TRACED, Reason.LOOKED_UP}
         ]
         named = [lookup.path for lookup in self.request.lookups] if self.request.lookups else None
-        found = keyed_sets(self.fs, read, self.request.keep_data, self.request.skipped_trees, named)
+        found = keyed_sets(
+            self.fs, read, self.request.keep_data, self.request.skipped_trees, named, self.reasons
+        )
         self.warnings += found.warnings
         modules = []
         for kept in found.kept:

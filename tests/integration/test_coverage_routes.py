@@ -3,7 +3,9 @@ take ONE route; the micro image is then asked for the routes the probes
 never took, on the fat image and on the micro image, through plain
 containers and HTTP (or `docker run IMAGE MODE` for a job), and must answer
 the same. What each rule kept says why, in the report and in `slim
-explain`."""
+explain`. The crawl is off (--no-crawl): these are the rules' tests, and a
+crawl would reach the linked pages without them (tests/integration/
+test_discovery.py tests the crawl)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def test_the_sites_pages_subfolders_and_error_page(
     """lighttpd served / from /var/www/html, a folder its package made and
     another package owns files in: the site's own pages below it come too."""
     image = fixture_image("docsite")
-    tag, report = micro(image)
+    tag, report = micro(image, "--no-crawl")
     kept = {f["path"]: f for f in report["files"]}
     guide = kept["/var/www/html/docs/guide/install.html"]
     assert guide["why"] == ["app-content"]
@@ -58,7 +60,9 @@ def test_the_other_scripts_of_a_cgi_folder(
     """apache ran hello.sh; status.sh's commands and info.pl's perl, its core
     modules and their XS parts were never seen."""
     image = fixture_image("cgisite")
-    tag, report = micro(image, "--no-default-probe", "--http-probe", "/cgi-bin/hello.sh")
+    tag, report = micro(
+        image, "--no-crawl", "--no-default-probe", "--http-probe", "/cgi-bin/hello.sh"
+    )
     kept = {f["path"]: f for f in report["files"]}
     info = kept["/usr/lib/cgi-bin/info.pl"]
     assert info["why"] == ["program-sibling"]
@@ -81,7 +85,7 @@ def test_a_python_apps_lazy_imports_and_a_zone_asked_for_later(
     zone), the app's own package, sqlite3 and decimal (C extensions with
     their libraries) when they run."""
     image = fixture_image("pyroutes")
-    tag, report = micro(image)
+    tag, report = micro(image, "--no-crawl")
     kept = {f["path"]: f for f in report["files"]}
     assert kept["/usr/share/zoneinfo/Asia/Tokyo"]["why"] == ["data-set"]
     assert "import-closure" in kept["/srv/app/handlers/report.py"]["why"]
@@ -115,7 +119,7 @@ def test_a_node_apps_requires_by_name(
     node_modules (main, a scoped dependency's exports) and one of Debian's
     global folder."""
     image = fixture_image("noderoutes")
-    tag, report = micro(image)
+    tag, report = micro(image, "--no-crawl")
     kept = {f["path"]: f for f in report["files"]}
     scoped = kept["/srv/app/node_modules/@local/repeat/dist/repeat.cjs"]
     assert scoped["why"] == ["import-closure"]

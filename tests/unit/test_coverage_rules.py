@@ -377,6 +377,14 @@ def test_the_local_zone_through_etc_localtime_is_not_a_zone_chosen_by_input(
     assert chosen["/usr/share/zoneinfo/Asia/Tokyo"].reasons == (Reason.DATA_SET,)
     _, unknown = select(data, traced=zone_only, app_content=False)  # no names seen
     assert "/usr/share/zoneinfo/Asia/Tokyo" in unknown
+    # the kept code loads zones by name (zoneinfo.ZoneInfo(zone) on a route
+    # nobody probed): the local zone it read is enough
+    loads_zones = traced(
+        ("/usr/share/zoneinfo/Etc/UTC", "opened,read"),
+        ("/usr/lib/python3.11/zoneinfo/__init__.py", "opened,read"),
+    )
+    _, used = select(data, traced=loads_zones, lookups=through_localtime, app_content=False)
+    assert used["/usr/share/zoneinfo/Asia/Tokyo"].reasons == (Reason.DATA_SET,)
 
 
 def test_no_keep_data_reaches_the_selection() -> None:
