@@ -601,24 +601,26 @@ def wait_http_ready(
 ) -> float:
     """Wait until the port answers HTTP (any status). Returns the seconds
     waited; raises NotReady on time-out, AppGone when the app is gone."""
-    start = time.monotonic()
     shown = app_port or port  # the container's port, not the published one
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                pass
-            if isinstance(http_answer(host, port, "HEAD", "/", timeout=2), HttpAnswer):
-                return time.monotonic() - start
-        except OSError:
+    return wait_until(
+        lambda: answers_http(host, port),
+        timeout,
+        still_running,
+        gone=f"before it answered on port {shown}",
+        late=NotReady(
+            f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
+            "raise --ready-timeout, or use --until-exit for a batch job",
+        ),
+    )
+
+
+def answers_http(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
             pass
-        if not still_running():
-            raise AppGone(f"before it answered on port {shown}")
-        if time.monotonic() - start > timeout:
-            raise NotReady(
-                f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
-                "raise --ready-timeout, or use --until-exit for a batch job",
-            )
-        time.sleep(0.1)
+    except OSError:
+        return False
+    return isinstance(http_answer(host, port, "HEAD", "/", timeout=2), HttpAnswer)
 
 
 def accepts_connections(host: str, port: int) -> bool:
@@ -642,15 +644,34 @@ def wait_listening(
 ) -> float:
     """Wait until the app accepts connections on a port (a database, a
     broker: a probe that is not HTTP). Returns the seconds waited."""
+    return wait_until(
+        lambda: accepts_connections(host, port),
+        timeout,
+        still_running,
+        gone=f"before it listened on port {app_port}",
+        late=NotReady(
+            f"nothing listened on port {app_port} within {timeout:.0f}s",
+            "raise --ready-timeout, or name the port the probes talk to with --probe-port",
+        ),
+    )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    still_running: Callable[[], bool],
+    *,
+    gone: str,
+    late: NotReady,
+) -> float:
+    """Poll `ready` every 0.1 s: the seconds it took; AppGone(`gone`) when
+    the app ended first, `late` after `timeout` seconds."""
     start = time.monotonic()
-    while not accepts_connections(host, port):
+    while not ready():
         if not still_running():
-            raise AppGone(f"before it listened on port {app_port}")
+            raise AppGone(gone)
         if time.monotonic() - start > timeout:
-            raise NotReady(
-                f"nothing listened on port {app_port} within {timeout:.0f}s",
-                "raise --ready-timeout, or name the port the probes talk to with --probe-port",
-            )
+            raise late
         time.sleep(0.1)
     return time.monotonic() - start
 

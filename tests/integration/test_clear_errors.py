@@ -5,6 +5,7 @@ terminal as control sequences. Real slim processes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,22 +55,23 @@ def _forged(trace: Path, tmp_path: Path, change) -> Path:
     return forged
 
 
+def _one_probe(probe: dict) -> Callable[[dict], None]:
+    """A change to a trace: a served app's, with this one probe."""
+
+    def change(data: dict) -> None:
+        data["until_exit"] = False
+        data["probes"] = [{"probe": probe, "answer": {"kind": "none", "error": "x"}, "ok": True}]
+
+    return change
+
+
 def test_a_crlf_in_a_traces_http_method_is_refused_when_it_is_read(
     batch_trace: tuple[str, Path], tmp_path: Path
 ) -> None:
     image, trace = batch_trace
-
-    def add_probe(data: dict) -> None:
-        data["until_exit"] = False
-        data["probes"] = [
-            {
-                "probe": {"kind": "http", "method": "GET\r\nX-Forged: 1", "path": "/", "port": 80},
-                "answer": {"kind": "none", "error": "x"},
-                "ok": True,
-            }
-        ]
-
-    result = run_slim("verify", image, image, "--trace", str(_forged(trace, tmp_path, add_probe)))
+    probe = {"kind": "http", "method": "GET\r\nX-Forged: 1", "path": "/", "port": 80}
+    forged = _forged(trace, tmp_path, _one_probe(probe))
+    result = run_slim("verify", image, image, "--trace", str(forged))
     assert result.exit_code == ExitCode.ERROR, result.describe()
     assert "probes[0]: the HTTP method 'GET\\r\\nX-Forged: 1' is not a token" in result.stderr
     assert_before_any_container(result)
@@ -80,18 +82,8 @@ def test_an_exec_probe_without_a_program_is_refused_when_it_is_read(
 ) -> None:
     """An empty argv reached the engine as an exec it refused (exit 4)."""
     image, trace = batch_trace
-
-    def add_probe(data: dict) -> None:
-        data["until_exit"] = False
-        data["probes"] = [
-            {
-                "probe": {"kind": "exec", "argv": [], "expect_failure": False},
-                "answer": {"kind": "none", "error": "x"},
-                "ok": True,
-            }
-        ]
-
-    result = run_slim("verify", image, image, "--trace", str(_forged(trace, tmp_path, add_probe)))
+    forged = _forged(trace, tmp_path, _one_probe({"kind": "exec", "argv": []}))
+    result = run_slim("verify", image, image, "--trace", str(forged))
     assert result.exit_code == ExitCode.ERROR, result.describe()
     assert "probes[0]: the exec probe's command is empty or holds a NUL" in result.stderr
     assert_before_any_container(result)
