@@ -61,6 +61,7 @@ bench: $(STAMP) fat-image
 	$(BIN)/python benchmarks/endtoend.py
 	$(BIN)/python benchmarks/syscalls.py
 	$(BIN)/python benchmarks/syscall_trace.py
+	$(BIN)/python benchmarks/eintr.py
 
 ## Regenerate slimmer/schemas/*.json after changing a format's dataclasses.
 schemas: $(STAMP)

@@ -17,8 +17,8 @@ run() { printf '$ %s\n' "$1" >&2; eval "$1"; }
 step "trace: nginx runs under slim's sensor in the fat image; GET / is probed"
 run "slim trace $fat -- /opt/nginx/sbin/nginx -g 'daemon off;'"
 
-step "build: the micro image, from what nginx touched and what the loader needs"
-run "slim build $fat -t $micro"
+step "build: the micro image, from what nginx touched and what the loader needs; also an OCI layout"
+run "slim build $fat -t $micro --output oci:.slim/nginx-micro.oci"
 
 step "verify: both images run the same way; their answers must be the same"
 run "slim verify $fat $micro"

@@ -3,7 +3,8 @@
 # before pytest: the unit tests compile real ELF files (gcc, 32-bit with
 # gcc-multilib, musl with musl-tools) and run the real loaders on them as the
 # oracle (ldd, ldconfig); the robustness tests mount a tmpfs; the sensor's
-# tests use unshare.
+# tests use unshare; the delivery tests push to a registry of their own
+# (Debian's docker-registry) and read OCI layouts and archives with skopeo.
 #
 # Each tool is checked by using it (a 32-bit compile, not a package name), so
 # a machine that has them some other way is left alone. apt-get runs only
@@ -27,6 +28,8 @@ compiles gcc -m32 || missing+=(gcc-multilib)
 compiles musl-gcc || missing+=(musl-tools)
 for tool in ldd ldconfig; do command -v "$tool" >/dev/null 2>&1 || missing+=(libc-bin); done
 for tool in mount unshare; do command -v "$tool" >/dev/null 2>&1 || missing+=(util-linux mount); done
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

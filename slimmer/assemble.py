@@ -38,11 +38,19 @@ from slimmer.context import (
     ROOTFS_MEMBER,
     ContextError,
     ContextMember,
+    FileDigests,
     RootfsStats,
     copy_validated,
     write_context,
 )
+from slimmer.delivery import (
+    OutputKind,
+    remove_partial_layout,
+    write_docker_archive,
+    write_oci_layout,
+)
 from slimmer.dockerfile import MicroDockerfile, render_dockerfile
+from slimmer.engineinfo import split_reference
 from slimmer.errors import ExitCode, SlimError
 from slimmer.fileset import Entry, Selection, SelectionRequest
 from slimmer.layers import (
@@ -55,7 +63,7 @@ from slimmer.layers import (
     with_generated,
     write_layer,
 )
-from slimmer.packages import GeneratedFile, dated_records
+from slimmer.outputs import write_output, writing
 from slimmer.pid1 import InitChoice, InitProblem, find_wheel_init, read_init_bytes, with_init
 from slimmer.protocol import (
     INIT_BINARY,
@@ -66,6 +74,7 @@ from slimmer.protocol import (
     InventoryResult,
     StripJob,
 )
+from slimmer.records import GeneratedFile, check_placement, dated_records
 from slimmer.report import (
     BuildReport,
     LayerRecord,
@@ -77,7 +86,11 @@ from slimmer.report import (
 )
 from slimmer.rootfs import Kind
 from slimmer.runner import SensorContainer, SensorError, run_sensor_once, sensor_container
-from slimmer.trace import ImageConfig, Trace
+from slimmer.sbom import ImageSubject, SbomFormat, SbomInput, render_sbom, sbom_files
+from slimmer.trace import (
+    ImageConfig,
+    Trace,
+)
 
 if TYPE_CHECKING:
     from slimmer.engine import Engine
@@ -147,6 +160,57 @@ class BuildResult:
     report: BuildReport
     report_path: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    digests: tuple[str, ...] = ()  # repo@sha256:... of each pushed tag
+
+
+class PushProgress:
+    """docker push's per-layer progress as one figure: bytes pushed of the
+    layers' sizes."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, layer: str, current: int, total: int) -> None:
+        if not layer:
+            return
+        done, size = self.layers.get(layer, (0, 0))
+        self.layers[layer] = (max(done, current), max(size, total))
+        progress.update(
+            progress.PUSH,
+            sum(d for d, _ in self.layers.values()),
+            sum(t for _, t in self.layers.values()) or None,
+        )
+
+
+def deliver(engine: Engine, micro_id: str, options: BuildOptions) -> tuple[str, ...]:
+    """After the build: push every tag (--push), write each --output, the
+    image id to --iidfile. Returns the pushed digests (repo@sha256:...)."""
+    digests = []
+    if options.push:
+        for tag in options.tags:
+            log.info("pushing %s", tag)
+            digest = engine.push(tag, PushProgress())
+            progress.finish(progress.PUSH)
+            if digest:
+                repository = split_reference(tag)[0]
+                digests.append(f"{repository}@{digest}")
+    for output in options.outputs:
+        log.info("writing %s", output.describe())
+        existed = output.path.exists()
+        try:
+            with engine.saved_image(list(options.tags)) as stream:
+                if output.kind is OutputKind.DOCKER_ARCHIVE:
+                    write_docker_archive(stream, output.path)
+                else:
+                    write_oci_layout(stream, output.path, options.tags)
+        except BaseException:
+            if output.kind is OutputKind.OCI:
+                with signals_held():
+                    remove_partial_layout(output.path, existed)
+            raise
+    if options.iidfile is not None:
+        write_output(options.iidfile, f"{micro_id}\n".encode(), "the image id")
+    return tuple(digests)
 
 
 def selection_request(
@@ -168,6 +232,9 @@ def selection_request(
         volumes=config.volumes,
         runtime_extras=options.runtime_extras,
         app_content=options.app_content,
+        program_siblings=options.program_siblings,
+        code_closure=options.code_closure,
+        keep_data=options.keep_data,
         engine_mtime=created_epoch(created),
     )
 
@@ -192,7 +259,7 @@ class Collected:
     result: CollectResult
     rootfs: Path
     stats: RootfsStats
-    digests: dict[str, str]
+    digests: dict[str, FileDigests]
 
 
 def collect(
@@ -239,7 +306,7 @@ def collected_from(engine: Engine, sensor: SensorContainer, rootfs_path: Path) -
     progress.finish(progress.COLLECT)
     result = sensor.result_of(CollectResult)
     file_bytes = sum(e.size for e in result.selection.entries if e.kind is Kind.FILE)
-    digests: dict[str, str] = {}
+    digests: dict[str, FileDigests] = {}
     try:
         with (
             engine.open_file_stream(sensor.container, sensor.layout.output_tar) as stream,
@@ -317,28 +384,27 @@ def write_image_layers(
 
 
 def write_context_file(
-    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path
+    dockerfile: MicroDockerfile, layers: ImageLayers, context_path: Path, *, given: bool
 ) -> None:
-    """The context tar; no half-written one is left."""
-    try:
-        with ExitStack() as stack:
-            members = [
-                ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
-                for path in layers.files
-            ]
+    """The context tar: at the path the user gave (--context-only), written
+    as every output is (slimmer.outputs: nothing of the user's is removed
+    when it fails), or in the scratch directory for the build."""
+    with ExitStack() as stack:
+        members = [
+            ContextMember(path.name, stack.enter_context(path.open("rb")), path.stat().st_size)
+            for path in layers.files
+        ]
+        if given:
+            with writing(context_path, "the build context") as out:
+                write_context(dockerfile.text, members, out)
+            return
+        try:
             with context_path.open("wb") as out:
                 write_context(dockerfile.text, members, out)
-    except BaseException as exc:
-        with signals_held():
-            context_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            error = ContextError(
-                f"cannot write the build context {context_path}: {exc.strerror}",
-                "free some space, or point TMPDIR / --context-only elsewhere",
-            )
-            error.exit_code = ExitCode.RESOURCE
-            raise error from None
-        raise
+        except OSError as exc:
+            raise cannot_write(
+                f"cannot write the build context {context_path}: {exc.strerror}"
+            ) from None
 
 
 def config_with_init(config: ImageConfig, init: InitChoice | None) -> ImageConfig:
@@ -373,22 +439,22 @@ def engine_layers(engine: Engine, micro_id: str, base: str, count: int) -> list[
 
 
 def write_sbom(
-    path: Path, image: str, image_id: str, created: str | None, collected: Collected
+    path: Path,
+    form: SbomFormat,
+    subject: ImageSubject,
+    collected: Collected,
 ) -> None:
-    from slimmer.sbom import app_files, build_sbom  # the SBOM library loads in ~0.1 s: only here
-
+    """The SBOM of the micro image (see slimmer.sbom), written whole."""
     result = collected.result
     owned = result.packages.owner_map()
-    epoch = created_epoch(created)
-    text = build_sbom(
-        image=image,
-        image_id=image_id,
-        kept=result.packages,
-        files=app_files(result.selection.entries, owned, collected.digests),
-        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
+    data = SbomInput(
+        subject=subject,
+        tool_version=__version__,
+        packages=result.packages,
+        components=result.components,
+        files=sbom_files(result.selection.entries, owned, collected.digests),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_output(path, render_sbom(data, form).encode("utf-8"), "the SBOM")
 
 
 def build_micro(
@@ -447,9 +513,13 @@ def build_micro(
         )
         for warning in result.selection.warnings:
             log.warning("%s", warning)
+        if result.init is not None:
+            for passed_over in result.init.passed_over:
+                log.warning("--init: %s; %s is used instead", passed_over, result.init.path)
 
         layers_started = time.monotonic()
         records = package_records_of(collected, options)
+        check_placement(records, result.selection.entries, request.base_dirs)
         layers_dir = scratch / "layers"  # apart from the collected rootfs.tar
         layers_dir.mkdir()
         policy = layer_policy(options, base_layers)
@@ -461,11 +531,12 @@ def build_micro(
             final_config, base, labels, [path.name for path in layers.files]
         )
         context_path = options.context_only or scratch / "context.tar"
-        write_context_file(dockerfile, layers, context_path)
+        write_context_file(dockerfile, layers, context_path, given=options.context_only is not None)
         for path in layers.files:
             path.unlink()
         micro_id = micro_size = None
         diff_ids = None
+        digests: tuple[str, ...] = ()
         if options.context_only is None and options.tags:
             log.info("building %s", ", ".join(options.tags))
             build_started = time.monotonic()
@@ -488,10 +559,24 @@ def build_micro(
             seconds["build"] = round(time.monotonic() - build_started, 3)
             micro_size = int(engine.image_attrs(micro_id).get("Size", 0))
             diff_ids = engine_layers(engine, micro_id, base, len(layers.written))
+            delivered_started = time.monotonic()
+            digests = deliver(engine, micro_id, options)
+            if options.push or options.outputs:
+                seconds["deliver"] = round(time.monotonic() - delivered_started, 3)
 
     sbom_started = time.monotonic()
     sbom_path = options.sbom_path(image)
-    write_sbom(sbom_path, image, image_id, attrs.get("Created"), collected)
+    epoch = created_epoch(attrs.get("Created"))
+    subject = ImageSubject(
+        name=options.tag or f"{image} (micro)",
+        tags=options.tags,
+        image_id=micro_id or "",
+        digests=digests,
+        source_image=image,
+        source_id=image_id,
+        created=datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
+    )
+    write_sbom(sbom_path, options.sbom_format, subject, collected)
     seconds["sbom"] = round(time.monotonic() - sbom_started, 3)
     fat_size = int(attrs.get("Size", 0))
     seconds["total"] = round(time.monotonic() - started, 3)
@@ -530,8 +615,7 @@ def build_micro(
         production=production,
     )
     report_path = options.report_path(image)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(wire.dumps(report), encoding="ascii")
+    write_output(report_path, wire.dumps(report).encode("ascii"), "the report")
     return BuildResult(
         options.tag,
         micro_id,
@@ -541,4 +625,5 @@ def build_micro(
         report,
         report_path,
         seconds,
+        digests,
     )

@@ -15,8 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slimmer.datasets import DATA_SET_NAMES
+from slimmer.delivery import OutputSpec, check_delivery
 from slimmer.errors import ExitCode, SlimError, UsageError
-from slimmer.fileset import check_pattern
+from slimmer.patterns import check_pattern
 from slimmer.probes import ProbeRequest
 from slimmer.trace import Access, Lookup, Trace, TracedFile, default_trace_path, file_safe
 from slimmer.tracer import TraceOptions, tracing
@@ -25,9 +27,18 @@ if TYPE_CHECKING:
     from slimmer.assemble import BuildResult
     from slimmer.engine import Engine
     from slimmer.runner import SensorContainer
+    from slimmer.sbom import SbomFormat
     from slimmer.verify import VerifyOutcome
 
 log = logging.getLogger(__name__)
+
+
+def default_sbom_format() -> SbomFormat:
+    """CycloneDX; slimmer.sbom (and pyelftools, through slimmer.context)
+    loads when the SBOM is written, not before the command's first line."""
+    from slimmer.sbom import SbomFormat
+
+    return SbomFormat.CYCLONEDX
 
 
 class StaleTrace(SlimError):
@@ -61,7 +72,10 @@ class BuildOptions:
     report: Path | None = None  # default .slim/<tag>.report.json
     force: bool = False
     runtime_extras: bool = True
-    app_content: bool = True  # keep the rest of the app's own directories it read from
+    app_content: bool = True  # keep the app's own files beside and below what it read
+    program_siblings: bool = True  # keep the other programs of a folder of programs it ran
+    code_closure: bool = True  # keep what interpreted code imports, requires or runs
+    keep_data: tuple[str, ...] = DATA_SET_NAMES  # keyed data sets kept when one member is read
     traces: tuple[SavedTrace, ...] = ()  # given; default: the image's default trace, or trace first
     retrace: bool = False
     trace: TraceOptions = field(default_factory=TraceOptions)  # when build traces first
@@ -71,9 +85,13 @@ class BuildOptions:
     strip: bool = False  # drop debug sections and symbol tables of kept ELF files
     strip_except: tuple[str, ...] = ()  # globs of files --strip leaves alone
     init: bool = False  # an init as PID 1 in front of the app
-    sbom: Path | None = None  # default .slim/<tag>.sbom.json
+    sbom: Path | None = None  # default .slim/<tag>.sbom.json (.spdx.json)
+    sbom_format: SbomFormat = field(default_factory=default_sbom_format)
     labels: dict[str, str] = field(default_factory=dict)  # --label: added by the builder
     platform: str | None = None  # --platform: must be the engine's own
+    push: bool = False  # push every tag to its registry
+    outputs: tuple[OutputSpec, ...] = ()  # --output oci:DIR, docker-archive:FILE
+    iidfile: Path | None = None  # where to write the image id
 
     def __post_init__(self) -> None:
         if not self.tags and self.context_only is None:
@@ -89,6 +107,14 @@ class BuildOptions:
             )
         if self.platform is not None:
             parse_platform(self.platform)
+        delivered = self.push or self.outputs or self.iidfile is not None
+        if delivered and self.context_only is not None:
+            raise UsageError(
+                "--push, --output and --iidfile need an image; --context-only does not build",
+                "leave out --context-only",
+            )
+        for output in self.outputs:
+            check_delivery(output)
         for pattern in self.includes:
             check_pattern(pattern, "--include")
         for pattern in self.excludes:
@@ -107,7 +133,8 @@ class BuildOptions:
         return self.report or Path(".slim") / f"{file_safe(self.tag or image)}.report.json"
 
     def sbom_path(self, image: str) -> Path:
-        return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}.sbom.json"
+        suffix = self.sbom_format.suffix
+        return self.sbom or Path(".slim") / f"{file_safe(self.tag or image)}{suffix}"
 
 
 # An image reference as docker's reference grammar has it: [host[:port]/]path[:tag][@digest].

@@ -158,19 +158,41 @@ class RootfsStats:
     file_bytes: int
 
 
+@dataclass(frozen=True)
+class FileDigests:
+    """A collected file's digests, for the SBOM: sha256, and sha1, which
+    SPDX requires of every file."""
+
+    sha256: str
+    sha1: str
+
+
+class _Hashes:
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.sha1.update(data)
+
+    def digests(self) -> FileDigests:
+        return FileDigests(self.sha256.hexdigest(), self.sha1.hexdigest())
+
+
 class _HashingReader(io.RawIOBase):
-    """Reads through to a file, hashing what passes (sha256)."""
+    """Reads through to a file, hashing what passes."""
 
     def __init__(self, inner: BinaryIO) -> None:
         self.inner = inner
-        self.sha256 = hashlib.sha256()
+        self.hashes = _Hashes()
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         data = self.inner.read(size)
-        self.sha256.update(data)
+        self.hashes.update(data)
         return data
 
 
@@ -214,15 +236,15 @@ def clean_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def copy_sparse(
     tar: tarfile.TarFile, member: tarfile.TarInfo, clean: tarfile.TarInfo, out: tarfile.TarFile
-) -> str:
+) -> FileDigests:
     """A sparse member, copied as one: the map checked, only its data read.
-    Returns the sha256 of the whole file, zeros included."""
+    Returns the digests of the whole file, zeros included."""
     layout = checked_map(list(member.sparse or ()), member.size)
     extracted = tar.extractfile(member)
     if extracted is None:
         raise ContextError(f"{member.name!r} has no data")
     content = extracted.raw  # no read-ahead: the stream cannot seek back
-    digest = hashlib.sha256()
+    digest = _Hashes()
     hashed = 0
 
     def hash_zeros(until: int) -> None:
@@ -243,26 +265,26 @@ def copy_sparse(
 
     out.addfile(sparse_member(clean, layout), SparseContent(layout, read_at))
     hash_zeros(layout.size)
-    return digest.hexdigest()
+    return digest.digests()
 
 
 def copy_validated(
     source: BinaryIO,
     selection: Selection,
     out: BinaryIO,
-    digests: dict[str, str] | None = None,
+    digests: dict[str, FileDigests] | None = None,
 ) -> RootfsStats:
     """Re-write the rootfs tar that came back from the container, checking
     every member first: only requested paths, relative names without `..`,
     the kind and size that were selected, symlinks as selected, hard links
     only to members already written, no devices or FIFOs, sparse maps
     inside their file. Nothing is extracted on the host. With `digests`,
-    the sha256 of every regular file (hard links: their file's) is filled
+    the digests of every regular file (hard links: their file's) are filled
     in by image path, as the bytes pass (for the SBOM)."""
     expected = {e.path.lstrip("/"): e for e in selection.entries if e.path != "/"}
     written: set[str] = set()
     file_bytes = 0
-    found: dict[str, str] = {}
+    found: dict[str, FileDigests] = {}
     try:
         with (
             tarfile.open(
@@ -279,11 +301,11 @@ def copy_validated(
                 elif member.isreg():
                     reader = _HashingReader(tar.extractfile(member))  # type: ignore[arg-type]
                     writer.addfile(clean, reader)
-                    found["/" + name] = reader.sha256.hexdigest()
+                    found["/" + name] = reader.hashes.digests()
                 else:
                     writer.addfile(clean)
                     if member.islnk():
-                        found["/" + name] = found.get("/" + member.linkname, "")
+                        found["/" + name] = found["/" + member.linkname]
                 file_bytes += clean.size
                 written.add(name)
     except (tarfile.TarError, SparseMapError, ValueError) as exc:

@@ -151,6 +151,35 @@ def parse_elf(data: bytes | BinaryIO) -> ElfInfo | ElfProblem:
         return ElfProblem(Verdict.FATAL, f"malformed ELF file: {exc}")
 
 
+def check_segments(data: bytes) -> ElfProblem | None:
+    """Whether a program's loadable segments are all in the file. A
+    truncated program passes the header checks, but the kernel refuses it
+    (exec format error) or maps pages past its end (SIGBUS on first use)."""
+    stream = io.BytesIO(data)
+    header = stream.read(64)
+    ident = read_ident(header)
+    if isinstance(ident, ElfProblem):
+        return ident
+    try:
+        structs, ehdr = _structs_for(ident, header)
+        entry_size = structs.Elf_Phdr.sizeof()
+        if not ehdr.e_phnum or ehdr.e_phentsize < entry_size:
+            return ElfProblem(Verdict.FATAL, "no program headers")
+        table = _read_at(stream, ehdr.e_phoff, ehdr.e_phnum * ehdr.e_phentsize)
+        for index in range(ehdr.e_phnum):
+            start = index * ehdr.e_phentsize
+            segment = structs.Elf_Phdr.parse(table[start : start + entry_size])
+            end = segment.p_offset + segment.p_filesz
+            if segment.p_type == "PT_LOAD" and end > len(data):
+                return ElfProblem(
+                    Verdict.FATAL,
+                    f"truncated: a loadable segment ends at byte {end}, the file has {len(data)}",
+                )
+    except (ELFError, ConstructError, struct.error, ValueError) as exc:
+        return ElfProblem(Verdict.FATAL, f"malformed ELF file: {exc}")
+    return None
+
+
 # pyelftools builds its construct structs per ABI; building them costs about a
 # millisecond, parsing with them microseconds, so they are made once per ABI.
 _STRUCTS: dict[tuple[Any, ...], ELFStructs] = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import tarfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -21,10 +20,10 @@ import requests
 from slimmer.cleanup import signals_held
 from slimmer.deferred import deferred
 from slimmer.endpoint import EngineEndpoint, TlsFiles, choose_endpoint
-from slimmer.enginetypes import (
+from slimmer.engineinfo import (
     ALL_INTERFACES,
     LOOPBACK,
-    RUN_LABEL,
+    RUN_ID_PREFIX,
     UNREPORTED_EFFECT,
     ChunkReader,
     ContainerRef,
@@ -71,14 +70,12 @@ def ssh_errors() -> tuple[type[BaseException], ...]:
 
 log = logging.getLogger(__name__)
 
+RUN_LABEL = "io.slim.run"
 ENGINE_HINT = (
     "start it with `bash scripts/engine.sh` (or `sudo dockerd &`), or choose another engine "
     "(-H/--host, --context, DOCKER_HOST, DOCKER_CONTEXT)"
 )
 DEFAULT_SOCKETS = (None, "unix:///var/run/docker.sock", "unix:///run/docker.sock")
-
-
-RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
 
 
 ANSWER_TIMEOUT = 10.0  # how long a connected engine may take to answer a ping
@@ -117,12 +114,9 @@ def _root_cause(exc: BaseException) -> str:
     return _short(found)
 
 
-# docker-py keeps one ssh channel open for each of the last 9 URLs it asked
-# (a pool per URL), and an sshd allows 10 sessions on one connection
-# (MaxSessions): with a log stream and a wait going on, a run that asks more
-# kinds of things (the sensor's volume, a container's start, archive, wait...)
-# would have its next channel refused ("Secsh channel open FAILED"). Fewer kept
-# leave that room.
+# docker-py keeps an ssh channel open for each of the last 9 URLs it asked; an
+# sshd allows 10 sessions a connection: with a log stream and a wait going on,
+# the next channel was refused ("Secsh channel open FAILED"). 4 leave room.
 SSH_POOLS = 4
 
 
@@ -463,7 +457,13 @@ class Engine:
             options["network_mode"] = f"container:{network_of.id}"
         created = None
         try:
-            created = self.client.containers.create(image, detach=True, **options)
+            # A signal that stopped slim while the engine was still creating
+            # the container would leave it behind (the engine finishes the
+            # request whether slim waits or not, and listing by label before
+            # it has would find nothing): the create is one step, with the
+            # terminating signals held until it answered.
+            with signals_held():
+                created = self.client.containers.create(image, detach=True, **options)
             yield ContainerRef(created.id, created.name)
         except docker.errors.ImageNotFound:
             raise NotFound(f"image {image!r} not found on the engine") from None
@@ -473,7 +473,7 @@ class Engine:
             with signals_held():
                 if created is not None:
                     self.remove_container(created.id)
-                else:  # interrupted while the engine was creating it
+                else:  # the create failed (an engine error, a time-out): one may be there
                     for leftover in self.leftovers(run_id):
                         if leftover.kind == "container":
                             self.remove_container(leftover.name)
@@ -575,6 +575,53 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"tagging {reference} failed: {_short(exc)}") from None
 
+    @contextmanager
+    def saved_image(self, names: list[str]) -> Iterator[BinaryIO]:
+        """The engine's `docker save` archive of an image under its names,
+        streamed (never held in memory); closed on the way out."""
+        api = self.client.api
+        try:
+            response = api._get(api._url("/images/get"), params={"names": names}, stream=True)
+            api._raise_for_status(response)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"saving {', '.join(names)} failed: {_short(exc)}") from None
+        try:
+            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+            yield ChunkReader(chunks)  # type: ignore[misc]
+        finally:
+            response.close()
+
+    def push(self, reference: str, progress: Callable[[str, int, int], None] | None = None) -> str:
+        """Push an image to its registry with the engine's credentials (the
+        docker CLI's config: ~/.docker/config.json or $DOCKER_CONFIG);
+        returns the digest the registry gave. `progress` gets each layer's
+        status and bytes pushed of its size, as docker push shows them."""
+        repository, tag = split_reference(reference)
+        digest = ""
+        try:
+            for message in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in message:
+                    detail = message.get("errorDetail", {}).get("message") or message["error"]
+                    raise EngineError(
+                        f"pushing {reference} failed: {str(detail).strip()}",
+                        "log in to the registry (docker login REGISTRY), or check that it "
+                        "answers; a registry on 127.0.0.1 needs no TLS",
+                    )
+                detail = message.get("progressDetail") or {}
+                if progress is not None and message.get("status"):
+                    progress(
+                        str(message.get("id") or ""),
+                        int(detail.get("current") or 0),
+                        int(detail.get("total") or 0),
+                    )
+                aux = message.get("aux") or {}
+                digest = str(aux.get("Digest") or digest)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"pushing {reference} failed: {_short(exc)}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise EngineError(f"pushing {reference} failed: {_root_cause(exc)}") from None
+        return digest
+
     # ---- volumes
 
     def volume(self, name: str) -> VolumeInfo | None:
@@ -631,55 +678,33 @@ class Engine:
         """One regular file out of a (possibly stopped) container, or None.
 
         The archive the engine returns is untrusted: only a single regular
-        member with the requested name is accepted, read in memory.
+        member with the requested name is accepted. It is streamed: a file
+        its header says is larger than `max_bytes` is refused before it is
+        read (FileTooLarge), and the response is closed on every path.
         """
-        try:
-            stream, _ = self.client.api.get_archive(ref.id, path)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise EngineError(
-                f"copying {path} out of the container failed: {_short(exc)}"
-            ) from None
-        buffer = io.BytesIO()
-        for chunk in stream:
-            buffer.write(chunk)
-            if buffer.tell() > max_bytes + 65536:
-                raise EngineError(f"{path} in the container is larger than {max_bytes} bytes")
-        buffer.seek(0)
-        with tarfile.open(fileobj=buffer, mode="r:") as tar:
-            members = tar.getmembers()
-            if len(members) != 1 or not members[0].isreg():
+        with self._archive_member(ref, path) as found:
+            if found is None:
+                return None
+            member, archive, handle = found
+            if member.size > max_bytes:
+                raise FileTooLarge(path, member.size, max_bytes)
+            try:
+                data = handle.read()
+                more = archive.next()
+            except (requests.exceptions.RequestException, tarfile.TarError) as exc:
+                raise EngineError(f"copying {path} out of the container failed: {exc}") from None
+            if len(data) != member.size or more is not None:
                 raise EngineError(f"unexpected archive for {path}")
-            if members[0].name != basename(path) or members[0].size > max_bytes:
-                raise EngineError(f"unexpected member {members[0].name!r} for {path}")
-            handle = tar.extractfile(members[0])
-            return handle.read() if handle else None
+            return data
 
     @contextmanager
     def open_archive(self, ref: ContainerRef, path: str) -> Iterator[BinaryIO]:
         """The engine's tar of a path in a container, streamed (not held in
-        memory). It is untrusted: read it member by member.
-
-        The HTTP response is closed on the way out, also on Ctrl-C: while
-        it is open the engine keeps the container busy, and removing it
-        would wait for the whole archive."""
-        api = self.client.api
-        try:
-            # docker-py's get_archive gives no handle on the response to close.
-            response = api._get(
-                api._url("/containers/{0}/archive", ref.id),
-                params={"path": path},
-                stream=True,
-                headers={"Accept-Encoding": "identity"},
-            )
-            api._raise_for_status(response)
-        except docker.errors.NotFound:
-            raise EngineError(f"{path} is not in the container") from None
-        except docker.errors.APIError as exc:
-            raise EngineError(
-                f"copying {path} out of the container failed: {_short(exc)}"
-            ) from None
+        memory). It is untrusted: read it member by member. The response is
+        closed on the way out (see _archive_member)."""
+        response = self._archive_response(ref, path)
+        if response is None:
+            raise EngineError(f"{path} is not in the container")
         try:
             chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
             yield io.BufferedReader(ChunkReader(chunks), 1 << 20)
@@ -691,17 +716,70 @@ class Engine:
         """Stream one regular file out of a (stopped) container, without
         holding it in memory. The engine's archive is untrusted: it must hold
         exactly that one regular file."""
-        with (
-            self.open_archive(ref, path) as archive,
-            tarfile.open(fileobj=archive, mode="r|") as outer,
-        ):
-            member = outer.next()
-            if member is None or not member.isreg() or member.name != basename(path):
-                raise EngineError(f"unexpected archive for {path}")
-            handle = outer.extractfile(member)
-            if handle is None:
-                raise EngineError(f"unexpected archive for {path}")
-            yield handle
+        with self._archive_member(ref, path) as found:
+            if found is None:
+                raise EngineError(f"{path} is not in the container")
+            yield found[2]
+
+    @contextmanager
+    def _archive_member(
+        self, ref: ContainerRef, path: str
+    ) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile, BinaryIO] | None]:
+        """The engine's archive of `path`, streamed: its one member (a
+        regular file of that name), the archive and the member's data; None
+        when the container has no such path.
+
+        The HTTP response is closed on the way out, also on an error or
+        Ctrl-C: while it is open the engine keeps the container busy, and
+        removing it would wait for the whole archive."""
+        response = self._archive_response(ref, path)
+        if response is None:
+            yield None
+            return
+        try:
+            chunks = response.iter_content(chunk_size=1 << 20, decode_unicode=False)
+            try:
+                archive = tarfile.open(fileobj=ChunkReader(chunks), mode="r|")  # noqa: SIM115
+                member = archive.next()
+            except (requests.exceptions.RequestException, tarfile.TarError) as exc:
+                raise EngineError(
+                    f"copying {path} out of the container failed: {_short(exc)}"
+                ) from None
+            with archive:
+                if member is None or not member.isreg() or member.name != basename(path):
+                    raise EngineError(f"unexpected archive for {path}")
+                handle = archive.extractfile(member)
+                if handle is None:
+                    raise EngineError(f"unexpected archive for {path}")
+                yield member, archive, handle
+        finally:
+            response.close()
+
+    def _archive_response(self, ref: ContainerRef, path: str) -> requests.Response | None:
+        """The engine's streamed answer to GET .../archive?path= (closed
+        here if it is an error), None for a path the container lacks."""
+        api = self.client.api
+        try:
+            # docker-py's get_archive gives no handle on the response to close.
+            response = api._get(
+                api._url("/containers/{0}/archive", ref.id),
+                params={"path": path},
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+            )
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(f"copying {path} out of the container failed: {exc}") from None
+        try:
+            api._raise_for_status(response)
+        except docker.errors.NotFound:
+            response.close()
+            return None
+        except docker.errors.APIError as exc:
+            response.close()
+            raise EngineError(
+                f"copying {path} out of the container failed: {_short(exc)}"
+            ) from None
+        return response
 
     def archive(self, ref: ContainerRef, path: str) -> bytes:
         """The engine's tar of a path in a container (for small trees)."""
@@ -882,6 +960,41 @@ class Engine:
         return removed
 
 
+class FileTooLarge(EngineError):
+    """A file in a container is larger than the caller reads."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} in the container is {size} bytes, more than {limit}")
+        self.size = size
+        self.limit = limit
+
+
 def _short(exc: BaseException) -> str:
     text = str(getattr(exc, "explanation", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = [
+    "ALL_INTERFACES",
+    "ENGINE_HINT",
+    "LOOPBACK",
+    "RUN_ID_PREFIX",
+    "RUN_LABEL",
+    "UNREPORTED_EFFECT",
+    "ChunkReader",
+    "ContainerRef",
+    "Engine",
+    "EngineKind",
+    "ExecResult",
+    "FileTooLarge",
+    "HealthState",
+    "Leftover",
+    "basename",
+    "engine_kind_of",
+    "is_loopback",
+    "new_run_id",
+    "published_host_for",
+    "shell_from_history",
+    "split_reference",
+    "start_error",
+]

@@ -5,8 +5,11 @@ root "/"), but it is pure: give it any RootFS and a request. Every entry
 carries its reasons into the report; everything left out that someone might
 expect carries the reason it was left out.
 
-    kept = traced (not created by the app) ∪ ELF closure of the traced ELF
-           files and the entrypoint ∪ --include − --exclude
+    kept = traced (not created by the app) ∪ looked up ∪ the app's own
+           content (appcontent) ∪ the code closure of the interpreted code
+           (slimmer.closure) ∪ the keyed data sets it read from (datasets)
+           ∪ ELF closure of all the programs and libraries among them and
+           the entrypoint ∪ --include − --exclude
            + symlinks on the way and symlinks to kept files
            + parent dirs + dirs the app wrote into (empty) + WORKDIR, VOLUMEs
 """
@@ -20,10 +23,16 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-from slimmer.errors import ExitCode, PathError, SlimError
-from slimmer.execpath import find_program
+from slimmer import appcontent
+from slimmer.closure import ClosureRequest, Unresolved, code_closure
+from slimmer.closure.walk import Root
+from slimmer.datasets import DATA_SET_NAMES, keyed_sets
+from slimmer.errors import PathError
+from slimmer.execpath import DEFAULT_PATH, EXEC_BITS, find_program
+from slimmer.packages import PackageDB, read_package_db
+from slimmer.patterns import SelectionError as SelectionError  # re-exported
+from slimmer.patterns import check_pattern as check_pattern  # re-exported
 from slimmer.rootfs import (
     Kind,
     Resolved,
@@ -34,11 +43,10 @@ from slimmer.rootfs import (
     kind_of,
     parent,
     parents,
+    printable,
+    walk,
 )
 from slimmer.trace import Access, Lookup, PathAction, TracedFile
-
-if TYPE_CHECKING:
-    from slimmer.packages import PackageDB
 
 KERNEL_TREES = ("/proc", "/sys", "/dev")  # the engine mounts them; never the image's
 WHITEOUT_PREFIX = ".wh."
@@ -67,7 +75,11 @@ class Reason(StrEnum):
     SCRATCH_DIR = "scratch-dir"
     PACKAGE_RECORD = "package-record"  # written by slim: what scanners read
     APP_CHANGED = "app-changed"  # the app wrote, replaced or deleted it: the image's bytes
-    APP_CONTENT = "app-content"  # beside a data file the app read, in the app's own dir
+    APP_CONTENT = "app-content"  # beside or below a data file the app read, the app's own
+    PROGRAM_SIBLING = "program-sibling"  # beside a program the app ran, in a folder of programs
+    IMPORT_CLOSURE = "import-closure"  # kept code imports, requires or includes it
+    SCRIPT_COMMAND = "script-command"  # a kept shell script runs it
+    DATA_SET = "data-set"  # in a keyed data set the app read a member of
     LOOKED_UP = "looked-up"  # the app named it to the kernel (stat, access, readlink, ...)
     INIT = "init"  # the init run as PID 1 in front of the app (--init)
     RELEASE_FILE = "release-file"  # names the distribution for scanners (with package records)
@@ -91,12 +103,6 @@ NAMING_ACTIONS = frozenset(
         PathAction.CONNECT,
     }
 )
-
-
-class SelectionError(SlimError):
-    """The request cannot be turned into a file set (bad patterns)."""
-
-    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,9 +133,14 @@ class SelectionRequest:
     # Directories of the image built upon (--base); a kept symlink there would
     # replace the base's directory, so its kept children are linked instead.
     base_dirs: tuple[str, ...] = ()
-    # Keep the other regular files of the app's own directories it read a
-    # data file from (see _Selector.app_content).
+    # Keep the app's own files beside and below what it read (appcontent).
     app_content: bool = True
+    # Keep the other programs of a folder of programs the app ran one from.
+    program_siblings: bool = True
+    # Keep what the interpreted code imports, requires, includes or runs.
+    code_closure: bool = True
+    # The keyed data sets kept when the app read one member (datasets).
+    keep_data: tuple[str, ...] = DATA_SET_NAMES
     # The init that runs in front of the app (--init), kept with its ELF closure.
     init: tuple[str, ...] = ()
     # Files that name the distribution (/etc/os-release...): what scanners
@@ -173,6 +184,8 @@ class Entry:
     link: str | None = None  # symlink target, as written
     xattrs: tuple[Xattr, ...] = ()
     inode: int = 0  # files that share one are hard links: their bytes count once
+    # where from, a line per rule: "import closure of /app/app.py:12 (import x)"
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,7 @@ class Selection:
     entries: tuple[Entry, ...]  # sorted by path; parents before children
     dropped: tuple[Dropped, ...]
     warnings: tuple[str, ...]
+    unresolved: tuple[Unresolved, ...] = ()  # names kept code asks for that slim did not resolve
 
     def unique_files(self) -> list[Entry]:
         """The regular files, each group of hard links once."""
@@ -197,43 +211,6 @@ class Selection:
             seen.add(entry.inode)
             unique.append(entry)
         return unique
-
-
-def check_pattern(pattern: str, option: str) -> None:
-    """Patterns are absolute image paths, optionally with fnmatch globs."""
-    if not pattern.startswith("/"):
-        raise SelectionError(
-            f"{option} {pattern!r} is not an absolute path",
-            f"write it as it is inside the image, e.g. {option} /etc/ssl/certs",
-        )
-    if pattern.count("[") != pattern.count("]"):
-        raise SelectionError(f"{option} {pattern!r}: unbalanced [ ] in the pattern")
-
-
-def walk(
-    fs: RootFS, top: str = "/", skipped: tuple[str, ...] = KERNEL_TREES
-) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under a canonical dir of the root, without following
-    links, leaving out the skipped trees."""
-    left_out = Trees.of(skipped)
-    pending = [top]
-    while pending:
-        directory = pending.pop()
-        try:
-            names = fs.listdir(directory)
-        except OSError:
-            continue
-        for name in names:
-            path = join(directory, name)
-            if path in left_out:
-                continue
-            try:
-                info = fs.lstat(path)
-            except OSError:
-                continue
-            yield path, info
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(path)
 
 
 def symlinks(fs: RootFS, skipped: Trees) -> Iterator[str]:
@@ -277,18 +254,25 @@ class _Selector:
         self.packages = packages  # read when needed, unless the caller has it
         self.skipped = Trees.of(request.skipped_trees)
         self.data_files: list[str] = []  # regular files the app read (not ran)
+        self.ran: list[str] = []  # regular files the app ran (programs, scripts)
+        self.seen: list[str] = []  # regular files the trace saw, canonical
+        self.code_roots: list[Root] = []
         self.reasons: dict[str, set[Reason]] = {}
+        self.details: dict[str, dict[Reason, str]] = {}
+        self.unresolved: tuple[Unresolved, ...] = ()
         self.dropped: dict[str, str] = {}
         self.warnings: list[str] = []
 
-    def add(self, path: str, reason: Reason) -> None:
+    def add(self, path: str, reason: Reason, detail: str = "") -> None:
         self.reasons.setdefault(path, set()).add(reason)
+        if detail:
+            self.details.setdefault(path, {}).setdefault(reason, detail)
 
     def drop(self, path: str, why: str) -> None:
         self.dropped.setdefault(path, why)
 
     def add_resolved(
-        self, path: str, reason: Reason, resolved: Resolved | None = None
+        self, path: str, reason: Reason, detail: str = "", resolved: Resolved | None = None
     ) -> str | None:
         """Add a path and every link passed on the way; returns the canonical
         path. `resolved`: its resolution, when the caller has it."""
@@ -300,7 +284,7 @@ class _Selector:
                 return None
         for hop in resolved.hops:
             self.add(hop.path, Reason.SYMLINK)
-        self.add(resolved.path, reason)
+        self.add(resolved.path, reason, detail)
         return resolved.path
 
     def traced(self) -> list[str]:
@@ -332,16 +316,29 @@ class _Selector:
             # An absolute path whose last component is no link resolves the same
             # with the final link followed.
             absolute = path.startswith("/") and not stat.S_ISLNK(info.st_mode)
-            same = unfollowed if absolute else None
             canonical = self.add_resolved(
-                path, Reason.APP_CHANGED if changed else Reason.TRACED, same
+                path,
+                Reason.APP_CHANGED if changed else Reason.TRACED,
+                resolved=unfollowed if absolute else None,
             )
             if canonical is None or not stat.S_ISREG(info.st_mode):
                 continue
             closure_inputs.append(canonical)
-            if not changed and Access.EXECUTED not in access and not self.is_elf(canonical):
+            self.seen.append(canonical)
+            if Access.EXECUTED in access or self.is_script(canonical, info.st_mode):
+                self.ran.append(canonical)
+            elif not changed and not self.is_elf(canonical):
                 self.data_files.append(canonical)
         return closure_inputs
+
+    def is_script(self, canonical: str, mode: int) -> bool:
+        """An executable with a #! line: the kernel opened it to run it."""
+        if not mode & EXEC_BITS:
+            return False
+        try:
+            return self.fs.head(canonical)[:2] == b"#!"
+        except PathError:
+            return False
 
     def is_elf(self, canonical: str) -> bool:
         """A program or library (the kernel opens a script's interpreter, the
@@ -368,9 +365,13 @@ class _Selector:
                 canonical = self.add_named(lookup.path, lookup.follow)
                 if canonical is not None and lookup.action is PathAction.EXEC:
                     programs.append(canonical)
+                if canonical is not None and stat.S_ISREG(self.fs.lstat(canonical).st_mode):
+                    self.seen.append(canonical)
             elif lookup.path != "/":
                 self.add_named(parent(lookup.path), True, quiet=True)
-        return [p for p in programs if stat.S_ISREG(self.fs.lstat(p).st_mode)]
+        programs = [p for p in programs if stat.S_ISREG(self.fs.lstat(p).st_mode)]
+        self.ran += programs
+        return programs
 
     def add_named(self, path: str, follow: bool, *, quiet: bool = False) -> str | None:
         """Keep a path by the name the app used, links on the way included;
@@ -388,50 +389,115 @@ class _Selector:
             self.drop(path, "not in the image (the app made it during the trace)")
         return None
 
+    def package_db(self) -> PackageDB:
+        if self.packages is None:
+            self.packages = read_package_db(self.fs)
+        return self.packages
+
+    def owned(self, path: str) -> bool:
+        return bool(self.package_db().owners(path, directories=False))
+
     def app_content(self) -> list[str]:
-        """Content next to what the probes touched: a directory the app read
-        a data file from (not a program or library) whose files no OS
-        package owns keeps its other regular files (nginx served index.html;
-        its 50x.html is the next answer). Returns them, for the closure."""
+        """The app's own files beside and below the data files it read (see
+        slimmer.appcontent). Returns them, for the closures."""
         if not self.request.app_content or not self.data_files:
             return []
-        if self.packages is None:
-            from slimmer.packages import read_package_db  # loaded with the sensor already
+        found = appcontent.app_content(
+            self.fs,
+            self.data_files,
+            self.package_db().layout(),
+            self.owned,
+            self.request.skipped_trees,
+        )
+        # Not roots of the code closure: a script in the app's dir that
+        # nothing loaded (a build script) must not bring the tools it runs.
+        return self.keep_found(found, Reason.APP_CONTENT, code_roots=False)
 
-            self.packages = read_package_db(self.fs)
-        database = self.packages
-        packaged = database.layout()
+    def program_siblings(self) -> list[str]:
+        """The other programs of a folder of programs the app ran one from."""
+        if not self.request.program_siblings or not self.ran:
+            return []
+        path_lists = [self.request.env.get("PATH", DEFAULT_PATH), DEFAULT_PATH]
+        found = appcontent.program_siblings(
+            self.fs,
+            self.ran,
+            appcontent.search_dirs(self.fs, path_lists),
+            self.owned,
+            self.request.skipped_trees,
+        )
+        return self.keep_found(found, Reason.PROGRAM_SIBLING)
+
+    def keep_found(
+        self, found: appcontent.ContentFound, reason: Reason, *, code_roots: bool = True
+    ) -> list[str]:
+        self.warnings += found.warnings
         added = []
-        for directory in sorted({parent(path) for path in self.data_files}):
-            if packaged.is_os_content(directory):
-                continue
-            try:
-                names = self.fs.listdir(directory)
-            except OSError:
-                continue
-            for name in names:
-                path = join(directory, name)
-                if path in self.skipped or path in self.reasons:
-                    continue
-                try:
-                    info = self.fs.lstat(path)
-                except OSError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    self.add(path, Reason.APP_CONTENT)
-                    added.append(path)
+        for item in found.kept:
+            if item.path not in self.reasons:
+                added.append(item.path)
+            self.add(item.path, reason, item.detail)
+        if code_roots:
+            self.code_roots += [Root(path, False) for path in added]
         return added
+
+    def code_closure(self, loaded: list[str]) -> list[str]:
+        """What the kept interpreted code imports, requires, includes or
+        runs, and on (slimmer.closure). Returns the programs and libraries
+        found, for the ELF closure."""
+        if not self.request.code_closure:
+            return []
+        roots = []
+        for path in dict.fromkeys(loaded):
+            source = bytecode_source(path)
+            if source is not None and self.fs.exists(source, follow=False):
+                path = self.fs.resolve(source).path
+            roots.append(Root(path, True))
+        closure = code_closure(
+            self.fs,
+            ClosureRequest(
+                roots=(*roots, *self.code_roots),
+                seen=tuple(self.seen),
+                programs=tuple(dict.fromkeys(self.ran)),
+                env=self.request.env,
+                workdir=self.request.workdir,
+                packaged=self.owned,
+            ),
+        )
+        for found in closure.found:
+            reason = Reason.SCRIPT_COMMAND if found.command else Reason.IMPORT_CLOSURE
+            self.add_resolved(found.path, reason, found.detail)
+        self.unresolved = closure.unresolved
+        self.warnings += closure.warnings
+        return list(closure.programs)
+
+    def data_sets(self) -> list[str]:
+        """Every member of a keyed data set the app read one member of
+        (slimmer.datasets). Returns the loadable modules among them."""
+        read = [
+            path
+            for path, reasons in self.reasons.items()
+            if reasons & {Reason.TRACED, Reason.LOOKED_UP}
+        ]
+        named = [lookup.path for lookup in self.request.lookups] if self.request.lookups else None
+        found = keyed_sets(
+            self.fs, read, self.request.keep_data, self.request.skipped_trees, named, self.reasons
+        )
+        self.warnings += found.warnings
+        modules = []
+        for kept in found.kept:
+            for member in kept.members:
+                self.add(member.path, Reason.DATA_SET, kept.detail)
+                if kept.name == "gconv" and member.path.endswith(".so"):
+                    modules.append(member.path)
+        return modules
 
     def bytecode_sources(self) -> None:
         """CPython reads __pycache__/m.cpython-311.pyc but only stats m.py,
         and ignores the bytecode when the source is gone: keep the source of
         every kept bytecode file (stat leaves no inotify event)."""
         for path in list(self.reasons):
-            directory, _, name = path.rpartition("/")
-            if not name.endswith(".pyc") or not directory.endswith("/__pycache__"):
-                continue
-            source = f"{directory.removesuffix('/__pycache__')}/{name.split('.', 1)[0]}.py"
-            if self.fs.exists(source, follow=False):
+            source = bytecode_source(path)
+            if source is not None and self.fs.exists(source, follow=False):
                 self.add_resolved(source, Reason.BYTECODE_SOURCE)
 
     def python_landmarks(self) -> None:
@@ -477,19 +543,31 @@ class _Selector:
             self.warnings.append(f"{dep.requester} needs {dep.name}: {dep.problem}")
 
     def includes(self) -> None:
+        """--include paths (a directory: all of it) and globs; one that
+        matches nothing in the image is a warning (a typo, a path of
+        another image), never silent."""
         patterns = self.request.includes
         globs = [p for p in patterns if any(ch in p for ch in GLOB_CHARS)]
+        matched: set[str] = set()
         for pattern in patterns:
             if pattern in globs:
                 continue
             canonical = self.add_resolved(pattern, Reason.INCLUDE)
-            if canonical is not None and stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
+            if canonical is None:
+                continue
+            matched.add(pattern)
+            if stat.S_ISDIR(self.fs.lstat(canonical).st_mode):
                 for path, _ in walk(self.fs, canonical, self.request.skipped_trees):
                     self.add(path, Reason.INCLUDE)
         if globs:
             for path, _ in walk(self.fs, skipped=self.request.skipped_trees):
-                if any(fnmatch.fnmatchcase(path, pattern) for pattern in globs):
-                    self.add(path, Reason.INCLUDE)
+                for pattern in globs:
+                    if fnmatch.fnmatchcase(path, pattern):
+                        self.add(path, Reason.INCLUDE)
+                        matched.add(pattern)
+        for pattern in patterns:
+            if pattern not in matched:
+                self.warnings.append(f"--include {printable(pattern)} matched nothing in the image")
 
     def volume_content(self) -> None:
         """Everything the image has in its VOLUMEs: the engine copies it into
@@ -659,6 +737,7 @@ class _Selector:
             link=self.fs.readlink(path) if kind is Kind.SYMLINK else None,
             xattrs=xattrs,
             inode=info.st_ino if kind is Kind.FILE and info.st_nlink > 1 else 0,
+            detail="\n".join(d for _, d in sorted(self.details.get(path, {}).items())),
         )
 
     def xattrs(self, path: str) -> tuple[Xattr, ...]:
@@ -679,14 +758,19 @@ def select_files(
     selector = _Selector(fs, request, packages)
     closure_inputs = selector.traced()
     closure_inputs += selector.lookups()
+    loaded = list(closure_inputs)
     closure_inputs += selector.app_content()
+    closure_inputs += selector.program_siblings()
     selector.bytecode_sources()
     selector.python_landmarks()
-    closure_inputs += selector.programs(request.entrypoint, Reason.ENTRYPOINT)
-    closure_inputs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
-    closure_inputs += selector.programs(request.init, Reason.INIT)
+    programs = selector.programs(request.entrypoint, Reason.ENTRYPOINT)
+    programs += selector.programs(request.healthcheck, Reason.HEALTHCHECK)
+    programs += selector.programs(request.init, Reason.INIT)
+    closure_inputs += programs
     for path in request.release_files:
         selector.add_resolved(path, Reason.RELEASE_FILE)
+    closure_inputs += selector.code_closure(loaded + programs)
+    closure_inputs += selector.data_sets()
     selector.closure(closure_inputs)
     selector.includes()
     selector.contract_dirs()
@@ -699,4 +783,14 @@ def select_files(
     base_links = selector.merge_into_base()
     entries = sorted(selector.entries(base_links), key=lambda e: e.path)
     dropped = tuple(Dropped(p, w) for p, w in sorted(selector.dropped.items()))
-    return Selection(tuple(entries), dropped, tuple(dict.fromkeys(selector.warnings)))
+    return Selection(
+        tuple(entries), dropped, tuple(dict.fromkeys(selector.warnings)), selector.unresolved
+    )
+
+
+def bytecode_source(path: str) -> str | None:
+    """The source of a CPython __pycache__ file (dir/__pycache__/m.cpython-311.pyc -> dir/m.py)."""
+    directory, _, name = path.rpartition("/")
+    if not name.endswith(".pyc") or not directory.endswith("/__pycache__"):
+        return None
+    return f"{directory.removesuffix('/__pycache__')}/{name.split('.', 1)[0]}.py"

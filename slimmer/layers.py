@@ -55,7 +55,8 @@ from typing import BinaryIO
 from slimmer.context import TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, tar_member
 from slimmer.errors import SlimError
 from slimmer.fileset import Entry, Reason
-from slimmer.packages import GeneratedFile, KeptPackages, Package
+from slimmer.packages import KeptPackages, Package
+from slimmer.records import GeneratedFile
 from slimmer.rootfs import Kind, Trees, parents
 from slimmer.sparse import DataMap, SparseContent, checked_map, sparse_member
 

@@ -19,12 +19,9 @@ listed path is made canonical by resolving its directory inside the root.
 The last component stays as listed: a package owns its symlinks, not their
 targets.
 
-The micro image gets, for every package with a kept file, the form
-distroless images use and scanners read (Trivy, syft/Grype):
-`/var/lib/dpkg/status.d/<pkg>` holding the package's own stanza (its
-Conffiles trimmed to the kept ones) and `<pkg>.md5sums` listing the kept
-files; for Alpine, `/lib/apk/db/installed` with the kept packages and only
-their kept files' F:/R: records.
+The records the micro image gets for the kept packages are written by
+`slimmer.records`. Values are str with surrogateescape: a record that is
+not UTF-8 keeps its bytes.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ import logging
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -368,7 +365,7 @@ def _md5sum_lines(text: str) -> Iterator[tuple[str, str]]:
             yield "/" + path.lstrip("/"), digest
 
 
-def _conffile_lines(value: str) -> Iterator[tuple[str, str]]:
+def conffile_lines(value: str) -> Iterator[tuple[str, str]]:
     """(path, md5) from a Conffiles field value."""
     for line in value.split("\n"):
         words = line.split()
@@ -501,7 +498,7 @@ class PackageDB:
         digests read now from the image for these packages only."""
         kept_set = set(kept_paths)
         warnings = _Warnings()
-        result = []
+        found: dict[str, list[FileRecord]] = {}
         image_dirs: dict[str, bool] = {}
         for package in self.packages:
             records = [
@@ -509,7 +506,13 @@ class PackageDB:
                 for r in self.files(package)
                 if r.path in kept_set
             ]
-            if not any(not r.directory for r in records):
+            if any(not r.directory for r in records):
+                found[package.key] = records
+        moved = self._move_links_only(fs, found)
+        result = []
+        for package in self.packages:
+            records = found.get(package.key)
+            if records is None:
                 continue
             if self.manager is PackageManager.DPKG:
                 records = self._with_md5sums(fs, package, records, warnings)
@@ -521,12 +524,38 @@ class PackageDB:
             os_release=read_os_release(fs),
             base=tuple(sorted(base & {k.package.name for k in result})),
             warnings=(*self.warnings, *warnings.final()),
+            moved_links=tuple(moved),
         )
+
+    def _move_links_only(self, fs: RootFS, found: dict[str, list[FileRecord]]) -> list[MovedLink]:
+        """A package of which only symlinks are kept (libssl-dev for its
+        libssl.so link, libc-bin for /usr/bin/ld.so) gets no record, or a
+        scanner reports the CVEs of its real package twice, under a -dev
+        name: each link goes to the package of the file it resolves to (a
+        kept one), or to none. Changes `found` in place; returns what moved."""
+        moved: list[MovedLink] = []
+        for key in list(found):
+            files = [r for r in found[key] if not r.directory]
+            if not all(_is_symlink(fs, r.path) for r in files):
+                continue
+            del found[key]
+            for record in files:
+                try:
+                    target = fs.resolve(record.path).path
+                except PathError:
+                    target = ""
+                owner = self.owner(target) if target else None
+                if owner is not None and owner.key in found:
+                    found[owner.key].append(record)
+                    moved.append(MovedLink(key, record.path, target, owner.key))
+                else:
+                    moved.append(MovedLink(key, record.path, target, None))
+        return moved
 
     def _with_md5sums(
         self, fs: RootFS, package: Package, records: list[FileRecord], warnings: _Warnings
     ) -> list[FileRecord]:
-        digests = dict(_conffile_lines(package.field("Conffiles") or ""))
+        digests = dict(conffile_lines(package.field("Conffiles") or ""))
         source = self._digest_sources.get(package.key)
         if source is not None:
             data = _read_bounded(fs, source, MAX_LIST_BYTES, warnings)
@@ -566,6 +595,13 @@ def _is_dir(fs: RootFS, path: str, cache: dict[str, bool]) -> bool:
         except (PathError, OSError):
             cache[path] = False
     return cache[path]
+
+
+def _is_symlink(fs: RootFS, path: str) -> bool:
+    try:
+        return stat.S_ISLNK(fs.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _as_directory(record: FileRecord) -> FileRecord:
@@ -812,6 +848,18 @@ class KeptPackage:
 
 
 @dataclass(frozen=True)
+class MovedLink:
+    """A kept symlink of a package that has nothing else kept: recorded
+    under the package of the file it resolves to (`owner`, a package key),
+    or under none (a file no package installed, or a dangling link)."""
+
+    package: str  # the key of the package that lists the link
+    path: str
+    target: str  # the canonical path it resolves to, "" when it does not
+    owner: str | None
+
+
+@dataclass(frozen=True)
 class KeptPackages:
     """What the collecting sensor hands back: the packages with a kept file,
     their records of kept paths, the release, warnings. JSON both ways."""
@@ -821,6 +869,7 @@ class KeptPackages:
     os_release: OsRelease = field(default_factory=OsRelease)
     base: tuple[str, ...] = ()  # names of kept packages in the distribution's base
     warnings: tuple[str, ...] = ()
+    moved_links: tuple[MovedLink, ...] = ()  # links of packages with only links kept
 
     def owner_map(self) -> dict[str, Package]:
         """Canonical path -> owning package, files before directories."""
@@ -870,164 +919,3 @@ class KeptPackages:
         """Validated through slimmer.wire: what comes out of a container is
         untrusted."""
         return wire.decode(cls, data)
-
-
-# -- the records in the micro image ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GeneratedFile:
-    """A file slim writes into the micro image (root-owned)."""
-
-    path: str
-    data: bytes
-    mode: int = 0o644
-    package: str | None = None  # key of the package it describes (None: several)
-    mtime: int = 0
-
-
-class RecordError(ValueError):
-    """A kept package record that must not become a file (bad name)."""
-
-
-def _deb822(fields: Iterable[tuple[str, str]]) -> str:
-    """Fields as a stanza. The values come back from the container: a name
-    that is not a field name is dropped, and a blank continuation line
-    (which would end the stanza) is written as " .", deb822's empty line."""
-    lines = []
-    for name, value in fields:
-        if not FIELD_NAME.match(name):
-            continue
-        first, *rest = value.split("\n")
-        lines.append(f"{name}: {first}".rstrip(" ") if first else f"{name}:")
-        for line in rest:
-            if not line.strip():
-                lines.append(" .")
-            else:
-                lines.append(line if line[:1] in (" ", "\t") else f" {line}")
-    return "\n".join(lines) + "\n"
-
-
-def dpkg_stanza(kept: KeptPackage) -> str:
-    """The package's stanza, Conffiles trimmed to the kept ones (a scanner
-    reads them as the package's files)."""
-    kept_listed = {r.listed for r in kept.files}
-    fields = []
-    for name, value in kept.package.fields:
-        if name.lower() == "conffiles":
-            lines = [
-                line
-                for line in value.split("\n")
-                if line.split() and line.split()[0] in kept_listed
-            ]
-            if not lines:
-                continue
-            value = "\n".join(["", *lines])
-        fields.append((name, value))
-    return _deb822(fields)
-
-
-def dpkg_md5sums(kept: KeptPackage) -> str:
-    """The md5sums of the kept files the package has digests for, as dpkg
-    writes them: `md5  relative/path`, in the package's order."""
-    conffiles = {path for path, _ in _conffile_lines(kept.package.field("Conffiles") or "")}
-    return "".join(
-        f"{r.digest}  {r.listed.lstrip('/')}\n"
-        for r in kept.kept_files
-        if r.digest and r.listed not in conffiles and "\n" not in r.listed
-    )
-
-
-def dpkg_record_name(kept: KeptPackage, ambiguous: frozenset[str]) -> str:
-    package = kept.package
-    if not DPKG_NAME.match(package.name) or not DPKG_ARCH.match(package.architecture):
-        raise RecordError(f"package {package.name!r}:{package.architecture!r} has a bad name")
-    if package.name in ambiguous:
-        return f"{package.name}:{package.architecture}"
-    return package.name
-
-
-def dpkg_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:
-    """status.d/<pkg> and status.d/<pkg>.md5sums for each kept package, as
-    distroless writes them. A package whose name is not a dpkg name is left
-    out (it cannot come from a real database)."""
-    names = [k.package.name for k in kept.packages]
-    ambiguous = frozenset(n for n in names if names.count(n) > 1)
-    files: list[GeneratedFile] = []
-    for item in kept.packages:
-        try:
-            stem = dpkg_record_name(item, ambiguous)
-        except RecordError as exc:
-            log.warning("%s; no record written for it", exc)
-            continue
-        key = item.package.key
-        files.append(
-            GeneratedFile(f"{DPKG_STATUS_D}/{stem}", dpkg_stanza(item).encode(), package=key)
-        )
-        md5sums = dpkg_md5sums(item)
-        if md5sums:
-            path = f"{DPKG_STATUS_D}/{stem}.md5sums"
-            files.append(GeneratedFile(path, md5sums.encode(), package=key))
-    return tuple(sorted(files, key=lambda f: f.path))
-
-
-def apk_installed(kept: KeptPackages) -> str:
-    """apk's installed database with the kept packages only, each with the
-    F:/R: records of its kept files (and the directories holding them)."""
-    blocks = []
-    for item in kept.packages:
-        lines = [
-            f"{letter}:{value}"
-            for letter, value in item.package.fields
-            if len(letter) == 1 and "\n" not in value
-        ]
-        wanted_dirs = {parent(r.listed) for r in item.kept_files}
-        for record in item.files:
-            if not _one_line(record.listed, *(f"{k}{v}" for k, v in record.attributes)):
-                continue  # cannot come from a real database: a record per line
-            if record.directory:
-                if record.listed in wanted_dirs:
-                    lines.append(f"F:{record.listed.lstrip('/')}")
-                    lines.extend(f"{k}:{v}" for k, v in record.attributes)
-            else:
-                if parent(record.listed) not in wanted_dirs:
-                    continue
-                lines.append(f"R:{basename(record.listed)}")
-                lines.extend(f"{k}:{v}" for k, v in record.attributes)
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks) + ("\n" if blocks else "")
-
-
-def _one_line(*values: str) -> bool:
-    return not any("\n" in value for value in values)
-
-
-def apk_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:
-    if not kept.packages:
-        return ()
-    return (GeneratedFile(APK_INSTALLED, apk_installed(kept).encode()),)
-
-
-def package_records(kept: KeptPackages) -> tuple[GeneratedFile, ...]:
-    """The package database files of the micro image, for its manager."""
-    if kept.manager is PackageManager.DPKG:
-        return dpkg_records(kept)
-    if kept.manager is PackageManager.APK:
-        return apk_records(kept)
-    return ()
-
-
-def dated_records(kept: KeptPackages, mtimes: Mapping[str, int]) -> tuple[GeneratedFile, ...]:
-    """package_records(kept), each as old as the newest kept file of the
-    package it describes (of every kept package, for a database file that
-    describes several): the same kept files give the same records, and no
-    clock enters the image. `mtimes`: the kept files' mtimes by path."""
-    newest: dict[str, int] = {}
-    for item in kept.packages:
-        times = [mtimes[r.path] for r in item.kept_files if r.path in mtimes]
-        newest[item.package.key] = max(times, default=0)
-    overall = max(newest.values(), default=0)
-    return tuple(
-        replace(record, mtime=newest.get(record.package, 0) if record.package else overall)
-        for record in package_records(kept)
-    )

@@ -20,16 +20,19 @@ import shlex
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from slimmer.discovery import MAX_PAGE_BYTES, CrawlLimits, is_html, same_origin_paths
 from slimmer.errors import EngineError, ExitCode, SlimError
 from slimmer.trace import (
     EXPECT_FAILURE,
     Answer,
     ClientProbe,
     CommandAnswer,
+    Discovery,
     ExecProbe,
     HealthcheckProbe,
     HostProbe,
@@ -40,6 +43,7 @@ from slimmer.trace import (
     Probe,
     ProbeResult,
     answer_expected,
+    http_probe_problem,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +75,6 @@ HEALTHCHECK_RETRY_SECONDS = 0.5
 LISTEN_SETTLE_SECONDS = 0.3  # a connection still open after this: the app accepted it
 
 _METHOD = re.compile(r"^[A-Z]+$")
-_PATH = re.compile(r"^/[\x21-\x7e]*$")  # no spaces, no control characters (CR, LF)
 
 
 class ProbeError(SlimError):
@@ -119,14 +122,13 @@ def parse_http_probe(text: str) -> HttpProbe:
             f"bad --http-probe {text!r}: the path must start with '/'",
             "use [!][METHOD:]PATH[:PORT], e.g. GET:/health:8080",
         )
-    if not _PATH.match(rest):
+    probe = HttpProbe(method, rest, port, expect_failure)
+    problem = http_probe_problem(probe)  # the rule a trace file's probes are read by
+    if problem:
         raise ProbeError(
-            f"bad --http-probe {text!r}: the path holds a space or a control character",
-            "percent-encode them (%20, %0D, %0A)",
+            f"bad --http-probe {text!r}: {problem}", "percent-encode spaces and control characters"
         )
-    if port is not None and not 0 < port < 65536:
-        raise ProbeError(f"bad --http-probe {text!r}: port out of range")
-    return HttpProbe(method, rest, port, expect_failure)
+    return probe
 
 
 def split_command(text: str) -> tuple[str, ...]:
@@ -176,6 +178,7 @@ class ProbeRequest:
     hosts: tuple[HostProbe, ...] = ()
     default_get: bool = True  # GET / on each exposed TCP port when no other probe is given
     healthcheck: bool = True  # run the image's HEALTHCHECK command until it succeeds
+    crawl: CrawlLimits | None = None  # follow the links of HTML answers (a trace)
     ready_timeout: float = 30.0
     host_env: Mapping[str, str] = field(default_factory=dict)  # base env of host probes
 
@@ -202,6 +205,7 @@ class ProbePlan:
     host_env: Mapping[str, str]
     published: tuple[int, ...]  # every container port published, ascending
     target_port: int | None  # the first exposed TCP port: what exec probes wait for
+    crawl: CrawlLimits | None = None
 
     def ports(self) -> list[int]:
         """Every port to publish: the exposed ones and the probed ones."""
@@ -268,6 +272,7 @@ def plan_probes(
         host_env=request.host_env,
         published=tuple(sorted(published)),
         target_port=target,
+        crawl=request.crawl,
     )
 
 
@@ -363,9 +368,11 @@ def run_probes(
 
     def record(probe: Probe, answer: Answer) -> None:
         results.append(ProbeResult(probe, answer, answer_expected(probe, answer)))
-        log.info("probe %s: %s", probe.label(), answer.outcome())
+        quiet = isinstance(probe, HttpProbe) and probe.found_by is Discovery.CRAWL
+        (log.debug if quiet else log.info)("probe %s: %s", probe.label(), answer.outcome())
 
     silent: dict[int, str] = {}  # ports that never answered: not waited for again
+    pages: list[tuple[int, str, bytes]] = []  # HTML answers: where a crawl starts
     try:
         target = target_of(engine, container, plan, still_running)
         for probe in plan.http:
@@ -385,7 +392,12 @@ def run_probes(
                 record(probe, NoAnswer(exc.message))
                 continue
             ready = waited if ready is None else ready
-            record(probe, http_answer(target.host, host_port, probe.method, probe.path))
+            exchange = http_exchange(target.host, host_port, probe.method, probe.path)
+            record(probe, exchange.answer)
+            if exchange.page is not None and probe.method == "GET":
+                pages.append((probe.port, probe.path, exchange.page))
+        if plan.crawl is not None and pages:
+            crawl_links(target, plan.crawl, pages, {(p.port, p.path) for p in plan.http}, record)
         for port in plan.listening_ports():
             try:
                 waited = wait_listening(
@@ -439,6 +451,43 @@ def unexpected_text(unexpected: list[ProbeResult], image: str) -> str:
     count = len(unexpected)
     plural = "s" if count != 1 else ""
     return f"{count} probe{plural} did not succeed on {image}: " + "\n".join(lines)
+
+
+def crawl_links(
+    target: Target,
+    limits: CrawlLimits,
+    pages: list[tuple[int, str, bytes]],
+    done: set[tuple[int | None, str]],
+    record: Callable[[Probe, Answer], None],
+) -> None:
+    """Follow the same-origin links of the HTML answers, breadth first, as
+    GET probes found by the crawl, within its limits of pages, depth and
+    time: routes no probe named (a docroot's subfolders, a listing's
+    files) are exercised, and verify replays them."""
+    deadline = time.monotonic() + limits.seconds
+    queue = deque(
+        (port, link, 1)
+        for port, path, page in pages
+        for link in same_origin_paths(page, path, target.host, port)
+    )
+    seen = set(done)
+    requested = 0
+    while queue and requested < limits.pages and time.monotonic() < deadline:
+        port, path, depth = queue.popleft()
+        if (port, path) in seen:
+            continue
+        seen.add((port, path))
+        exchange = http_exchange(target.host, target.ports[port], "GET", path)
+        requested += 1
+        record(HttpProbe("GET", path, port, found_by=Discovery.CRAWL), exchange.answer)
+        if exchange.page is not None and depth < limits.depth:
+            queue.extend(
+                (port, link, depth + 1)
+                for link in same_origin_paths(exchange.page, path, target.host, port)
+            )
+    stopped = " (stopped at --crawl-pages)" if queue and requested >= limits.pages else ""
+    if requested:
+        log.info("crawl: %d pages linked from the app's answers%s", requested, stopped)
 
 
 def healthcheck_answer(
@@ -512,7 +561,18 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")[:OUTPUT_KEPT]
 
 
-def http_answer(host: str, port: int, method: str, path: str, timeout: float = 10) -> Answer:
+@dataclass(frozen=True)
+class HttpExchange:
+    """An HTTP answer, and the start of its body when it is a page to look
+    for links in."""
+
+    answer: Answer
+    page: bytes | None = None  # the body of an HTML answer, bounded
+
+
+def http_exchange(
+    host: str, port: int, method: str, path: str, timeout: float = 10
+) -> HttpExchange:
     """One request; the answer as status, compared headers and body hash."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -520,13 +580,19 @@ def http_answer(host: str, port: int, method: str, path: str, timeout: float = 1
         response = connection.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:
-        return NoAnswer(f"{type(exc).__name__}: {exc}")
+        return HttpExchange(NoAnswer(f"{type(exc).__name__}: {exc}"))
     finally:
         connection.close()
     headers = {
         name: str(response.getheader(name)) for name in COMPARED_HEADERS if response.getheader(name)
     }
-    return HttpAnswer(response.status, headers, fingerprint(body), len(body))
+    answer = HttpAnswer(response.status, headers, fingerprint(body), len(body))
+    page = body[:MAX_PAGE_BYTES] if is_html(response.getheader("content-type")) else None
+    return HttpExchange(answer, page)
+
+
+def http_answer(host: str, port: int, method: str, path: str, timeout: float = 10) -> Answer:
+    return http_exchange(host, port, method, path, timeout).answer
 
 
 READY_POLL_FIRST = 0.01  # most apps are up within tens of milliseconds
@@ -551,25 +617,26 @@ def wait_http_ready(
 ) -> float:
     """Wait until the port answers HTTP (any status). Returns the seconds
     waited; raises NotReady on time-out, AppGone when the app is gone."""
-    start = time.monotonic()
     shown = app_port or port  # the container's port, not the published one
-    delays = ready_polls()
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                pass
-            if isinstance(http_answer(host, port, "HEAD", "/", timeout=2), HttpAnswer):
-                return time.monotonic() - start
-        except OSError:
+    return wait_until(
+        lambda: answers_http(host, port),
+        timeout,
+        still_running,
+        gone=f"before it answered on port {shown}",
+        late=NotReady(
+            f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
+            "raise --ready-timeout, or use --until-exit for a batch job",
+        ),
+    )
+
+
+def answers_http(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
             pass
-        if not still_running():
-            raise AppGone(f"before it answered on port {shown}")
-        if time.monotonic() - start > timeout:
-            raise NotReady(
-                f"nothing answered HTTP on port {shown} within {timeout:.0f}s",
-                "raise --ready-timeout, or use --until-exit for a batch job",
-            )
-        time.sleep(next(delays))
+    except OSError:
+        return False
+    return isinstance(http_answer(host, port, "HEAD", "/", timeout=2), HttpAnswer)
 
 
 def accepts_connections(host: str, port: int) -> bool:
@@ -593,16 +660,35 @@ def wait_listening(
 ) -> float:
     """Wait until the app accepts connections on a port (a database, a
     broker: a probe that is not HTTP). Returns the seconds waited."""
+    return wait_until(
+        lambda: accepts_connections(host, port),
+        timeout,
+        still_running,
+        gone=f"before it listened on port {app_port}",
+        late=NotReady(
+            f"nothing listened on port {app_port} within {timeout:.0f}s",
+            "raise --ready-timeout, or name the port the probes talk to with --probe-port",
+        ),
+    )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    still_running: Callable[[], bool],
+    *,
+    gone: str,
+    late: NotReady,
+) -> float:
+    """Poll `ready` (see ready_polls): the seconds it took; AppGone(`gone`) when
+    the app ended first, `late` after `timeout` seconds."""
     start = time.monotonic()
     delays = ready_polls()
-    while not accepts_connections(host, port):
+    while not ready():
         if not still_running():
-            raise AppGone(f"before it listened on port {app_port}")
+            raise AppGone(gone)
         if time.monotonic() - start > timeout:
-            raise NotReady(
-                f"nothing listened on port {app_port} within {timeout:.0f}s",
-                "raise --ready-timeout, or name the port the probes talk to with --probe-port",
-            )
+            raise late
         time.sleep(next(delays))
     return time.monotonic() - start
 

@@ -41,6 +41,8 @@ COLLECT = Step("collecting files", Unit.BYTES)
 COPY = Step("copying the files out", Unit.BYTES)
 SEND = Step("sending the build context", Unit.BYTES)
 BUILD = Step("building", Unit.COUNT, "steps")
+PUSH = Step("pushing", Unit.BYTES)
+SAVE = Step("writing the image", Unit.BYTES)
 
 
 def amount(value: int, unit: Unit) -> str:

@@ -14,11 +14,13 @@ which round-trip exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal
 
 from slimmer import wire
+from slimmer.components import AppComponent
 from slimmer.depsreport import DepsReport
 from slimmer.fileset import (
     KERNEL_TREES,
@@ -31,6 +33,7 @@ from slimmer.fileset import (
 )
 from slimmer.packages import KeptPackages
 from slimmer.pid1 import InitChoice
+from slimmer.rootfs import is_image_path
 from slimmer.trace import Lookup, SyscallReport, TracedFile
 
 SENSOR_SCHEMA = "slim.sensor/1"
@@ -154,7 +157,11 @@ STOP_REQUEST_SIGNAL = 64
 # Exit statuses of the sensor itself (the app's own status otherwise).
 EXIT_SENSOR_FAILED = 125
 
-MAX_RESULT_BYTES = 512 * 1024 * 1024
+# The paths of a trace (files, lookups, unobserved programs) take at most
+# this many bytes of the sensor's result (slimmer/sensor/budget.py); past it
+# the trace is partial. The host reads a result of at most MAX_RESULT_BYTES.
+TRACE_PATH_BYTES = 64 * 1024 * 1024
+MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 
 class Mode(StrEnum):
@@ -179,6 +186,7 @@ class TraceJob:
     stop_signal: int = 15
     stop_timeout: float = 10.0
     syscalls: bool = True  # observe path lookups with ptrace + seccomp where that works
+    path_bytes: int = TRACE_PATH_BYTES  # what the trace's paths may take in the result
     # slim build: when the tree is still the image's after the app (TraceResult.intact),
     # say TraceWritten and wait for a collect job to run in this same container.
     await_collect: bool = False
@@ -280,6 +288,7 @@ class TraceResult:
     files: tuple[TracedFile, ...]
     lookups: tuple[Lookup, ...] = ()
     syscalls: SyscallReport
+    files_dropped: int = 0  # files inotify saw that the path budget had no room for
     # With await_collect: whether this container's tree can stand for the image
     # (the app only made new paths; slimmer.sensor.pristine), and if not, why.
     intact: bool = False
@@ -316,7 +325,7 @@ class UnstrippedFile:
 class StripSummary:
     stripped: tuple[StrippedFile, ...] = ()
     refused: tuple[UnstrippedFile, ...] = ()  # not for the protected ones
-    protected: int = 0  # ELF files left alone because their bytes are verified
+    protected: tuple[UnstrippedFile, ...] = ()  # ELF files left alone: their bytes are used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,6 +335,7 @@ class CollectResult:
     packages: KeptPackages
     strip: StripSummary | None = None
     init: InitChoice | None = None
+    components: tuple[AppComponent, ...] = ()  # the app's own, for the SBOM
     seconds: dict[str, float] = field(default_factory=dict)  # the sensor's own steps
 
 
@@ -366,8 +376,9 @@ class ResultFile:
     result: SensorResult
 
 
-def encode_result(result: SensorResult) -> str:
-    return wire.dumps(ResultFile(result=result), indent=None)
+def encode_result(result: SensorResult) -> Iterator[str]:
+    """The result file's text, in pieces (a trace's can be tens of MB)."""
+    return wire.dump_chunks(ResultFile(result=result))
 
 
 def decode_result(data: bytes) -> SensorResult:
@@ -380,12 +391,11 @@ def decode_result(data: bytes) -> SensorResult:
     return result
 
 
-MAX_PATH_BYTES = 4096
 MAX_ID = 2**32 - 1
 
 
 def _check_path(path: str, where: str) -> None:
-    if not path.startswith("/") or "\0" in path or len(os.fsencode(path)) > MAX_PATH_BYTES:
+    if not is_image_path(path):
         raise wire.WireError(f"{where}: {path[:80]!r} is not an absolute path of the image")
 
 
@@ -434,6 +444,8 @@ def check_result(result: SensorResult) -> None:
                 if sizes.get(stripped.path) != stripped.new_size:
                     raise wire.WireError(f"{where}: not a file of the selection of that size")
                 _check_range(stripped.old_size, stripped.new_size, 2**63, f"{where}.old_size")
+            for index, left in enumerate(result.strip.protected):
+                _check_path(left.path, f"strip.protected[{index}]")
         if result.init is not None:
             _check_path(result.init.path, "init.path")
     elif isinstance(result, InventoryResult):

@@ -42,8 +42,16 @@ REASON_TEXT: dict[str, str] = {
     "chdir), seen at the system call; or a lookup that failed in it",
     Reason.APP_CHANGED.value: "the app wrote, replaced or deleted it during the trace; "
     "the image's own version is kept",
-    Reason.APP_CONTENT.value: "the app read a data file in this directory, whose files no OS "
-    "package owns; its other files come too (--no-app-content leaves them out)",
+    Reason.APP_CONTENT.value: "the app's own file (no OS package owns it) in or below a folder "
+    "the app read a data file from (--no-app-content leaves them out)",
+    Reason.PROGRAM_SIBLING.value: "a program beside one the app ran from a folder of programs "
+    "(a CGI dir), which no OS package owns (--no-program-siblings leaves them out)",
+    Reason.IMPORT_CLOSURE.value: "kept code imports, requires or includes it (the static "
+    "closure of interpreted code; --no-code-closure leaves it out)",
+    Reason.SCRIPT_COMMAND.value: "a kept shell script runs it (found on the image's PATH; "
+    "--no-code-closure leaves it out)",
+    Reason.DATA_SET.value: "it is in a data set keyed by input, of which the app read one "
+    "member (--no-keep-data NAME leaves the set out)",
     Reason.PACKAGE_RECORD.value: "slim wrote it: the record of a kept OS package, for scanners",
     Reason.INIT.value: "it is the init that runs as PID 1 in front of the app (--init)",
     Reason.RELEASE_FILE.value: "it names the distribution, which scanners read before the "
@@ -75,11 +83,24 @@ class FileRecord:
     gid: int
     why: tuple[Reason, ...]
     link: str | None = None  # a symlink's target
+    # where from, a line per rule: "import closure of /app/app.py:12 (import x)"
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
 class DroppedRecord:
     path: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnresolvedRecord:
+    """A name kept code asks for that the code closure did not resolve:
+    computed at run time, or not in the image."""
+
+    requester: str
+    line: int
+    text: str
     why: str
 
 
@@ -118,11 +139,24 @@ class PackageRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MovedLinkRecord:
+    """A kept link of a package that has nothing else kept: that package
+    gets no record (a scanner would report its real package's CVEs twice);
+    the link is counted with the package of the file it resolves to."""
+
+    package: str  # the package that lists the link (name:arch)
+    path: str
+    target: str  # what it resolves to ("" when it does not)
+    recorded_under: str | None  # that file's package, or none
+
+
+@dataclass(frozen=True, kw_only=True)
 class PackagesReport:
     manager: PackageManager | None  # None: no package database was found
     distribution: str  # os-release's PRETTY_NAME, or ""
     records: bool  # whether the micro image carries their records
     kept: tuple[PackageRecord, ...]
+    links_only: tuple[MovedLinkRecord, ...] = ()  # packages with only links kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +171,8 @@ class StripReport:
     saved: int  # bytes
     stripped: tuple[StrippedRecord, ...]
     refused: tuple[DroppedRecord, ...]  # ELF files --strip could not handle, and why
-    protected: int  # ELF files left as they are because their bytes are verified
+    protected: int  # ELF files left as they are because their bytes are used as they are
+    protected_files: tuple[DroppedRecord, ...] = ()  # those files, and why
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +195,7 @@ class BuildReport:
     strip: StripReport | None = None
     init: InitChoice | None = None
     sbom: str | None = None  # the SBOM's path
+    unresolved: tuple[UnresolvedRecord, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +225,15 @@ def packages_report(kept: KeptPackages, records: bool) -> PackagesReport:
             )
             for item in kept.packages
         ),
+        links_only=tuple(
+            MovedLinkRecord(
+                package=moved.package,
+                path=printable(moved.path),
+                target=printable(moved.target),
+                recorded_under=moved.owner,
+            )
+            for moved in kept.moved_links
+        ),
     )
 
 
@@ -200,7 +245,8 @@ def strip_report(summary: StripSummary) -> StripReport:
             for s in summary.stripped
         ),
         refused=tuple(DroppedRecord(printable(r.path), r.why) for r in summary.refused),
-        protected=summary.protected,
+        protected=len(summary.protected),
+        protected_files=tuple(DroppedRecord(printable(p.path), p.why) for p in summary.protected),
     )
 
 
@@ -229,6 +275,7 @@ def build_report(
             gid=e.gid,
             why=e.reasons,
             link=printable(e.link) if e.link is not None else None,
+            detail=printable(e.detail) if e.detail else None,
         )
         for e in selection.entries
     )
@@ -254,6 +301,12 @@ def build_report(
         strip=made.strip,
         init=made.init,
         sbom=made.sbom,
+        unresolved=tuple(
+            UnresolvedRecord(
+                requester=printable(u.requester), line=u.line, text=printable(u.text), why=u.why
+            )
+            for u in selection.unresolved
+        ),
     )
 
 
@@ -294,8 +347,11 @@ def explain(report: BuildReport, path: str) -> Explanation:
         entry = by_path[path]
         lines = [f"{path}: kept ({entry.kind.value}, {human_size(entry.size)}, mode {entry.mode})"]
         lines += [f"  because {REASON_TEXT.get(why, why)}" for why in entry.why]
+        if entry.detail:
+            lines += [f"  from: {detail}" for detail in entry.detail.splitlines()]
         if entry.link is not None:
             lines.append(f"  it points to {entry.link}")
+        lines += unresolved_lines(report, path)
         return Explanation(True, tuple(lines))
     for dropped in report.dropped:
         if dropped.path == path:
@@ -312,12 +368,32 @@ def explain(report: BuildReport, path: str) -> Explanation:
         )
     below = [f.path for f in report.files if f.path.startswith(path + "/")]
     hint = f" ({len(below)} paths below it are kept)" if below else ""
-    return Explanation(
-        False,
-        (
-            f"{path}: not in the micro image{hint}",
-            "  the app did not open it during the trace, no kept ELF file needs it, "
-            "and no --include names it",
-            f"  to keep it: slim build ... --include {path}",
-        ),
-    )
+    lines = [
+        f"{path}: not in the micro image{hint}",
+        "  the app did not open it during the trace, no kept ELF file needs it, no kept "
+        "code names it, and no --include names it",
+    ]
+    computed = [u for u in report.unresolved if u.why == "computed"]
+    if computed:
+        lines.append(
+            f"  {len(computed)} imports of kept code are computed at run time and were not "
+            "resolved; the first:"
+        )
+        lines += [f"    {u.requester}:{u.line}: {u.text}" for u in computed[:MAX_EXPLAINED]]
+    lines.append(f"  to keep it: slim build ... --include {path}")
+    return Explanation(False, tuple(lines))
+
+
+MAX_EXPLAINED = 10
+
+
+def unresolved_lines(report: BuildReport, path: str) -> list[str]:
+    """What a kept file asks for that the code closure did not resolve."""
+    mine = [u for u in report.unresolved if u.requester == path]
+    if not mine:
+        return []
+    lines = [f"  names it asks for that were not resolved statically ({len(mine)}):"]
+    lines += [f"    line {u.line}: {u.text} ({u.why})" for u in mine[:MAX_EXPLAINED]]
+    if len(mine) > MAX_EXPLAINED:
+        lines.append(f"    ... and {len(mine) - MAX_EXPLAINED} more (the report lists them)")
+    return lines

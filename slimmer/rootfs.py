@@ -106,6 +106,16 @@ def basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+MAX_PATH_BYTES = 4096  # PATH_MAX
+
+
+def is_image_path(path: str) -> bool:
+    """A path that can name something in an image: absolute, without NUL,
+    at most PATH_MAX bytes. What comes from a container or a file is
+    checked with it before it is used."""
+    return path.startswith("/") and "\0" not in path and len(os.fsencode(path)) <= MAX_PATH_BYTES
+
+
 def printable(path: str) -> str:
     """An image path as text: undecodable bytes shown as \\xNN escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -314,3 +324,38 @@ class RootFS:
         with os.scandir(self.host_path(canonical)) as entries:
             found = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries]
         return sorted(found)
+
+
+def under(path: str, trees: Iterable[str]) -> bool:
+    """Whether a canonical path is one of the trees or inside one."""
+    return any(path == tree or path.startswith(tree + "/") for tree in trees)
+
+
+def walk(
+    fs: RootFS,
+    top: str = "/",
+    skipped: tuple[str, ...] = (),
+    descend: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under a canonical dir of the root, without following
+    links, leaving out the skipped trees; into the directories `descend`
+    accepts (all without it)."""
+    left_out = Trees.of(skipped)
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            names = fs.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = join(directory, name)
+            if path in left_out:
+                continue
+            try:
+                info = fs.lstat(path)
+            except OSError:
+                continue
+            yield path, info
+            if stat.S_ISDIR(info.st_mode) and (descend is None or descend(path)):
+                pending.append(path)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from slimmer import progress, wire
 from slimmer.bundle import Bundle
-from slimmer.enginetypes import VolumeMount, basename
+from slimmer.engine import FileTooLarge
+from slimmer.engineinfo import VolumeMount, basename
 from slimmer.errors import CommandNotRunnable, ExitCode, NotFound, SlimError
 from slimmer.protocol import (
     MAX_RESULT_BYTES,
@@ -237,7 +238,14 @@ class SensorContainer:
         awaiting = self.trace_written.is_set() and not self.ended.is_set()
         if not awaiting:  # let the log follower take the last lines (notes) first
             self.ended.wait(5)
-        data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
+        try:
+            data = self.engine.get_file(self.container, self.layout.result_path, MAX_RESULT_BYTES)
+        except FileTooLarge as exc:
+            raise SensorError(
+                f"the sensor's result is {exc.size / 2**20:.0f} MiB, more than slim reads "
+                f"({exc.limit / 2**20:.0f} MiB)",
+                "run with --debug for the container's output",
+            ) from None
         if data is None:
             last = self.notes[-1] if self.notes else "no message"
             raise SensorError(

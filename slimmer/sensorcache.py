@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from slimmer.bundle import Bundle
-from slimmer.enginetypes import ContainerRef, VolumeInfo, VolumeMount, basename
+from slimmer.engineinfo import ContainerRef, VolumeInfo, VolumeMount, basename
 from slimmer.errors import EngineError
 from slimmer.protocol import SensorLayout
 

@@ -371,21 +371,23 @@ ELF_MAGIC = b"\x7fELF"
 class StripPlan:
     """What --strip does to the kept files: the stripped result of each name
     of a stripped file (hard links share it), the ELF files strip_elf
-    refused and why, and how many were left alone as protected."""
+    refused and why, and those left alone as protected and why."""
 
     results: dict[str, StripResult]
     refused: tuple[tuple[str, str], ...]
-    protected: int
+    protected: tuple[tuple[str, str], ...]  # (path, why) of the files left alone
 
     def new_size(self, path: str, size: int) -> int:
         result = self.results.get(path)
         return result.new_size if result is not None else size
 
 
-def plan_strip(fs: RootFS, paths: Sequence[str], protected: Callable[[str], bool]) -> StripPlan:
+def plan_strip(
+    fs: RootFS, paths: Sequence[str], protected: Callable[[str], str | None]
+) -> StripPlan:
     """Plan the stripping of the regular files at `paths` (canonical paths
-    of a RootFS). A file is protected when `protected` says so for any of
-    its names. Files are mapped, not read into memory."""
+    of a RootFS). A file is protected when `protected` gives a reason for
+    any of its names. Files are mapped, not read into memory."""
     names: dict[tuple[int, int], list[str]] = {}
     for path in paths:
         try:
@@ -396,7 +398,7 @@ def plan_strip(fs: RootFS, paths: Sequence[str], protected: Callable[[str], bool
             names.setdefault((info.st_dev, info.st_ino), []).append(path)
     results: dict[str, StripResult] = {}
     refused: list[tuple[str, str]] = []
-    protected_count = 0
+    left: list[tuple[str, str]] = []
     for same in names.values():
         first = same[0]
         try:
@@ -406,15 +408,16 @@ def plan_strip(fs: RootFS, paths: Sequence[str], protected: Callable[[str], bool
         with os.fdopen(fd, "rb") as handle:
             if handle.read(len(ELF_MAGIC)) != ELF_MAGIC:
                 continue
-            if any(protected(name) for name in same):
-                protected_count += 1
+            why = next((reason for name in same if (reason := protected(name))), None)
+            if why is not None:
+                left.append((first, why))
                 continue
             result = _strip_mapped(handle)
         if result.outcome is StripOutcome.STRIPPED:
             results.update(dict.fromkeys(same, result))
         elif result.outcome is StripOutcome.REFUSED:
             refused.append((first, result.reason))
-    return StripPlan(results, tuple(refused), protected_count)
+    return StripPlan(results, tuple(refused), tuple(left))
 
 
 def _strip_mapped(handle: BinaryIO) -> StripResult:

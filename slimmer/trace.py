@@ -9,11 +9,9 @@ trace again.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
-import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any, ClassVar, Literal
 
 from slimmer import __version__, wire
 from slimmer.errors import ExitCode, SlimError
-from slimmer.rootfs import Kind
+from slimmer.rootfs import Kind, is_image_path
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 TRACE_SCHEMA = "slim.trace/2"
 DEFAULT_STOP_SIGNAL = "SIGTERM"
@@ -87,6 +86,10 @@ class SyscallReport:
     dropped: int = 0  # lookups not kept because the log was full
     unresolved: int = 0  # names unreadable, or relative with no readable directory
     unobserved_programs: tuple[str, ...] = ()  # ran in an ABI that is not traced
+    # seccomp filters the app installed that may send calls to a tracer of its
+    # own (SECCOMP_RET_TRACE): the sensor's filter outranks them on the calls
+    # it holds, so that tracer did not hear of those (docs/syscalls.md)
+    app_trace_filters: int = 0
 
 
 GONE = "gone"  # the kind of a traced path that no longer existed at the end
@@ -268,20 +271,34 @@ def _expected(label: str, expect_failure: bool) -> str:
     return EXPECT_FAILURE + label if expect_failure else label
 
 
+class Discovery(StrEnum):
+    """Who named an HTTP probe: the user, a crawl of the app's pages, or an
+    OpenAPI document."""
+
+    GIVEN = "given"
+    CRAWL = "crawl"
+    OPENAPI = "openapi"
+
+
 @dataclass(frozen=True)
 class HttpProbe:
     """An HTTP request; port None means each exposed TCP port. It succeeds
     when the app answers with a status below 500; `expect_failure` (`!` in
-    front of it) expects no answer or a 5xx."""
+    front of it) expects no answer or a 5xx. A probe slim found itself
+    (a crawled link, an OpenAPI route) needs an answer, whatever its status:
+    the app decides what that route answers, and verify compares it."""
 
     KIND: ClassVar[str] = "http"
     method: str
     path: str
     port: int | None = None
     expect_failure: bool = False
+    found_by: Discovery = Discovery.GIVEN
 
     def label(self) -> str:
         text = f"{self.method} {self.path}" + (f" :{self.port}" if self.port is not None else "")
+        if self.found_by is not Discovery.GIVEN:
+            text += f" ({self.found_by.value})"
         return _expected(text, self.expect_failure)
 
 
@@ -405,6 +422,8 @@ def answer_succeeded(probe: Probe, answer: Answer) -> bool:
     """Whether the app did what the probe asked: an HTTP status below 500,
     a command that exited 0."""
     if isinstance(probe, HttpProbe):
+        if probe.found_by is not Discovery.GIVEN:
+            return isinstance(answer, HttpAnswer)
         return isinstance(answer, HttpAnswer) and answer.status < SERVER_ERROR
     return isinstance(answer, CommandAnswer) and answer.exit_code == 0
 
@@ -461,16 +480,24 @@ class Trace:
                 f"not a {TRACE_SCHEMA} trace (schema: {found!r})", "make a new one with slim trace"
             )
         try:
-            return wire.decode(cls, data)
+            trace = wire.decode(cls, data)
         except wire.WireError as exc:
             raise TraceError(
                 f"malformed trace: {exc.message}", "make a new one with slim trace"
             ) from None
+        problem = trace_problem(trace)
+        if problem is not None:
+            raise TraceError(f"malformed trace: {problem}", "make a new one with slim trace")
+        return trace
 
     def save(self, path: Path) -> None:
-        """Write atomically, through a private temporary file beside it, so
-        two slim runs never see each other's half-written traces."""
-        write_atomically(path, self.to_json())
+        """Write it as slim writes every output (slimmer.outputs): a regular
+        file is replaced whole, atomically, so two slim runs never see each
+        other's half-written traces; a link is followed; a FIFO is written
+        into."""
+        from slimmer.outputs import write_output  # host only: the sensor imports this module
+
+        write_output(path, self.to_json().encode("ascii"), "the trace")
 
     @classmethod
     def load(cls, path: Path) -> Trace:
@@ -481,16 +508,64 @@ class Trace:
         return cls.from_json(data)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# What an HTTP request line can carry: a method is a token (RFC 9110), a
+# target has no space or control character (nothing a request line could
+# be split at); http.client refuses the rest with a traceback.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+def http_probe_problem(probe: HttpProbe) -> str | None:
+    """Why an HTTP probe cannot be sent as it is, or None."""
+    if not HTTP_TOKEN.fullmatch(probe.method):
+        return f"the HTTP method {probe.method[:40]!r} is not a token"
+    if not probe.path.startswith("/") or TARGET_FORBIDDEN.search(probe.path):
+        return f"the HTTP path {probe.path[:80]!r} has a space or a control character"
+    if probe.port is not None and not 0 < probe.port < 65536:
+        return f"the port {probe.port} is not a TCP port"
+    return None
+
+
+def trace_problem(trace: Trace) -> str | None:
+    """What the types of a trace cannot say, checked when it is read (a
+    trace file is untrusted): its paths name paths of an image, its command
+    has no NUL, its user is one the kernel can take, its HTTP probes can be
+    sent. None when it is sound."""
+    for index, traced in enumerate(trace.files):
+        if not is_image_path(traced.path):
+            return f"files[{index}]: {traced.path[:80]!r} is not an absolute path of the image"
+    for index, lookup in enumerate(trace.lookups):
+        if not is_image_path(lookup.path):
+            return f"lookups[{index}]: {lookup.path[:80]!r} is not an absolute path of the image"
+    if any("\0" in part for part in trace.command):
+        return "the command holds a NUL"
     try:
-        with os.fdopen(handle, "w", encoding="ascii") as out:
-            out.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+        parse_user_spec(trace.user)
+    except UserSpecError as exc:
+        return f"user {trace.user[:40]!r}: {exc}"
+    for index, result in enumerate(trace.probes):
+        problem = probe_problem(result.probe)
+        if problem is not None:
+            return f"probes[{index}]: {problem}"
+    return None
+
+
+def probe_problem(probe: Probe) -> str | None:
+    """Why a probe read from a trace cannot be run as it is, or None: an
+    HTTP probe that cannot be sent, a command without a program (an empty
+    argv reached the engine as an exec it refused) or with a NUL, a port
+    that is not a TCP port."""
+    if isinstance(probe, HttpProbe):
+        return http_probe_problem(probe)
+    if isinstance(probe, HostProbe):
+        if not probe.command.strip() or "\0" in probe.command:
+            return "the host probe's command is empty or holds a NUL"
+    elif not probe.argv or not probe.argv[0] or any("\0" in part for part in probe.argv):
+        return f"the {probe.KIND} probe's command is empty or holds a NUL"
+    port = getattr(probe, "port", None)
+    if port is not None and not 0 < port < 65536:
+        return f"the port {port} is not a TCP port"
+    return None
 
 
 def file_safe(name: str) -> str:

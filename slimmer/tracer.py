@@ -27,6 +27,7 @@ from slimmer.trace import (
     TraceStatus,
     command_line,
 )
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 if TYPE_CHECKING:
     from slimmer.engine import Engine
@@ -130,6 +131,12 @@ def tracing(
         )
     stop_signal = options.stop_signal or config.stop_signal_number()
     user = options.user if options.user is not None else config.user
+    try:
+        parse_user_spec(user)  # before any container: the sensor could not switch to it
+    except UserSpecError as exc:
+        raise SlimError(
+            f"cannot run the app as {user!r}: {exc}", "give another one with --user USER[:GROUP]"
+        ) from None
     job = TraceJob(
         argv=tuple(argv),
         env=config.env_dict(),
@@ -210,10 +217,11 @@ def tracing(
 
         if result.overflow:
             problems.append("the inotify queue overflowed: some accesses were not recorded")
+        budget = f"the trace's paths reached their limit ({job.path_bytes // 2**20} MiB)"
         if result.syscalls.dropped:
-            problems.append(
-                f"the syscall log was full: {result.syscalls.dropped} lookups were not recorded"
-            )
+            problems.append(f"{budget}: {result.syscalls.dropped} lookups were not recorded")
+        if result.files_dropped:
+            problems.append(f"{budget}: {result.files_dropped} files were not recorded")
         status = TraceStatus.COMPLETE
         if problems:
             status = TraceStatus.PARTIAL
@@ -255,6 +263,14 @@ def tracing(
             raise failure
         for problem in trace.problems:
             log.warning("the trace is %s: %s (build needs --force)", trace.status.value, problem)
+        if result.syscalls.app_trace_filters:
+            log.warning(
+                "the app installed %d seccomp filter(s) that send calls to a tracer of its own "
+                "(SECCOMP_RET_TRACE): under slim's syscall layer that tracer does not hear of "
+                "the path calls slim holds, so the app may behave otherwise than untraced; "
+                "trace it with --no-syscalls",
+                result.syscalls.app_trace_filters,
+            )
         if options.syscalls and not result.syscalls.observed:
             log.warning(
                 "syscall tracing was not possible here (%s): paths the app only looked up "

@@ -26,7 +26,7 @@ import enum
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -505,6 +505,32 @@ def dumps(value: Any, *, indent: int | None = 1) -> str:
     """JSON text of a dataclass: keys in field order, ASCII only (surrogate
     escapes survive), a newline at the end."""
     return json.dumps(encode(value), indent=indent, ensure_ascii=True) + "\n"
+
+
+def dump_chunks(value: Any) -> Iterator[str]:
+    """`dumps(value, indent=None)` in pieces, for writing a large value
+    without its whole text in memory: every list item and scalar is encoded
+    alone (by json's C encoder), objects and lists are written around them."""
+    yield from _chunks(encode(value))
+    yield "\n"
+
+
+def _chunks(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        yield "{"
+        for position, (key, item) in enumerate(data.items()):
+            yield (", " if position else "") + json.dumps(key, ensure_ascii=True) + ": "
+            yield from _chunks(item)
+        yield "}"
+    elif isinstance(data, list):
+        yield "["
+        for position, item in enumerate(data):
+            if position:
+                yield ", "
+            yield json.dumps(item, ensure_ascii=True)
+        yield "]"
+    else:
+        yield json.dumps(data, ensure_ascii=True)
 
 
 # -- JSON Schema --------------------------------------------------------------

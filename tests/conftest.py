@@ -27,6 +27,13 @@ SESSION_PREFIX = f"t{uuid.uuid4().hex[:8]}-"
 os.environ["SLIM_RUN_PREFIX"] = SESSION_PREFIX
 
 
+def session_tag(name: str) -> str:
+    """An image name of this session's own ("verify:good" ->
+    "slim-test-t1a2b3c4d-verify:good"): two test sessions on one engine
+    never build over, or remove, each other's images."""
+    return f"slim-test-{SESSION_PREFIX}{name}"
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     try:

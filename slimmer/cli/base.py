@@ -20,7 +20,9 @@ import click
 
 from slimmer import progress
 from slimmer.endpoint import choose_endpoint
-from slimmer.errors import ExitCode, NotFound, SlimError, Terminated, UsageError
+from slimmer.errors import ExitCode, SlimError, Terminated
+from slimmer.outputs import check_output
+from slimmer.terminal import visible
 
 if TYPE_CHECKING:
     from slimmer.engine import Engine
@@ -50,6 +52,19 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
             display.interrupt(lambda: super(CurrentStderr, self).emit(record))
         else:
             super().emit(record)
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines as a terminal shows them safely (slimmer.terminal): the
+    app's output and everything else from a container is in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """A line of text output, with control characters made visible."""
+    click.echo(visible(text), err=err)
 
 
 GLOBAL_OPTIONS = ("-q", "--quiet", "--debug", "-H", "--host", "--context", "--published-host")
@@ -145,21 +160,9 @@ RATIO = NonNegative("times")
 
 def output_file(path: Path, option: str) -> Path:
     """Check, before anything runs, that the file an option names can be
-    written: its directory exists and is writable, it is not a directory."""
-    directory = path.parent
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a directory", "give the path of a file")
-    if not directory.is_dir():
-        raise NotFound(
-            f"{option} {path}: the directory {directory} does not exist",
-            "create it first, or choose another path",
-        )
-    if not os.access(directory, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.W_OK)
-    ):
-        raise UsageError(
-            f"{option} {path} cannot be written", "choose a path in a directory you can write to"
-        )
+    written (slimmer.outputs: its directory exists and slim can make a file
+    there, or it is a FIFO or device slim can write into)."""
+    check_output(path, option)
     return path
 
 
@@ -172,7 +175,7 @@ def quiet() -> bool:
 def summary(line: str) -> None:
     """A line of a command's summary, on stderr, unless -q."""
     if not quiet():
-        click.echo(line, err=True)
+        echo(line, err=True)
 
 
 def setup_progress(quiet: bool) -> None:
@@ -192,15 +195,15 @@ def setup_logging(debug: bool, quiet: bool) -> None:
     logger = logging.getLogger(LOGGER)
     if not any(isinstance(h, CurrentStderr) for h in logger.handlers):
         handler = CurrentStderr()
-        handler.setFormatter(logging.Formatter("slim: %(message)s"))
+        handler.setFormatter(VisibleFormatter("slim: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
 
 
 def fail(message: str, hint: str | None, code: int) -> None:
-    click.echo(f"slim: error: {message}", err=True)
+    echo(f"slim: error: {message}", err=True)
     if hint:
-        click.echo(f"slim: hint: {hint}", err=True)
+        echo(f"slim: hint: {hint}", err=True)
     sys.exit(code)
 
 

@@ -52,6 +52,10 @@ def build_command(image: str, options: BuildOptions) -> None:
             f"{human_size(result.micro_size or 0)} ({ratio:.0f}x smaller, "
             f"{layers} layer{'s' if layers != 1 else ''})"
         )
+    for digest in result.digests:
+        summary(f"pushed: {digest}")
+    for output in options.outputs:
+        summary(f"written: {output.describe()}")
     if result.report.strip is not None:
         summary(f"--strip: {human_size(result.report.strip.saved)} less")
     summary(f"report: {result.report_path}")
@@ -59,3 +63,5 @@ def build_command(image: str, options: BuildOptions) -> None:
         summary(f"sbom: {result.report.sbom}")
     if outcome.verified is not None:
         report_verified(outcome.verified, show_all=False)
+    if result.micro_id:
+        click.echo(result.micro_id)  # the one line on stdout, as docker build -q prints

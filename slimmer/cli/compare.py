@@ -9,6 +9,7 @@ from slimmer.cli.base import (
     SlimCommand,
     connect,
     default_cache_dir,
+    echo,
     exit_with,
     handles_errors,
 )
@@ -54,8 +55,8 @@ def compare(
     with connect() as engine:
         rows = figures(engine, list(images), default_cache_dir(), count_files=not no_files)
     failures = check_gates(rows, limit, min_ratio)
-    click.echo(render(rows, output, failures))
+    echo(render(rows, output, failures))
     if failures:
         for failure in failures:
-            click.echo(f"slim: gate failed: {failure}", err=True)
+            echo(f"slim: gate failed: {failure}", err=True)
         exit_with(ExitCode.FAILURE)

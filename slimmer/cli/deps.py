@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from slimmer import wire
-from slimmer.cli.base import SlimCommand, connect, default_cache_dir, exit_with, handles_errors
+from slimmer.cli.base import (
+    SlimCommand,
+    connect,
+    default_cache_dir,
+    echo,
+    exit_with,
+    handles_errors,
+)
 from slimmer.errors import ExitCode
 
 
@@ -109,8 +116,8 @@ def deps(
         click.echo(wire.dumps(report, indent=2), nl=False)
     else:
         for line in outcome.tree:
-            click.echo(line)
+            echo(line)
         for skipped in report.skipped:
-            click.echo(f"{skipped.path}: skipped ({skipped.reason})")
+            echo(f"{skipped.path}: skipped ({skipped.reason})")
     if report.missing:
         exit_with(ExitCode.FAILURE)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from slimmer.cli.base import SlimCommand, exit_with, handles_errors
+from slimmer.cli.base import SlimCommand, echo, exit_with, handles_errors
 from slimmer.errors import ExitCode
 
 
@@ -21,6 +21,6 @@ def explain(report: Path, path: str) -> None:
 
     answer = explain_path(load_report(report), path)
     for line in answer.lines:
-        click.echo(line)
+        echo(line)
     if not answer.kept:
         exit_with(ExitCode.FAILURE)

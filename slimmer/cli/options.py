@@ -8,6 +8,7 @@ from their values; the command receives only the object."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -17,14 +18,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from slimmer.cli.base import SECONDS, host_env, output_file
+from slimmer.datasets import DATA_SET_NAMES
+from slimmer.delivery import parse_output
+from slimmer.discovery import CrawlLimits, load_openapi, openapi_routes
 from slimmer.errors import NotFound, UsageError
+from slimmer.userspec import UserSpecError, parse_user_spec
 
 if TYPE_CHECKING:  # the flows' modules load when a command runs, not for --help
     from slimmer.builder import BuildOptions
     from slimmer.probes import ProbeRequest
+    from slimmer.trace import HttpProbe
     from slimmer.tracer import TraceOptions
     from slimmer.verify import VerifyRequest
 
+# slimmer.sbom.SbomFormat's values: the SBOM's code (and pyelftools, through
+# slimmer.context) loads when a build runs, not for --help (tests/unit/
+# test_startup checks both agree).
+SBOM_FORMATS = ("cyclonedx", "spdx")
+
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
 
@@ -82,6 +94,8 @@ def _probe_request(
     ready_timeout: float,
     default_get: bool,
     healthcheck: bool,
+    openapi: Path | None = None,
+    crawl: CrawlLimits | None = None,
 ) -> ProbeRequest:
     from slimmer.probes import (
         ProbeRequest,
@@ -92,14 +106,36 @@ def _probe_request(
     )
 
     return ProbeRequest(
-        http=tuple(parse_http_probe(p) for p in http_probes),
+        http=(*(parse_http_probe(p) for p in http_probes), *openapi_probes(openapi)),
         execs=tuple(parse_exec_probe(p) for p in exec_probes),
         clients=tuple(parse_client_probe(p, probe_port) for p in client_probes),
         hosts=tuple(parse_host_probe(p, probe_port) for p in host_probes),
         default_get=default_get,
         healthcheck=healthcheck,
+        crawl=crawl,
         ready_timeout=ready_timeout,
         host_env=host_env(),
+    )
+
+
+def openapi_probes(path: Path | None) -> tuple[HttpProbe, ...]:
+    """GET probes of every route an OpenAPI document names (those it gives
+    no value for a parameter are said, not guessed)."""
+    from slimmer.trace import Discovery, HttpProbe
+
+    if path is None:
+        return ()
+    try:
+        document = load_openapi(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise NotFound(f"cannot read --openapi {path}: {exc.strerror}") from None
+    routes = openapi_routes(document)
+    for route, why in routes.skipped:
+        log.warning("--openapi: GET %s is not probed: %s", route, why)
+    if not routes.paths:
+        raise UsageError(f"--openapi {path} names no GET route slim can request")
+    return tuple(
+        HttpProbe("GET", route, None, found_by=Discovery.OPENAPI) for route in routes.paths
     )
 
 
@@ -162,17 +198,35 @@ def _make_trace_options(
     entrypoint: str | None,
     quiet_app: bool,
     no_syscalls: bool,
+    no_crawl: bool,
+    crawl_pages: int,
+    crawl_depth: int,
+    crawl_seconds: float,
+    openapi: Path | None,
     command: tuple[str, ...],
     **probe_values: Any,
 ) -> TraceOptions:
     from slimmer.trace import parse_signal
     from slimmer.tracer import TraceOptions
 
+    if user is not None:
+        try:
+            parse_user_spec(user)
+        except UserSpecError as exc:
+            raise UsageError(f"--user {user!r}: {exc}", "give USER[:GROUP], names or ids") from None
     return TraceOptions(
         cmd=list(command) or None,
         entrypoint=_split_entrypoint(entrypoint),
         user=user,
-        probes=_probe_request(**probe_values, default_get=not no_default_probe, healthcheck=True),
+        probes=_probe_request(
+            **probe_values,
+            default_get=not no_default_probe,
+            healthcheck=True,
+            openapi=openapi,
+            crawl=None
+            if no_crawl or crawl_pages == 0
+            else CrawlLimits(pages=crawl_pages, depth=crawl_depth, seconds=crawl_seconds),
+        ),
         duration=duration,
         until_exit=until_exit,
         expect_exit=expect_exit,
@@ -192,6 +246,20 @@ trace_options = option_group(
                         f"({EXPECT_NOTE}: no answer or a 5xx); repeatable (default: GET / on "
                         "each exposed TCP port).", "traced too"),
         click.option("--no-default-probe", is_flag=True, help="Do not send the default GET /."),
+        click.option("--no-crawl", is_flag=True,
+                     help="Do not follow the links of the app's HTML answers."),
+        click.option("--crawl-pages", type=click.IntRange(0, 100_000), default=50,
+                     show_default=True, metavar="N",
+                     help="Request at most N pages found by following same-origin links of "
+                     "HTML answers (href, src, directory listings); 0: no crawl."),
+        click.option("--crawl-depth", type=click.IntRange(1, 100), default=3, show_default=True,
+                     metavar="D", help="Follow links at most D pages deep from a probed page."),
+        click.option("--crawl-seconds", type=SECONDS, default=15.0, show_default=True,
+                     metavar="S", help="Stop crawling after S seconds."),
+        click.option("--openapi", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     metavar="FILE",
+                     help="Probe every GET route of this OpenAPI 3 / Swagger 2 document (JSON or "
+                     "YAML), on each exposed port; parameters from its examples."),
         click.option("--duration", type=SECONDS, default=0.0, metavar="S",
                      help="Keep tracing S seconds after the probes."),
         click.option("--stop-timeout", type=SECONDS, default=10.0, show_default=True,
@@ -272,22 +340,31 @@ def _make_build_options(
     force: bool,
     run_verify: bool,
     no_app_content: bool,
+    no_program_siblings: bool,
+    no_code_closure: bool,
+    no_keep_data: tuple[str, ...],
     layers: bool,
     no_package_records: bool,
     strip: bool,
     strip_except: tuple[str, ...],
     init: bool,
     sbom_path: Path | None,
+    sbom_format: str,
     labels: tuple[str, ...],
     platform: str | None,
+    push: bool,
+    outputs: tuple[str, ...],
+    iidfile: Path | None,
     trace_options: TraceOptions,
 ) -> BuildOptions:
     from slimmer.builder import BuildOptions, SavedTrace
+    from slimmer.sbom import SbomFormat
 
     for path, option in (
         (context_only, "--context-only"),
         (report_path, "--report"),
         (sbom_path, "--sbom"),
+        (iidfile, "--iidfile"),
     ):
         if path is not None:
             output_file(path, option)
@@ -303,6 +380,9 @@ def _make_build_options(
         report=report_path,
         force=force,
         app_content=not no_app_content,
+        program_siblings=not no_program_siblings,
+        code_closure=not no_code_closure,
+        keep_data=kept_data_sets(no_keep_data),
         traces=tuple(SavedTrace.load(path) for path in trace_files),
         retrace=retrace,
         trace=trace_options,
@@ -313,9 +393,20 @@ def _make_build_options(
         strip_except=strip_except,
         init=init,
         sbom=sbom_path,
+        sbom_format=SbomFormat(sbom_format),
         labels=parse_labels(labels),
         platform=platform,
+        push=push,
+        outputs=tuple(parse_output(text) for text in outputs),
+        iidfile=iidfile,
     )
+
+
+def kept_data_sets(left_out: tuple[str, ...]) -> tuple[str, ...]:
+    """The keyed data sets to keep: all but those --no-keep-data names."""
+    if "all" in left_out:
+        return ()
+    return tuple(name for name in DATA_SET_NAMES if name not in left_out)
 
 
 def parse_labels(given: tuple[str, ...]) -> dict[str, str]:
@@ -361,8 +452,18 @@ build_options = option_group(
         click.option("--force", is_flag=True,
                      help="Use traces of another image id, or incomplete ones."),
         click.option("--no-app-content", is_flag=True,
-                     help="Do not keep the other files of the app's own directories it read a "
-                     "data file from (those no OS package owns)."),
+                     help="Do not keep the app's own files (those no OS package owns) beside "
+                     "and below the folders it read a data file from."),
+        click.option("--no-program-siblings", is_flag=True,
+                     help="Do not keep the other programs of a folder of programs (a CGI dir) "
+                     "the app ran one from."),
+        click.option("--no-code-closure", is_flag=True,
+                     help="Do not keep what the kept interpreted code imports, requires, "
+                     "includes or runs (Python, Perl, Ruby, Node, PHP, shell)."),
+        click.option("--no-keep-data", multiple=True, metavar="NAME",
+                     type=click.Choice([*DATA_SET_NAMES, "all"]),
+                     help="Do not keep the whole data set NAME when the app read one member "
+                     f"({', '.join(DATA_SET_NAMES)}, or all); repeatable."),
         click.option("--verify", "run_verify", is_flag=True,
                      help="Run slim verify on the fat and the micro image right after "
                      "building."),
@@ -386,11 +487,23 @@ build_options = option_group(
                      "PyPI wheel (glibc images)."),
         click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
                      default=None,
-                     help="Where to write the SBOM, CycloneDX 1.5 JSON "
-                     "(default .slim/<tag>.sbom.json)."),
+                     help="Where to write the SBOM (default .slim/<tag>.sbom.json, "
+                     ".slim/<tag>.spdx.json for SPDX)."),
+        click.option("--sbom-format", type=click.Choice(SBOM_FORMATS),
+                     default=SBOM_FORMATS[0], show_default=True,
+                     help="The SBOM's format: CycloneDX 1.5 or SPDX 2.3, JSON."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                      help="Add a label to the micro image (as docker build --label); "
                      "repeatable. The fat image's labels are kept anyway."),
+        click.option("--push", is_flag=True,
+                     help="Push every -t to its registry after the build, with the engine's "
+                     "credentials (docker login); the report and SBOM get the digests."),
+        click.option("--output", "outputs", multiple=True, metavar="KIND:PATH",
+                     help="Also write the image without a registry: oci:DIR (an OCI image "
+                     "layout; skopeo, podman) or docker-archive:FILE (docker load, podman "
+                     "load); repeatable."),
+        click.option("--iidfile", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="Write the micro image's id to this file."),
         click.option("--platform", default=None, metavar="OS/ARCH",
                      help="The micro image's platform, as docker build --platform: only the "
                      "engine's own is possible (slim runs the app there)."),

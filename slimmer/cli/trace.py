@@ -11,6 +11,7 @@ from slimmer.cli.base import (
     SlimCommand,
     connect,
     default_cache_dir,
+    echo,
     handles_errors,
     output_file,
     summary,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 
 def print_trace_summary(trace: Trace, path: Path) -> None:
+    from slimmer.trace import Discovery, HttpProbe
+
     created = sum(1 for f in trace.files if f.created)
     status = trace.exit_status
     exit_text = "?" if status is None else str(status)
@@ -41,8 +44,16 @@ def print_trace_summary(trace: Trace, path: Path) -> None:
         summary(f"  no syscall observation: {trace.syscalls.reason}")
     times = ", ".join(f"{k} {v:.1f}s" for k, v in trace.seconds.items())
     summary(f"  app exit {exit_text}; {times}")
+    crawled: dict[str, int] = {}
     for probe in trace.probes:
+        if isinstance(probe.probe, HttpProbe) and probe.probe.found_by is Discovery.CRAWL:
+            outcome = probe.answer.outcome()
+            crawled[outcome] = crawled.get(outcome, 0) + 1
+            continue
         summary(f"  probe {probe.probe.label()}: {probe.answer.outcome()}")
+    if crawled:
+        counts = ", ".join(f"{outcome} x{count}" for outcome, count in sorted(crawled.items()))
+        summary(f"  crawl: {sum(crawled.values())} pages ({counts})")
 
 
 @click.command(cls=SlimCommand)
@@ -79,7 +90,7 @@ def trace(image: str, output: Path | None, trace_options: TraceOptions) -> None:
         except AppFailed as exc:
             if exc.trace is not None:
                 exc.trace.save(path)
-                click.echo(f"slim: the trace was saved to {path}", err=True)
+                echo(f"slim: the trace was saved to {path}", err=True)
             raise
     result.save(path)
     print_trace_summary(result, path)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from slimmer import wire
-from slimmer.cli.base import SlimCommand, connect, handles_errors, summary
+from slimmer.cli.base import SlimCommand, connect, echo, handles_errors, summary
 from slimmer.cli.options import format_option, verify_options
 
 if TYPE_CHECKING:
@@ -28,15 +28,15 @@ def report_verified(outcome: VerifyOutcome, show_all: bool, output: str = "text"
     if output == "json":
         click.echo(wire.dumps(outcome), nl=False)
     elif output == "markdown":
-        click.echo("\n".join(render_markdown(outcome, show_all)))
+        echo("\n".join(render_markdown(outcome, show_all)))
     else:
         for line in render_checks(list(outcome.checks), outcome.fat, outcome.micro, show_all):
-            click.echo(line)
+            echo(line)
     for note in outcome.notes:
-        click.echo(f"slim: {note}", err=True)
+        echo(f"slim: {note}", err=True)
     differ = outcome.differing()
     for check in differ:
-        click.echo(
+        echo(
             f"slim: check failed: {check.probe} {check.aspect}: {outcome.fat} {check.fat}, "
             f"{outcome.micro} {check.micro}",
             err=True,

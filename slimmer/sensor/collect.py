@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from slimmer.components import app_components
 from slimmer.context import write_rootfs_tar
-from slimmer.fileset import Entry, Selection, mount_points, select_files
+from slimmer.elf import ElfIdent, read_ident
+from slimmer.errors import PathError
+from slimmer.fileset import Entry, Selection, SelectionRequest, mount_points, select_files
+from slimmer.loader import Loader
 from slimmer.packages import RELEASE_FILES, KeptPackages, PackageDB, read_package_db
 from slimmer.pid1 import (
     NO_WHEEL,
@@ -25,6 +29,7 @@ from slimmer.pid1 import (
     InitProblem,
     InitSource,
     choose_init,
+    closure_problem,
     parse_init,
 )
 from slimmer.protocol import (
@@ -41,6 +46,7 @@ from slimmer.protocol import (
 )
 from slimmer.rootfs import Kind, RootFS, parents
 from slimmer.strip import StripPlan, plan_strip
+from slimmer.trace import Access, PathAction
 
 MAX_WHEEL_BYTES = 16 * 1024 * 1024
 
@@ -89,9 +95,14 @@ def collect_files(
     clock.lap("packages")
     plan = None
     if job.strip is not None:
-        plan = plan_strip(fs, regular_files(selection), protection(kept, job.strip))
+        protected = protection(kept, job.strip, read_as_data(fs, job.selection))
+        plan = plan_strip(fs, regular_files(selection), protected)
         selection = with_sizes(selection, plan)
         clock.lap("strip")
+    components = app_components(
+        fs, regular_files(selection), kept.owner_map() if kept.manager else set()
+    )
+    clock.lap("components")
     total = sum(entry.size for entry in selection.entries if entry.kind is Kind.FILE)
     with open(layout.output_tar, "wb") as out:
         write_rootfs_tar(fs, selection, out, plan, progress(total) if progress else None)
@@ -101,6 +112,7 @@ def collect_files(
         packages=kept,
         strip=summary(plan) if plan is not None else None,
         init=init,
+        components=components,
         seconds=clock.seconds,
     )
 
@@ -138,15 +150,32 @@ def prepare_init(fs: RootFS, job: CollectJob, layout: SensorLayout) -> InitChoic
         with open(layout.init_binary, "rb") as handle:
             data = handle.read(MAX_WHEEL_BYTES + 1)
         wheel = parse_init(data, "the dumb-init wheel's binary")
-    env = job.selection.env
-    chosen = choose_init(fs, env, job.selection.workdir, wheel)
+    env, workdir = job.selection.env, job.selection.workdir
+    chosen = choose_init(fs, env, workdir, wheel, running_machine())
     if isinstance(chosen, InitProblem):
         return Refused(chosen.reason, "build without --init, or add tini or dumb-init to the image")
     if chosen.source is InitSource.WHEEL:
         problem = place_file(fs, WHEEL_INIT_PATH, data, job.selection.engine_mtime or 0)
         if problem is not None:
             return problem
+        missing = closure_problem(fs, WHEEL_INIT_PATH, env, workdir)
+        if missing is not None:
+            return Refused(
+                f"--init: dumb-init from the wheel cannot run in the image: {missing.reason}",
+                "build without --init, or add tini or dumb-init to the image",
+            )
     return chosen
+
+
+def running_machine() -> ElfIdent | None:
+    """The ELF class, byte order and machine of this process's own program:
+    what the engine runs here (slim does not emulate)."""
+    try:
+        with open("/proc/self/exe", "rb") as handle:
+            ident = read_ident(handle.read(64))
+    except OSError:
+        return None
+    return ident if isinstance(ident, ElfIdent) else None
 
 
 def place_file(fs: RootFS, path: str, data: bytes, mtime: int) -> Refused | None:
@@ -194,19 +223,75 @@ def regular_files(selection: Selection) -> list[str]:
     return [entry.path for entry in selection.entries if entry.kind is Kind.FILE]
 
 
-def protection(kept: KeptPackages, job: StripJob) -> Callable[[str], bool]:
-    """A file is protected when a package record gives its digest (the
-    records must stay true; scanners and `dpkg --verify` check them) or a
-    --strip-except glob matches it."""
+def protection(
+    kept: KeptPackages, job: StripJob, read_by_app: frozenset[str] = frozenset()
+) -> Callable[[str], str | None]:
+    """Why a file is left as it is, or None: a package record gives its
+    digest (the records must stay true; scanners and `dpkg --verify` check
+    them), the app read it as data (`read_by_app`: its bytes may be
+    checked), or a --strip-except glob matches it."""
     verified = {
-        record.path for item in kept.packages for record in item.kept_files if record.digest
+        record.path: item.package.name
+        for item in kept.packages
+        for record in item.kept_files
+        if record.digest
     }
     globs = job.protect
 
-    def protected(path: str) -> bool:
-        return path in verified or any(fnmatch.fnmatchcase(path, glob) for glob in globs)
+    def protected(path: str) -> str | None:
+        if path in verified:
+            return f"the package record of {verified[path]} has its digest"
+        if path in read_by_app:
+            return "the app read it, and no program that ran loads it: its bytes may be checked"
+        glob = next((glob for glob in globs if fnmatch.fnmatchcase(path, glob)), None)
+        return f"--strip-except {glob}" if glob is not None else None
 
     return protected
+
+
+def read_as_data(fs: RootFS, request: SelectionRequest) -> frozenset[str]:
+    """The files the trace shows opened or read that the loading of the
+    programs that ran does not explain: what the app read as data.
+
+    inotify sees ld.so read a library's first bytes exactly as it sees an
+    app read the whole file (OPEN and ACCESS both), and the kernel's exec
+    reads the program too. So a read is the loader's when the file was
+    executed (its /proc/N/exe, or an exec seen at the system call), or is
+    in the link map slimmer.loader computes for the executed programs
+    (their interpreters, the libraries they need, what libc loads itself:
+    NSS modules, libgcc_s, gconv modules); any other read is the app's.
+    A library dlopen'ed by name (a plugin, an extension module) counts as
+    read: left as it is, the safe side."""
+    executed: list[str] = []
+    read: set[str] = set()
+    for row in request.traced:
+        access = set(row.access)
+        if Access.CREATED in access or not access & {Access.OPENED, Access.READ}:
+            continue
+        canonical = _canonical(fs, row.path, request.workdir)
+        if canonical is None:
+            continue
+        if Access.EXECUTED in access:
+            executed.append(canonical)
+        else:
+            read.add(canonical)
+    for lookup in request.lookups:
+        if lookup.action is PathAction.EXEC and lookup.existed:
+            canonical = _canonical(fs, lookup.path, request.workdir)
+            if canonical is not None:
+                executed.append(canonical)
+    if not read:
+        return frozenset()
+    loader = Loader(fs, env=request.env, cwd=request.workdir)
+    closure = loader.closure(executed, runtime_extras=request.runtime_extras, gconv=True)
+    return frozenset(read - set(closure.files) - set(executed))
+
+
+def _canonical(fs: RootFS, path: str, workdir: str) -> str | None:
+    try:
+        return fs.resolve(path, cwd=workdir).path
+    except PathError:
+        return None
 
 
 def with_sizes(selection: Selection, plan: StripPlan) -> Selection:
@@ -224,5 +309,5 @@ def summary(plan: StripPlan) -> StripSummary:
             for path, result in sorted(plan.results.items())
         ),
         refused=tuple(UnstrippedFile(path, why) for path, why in plan.refused),
-        protected=plan.protected,
+        protected=tuple(UnstrippedFile(path, why) for path, why in plan.protected),
     )

@@ -45,12 +45,14 @@ from slimmer.protocol import (
     message_line,
 )
 from slimmer.rootfs import RootFS
+from slimmer.sensor.budget import ByteBudget
 from slimmer.sensor.collect import collect_files
 from slimmer.sensor.init import Supervisor, TracedSupervisor
 from slimmer.sensor.pristine import PristineView, hard_linked, links_in, why_not_intact
 from slimmer.sensor.seal import (
     clear_run_dir,
     end_all_processes,
+    make_undumpable,
     read_private,
     seal,
     write_private,
@@ -90,7 +92,7 @@ def progress_sayer(
 
 
 def write_result(layout: SensorLayout, result: SensorResult) -> None:
-    write_private(layout, layout.result_path, encode_result(result).encode())
+    write_private(layout, layout.result_path, encode_result(result))
 
 
 def fail(
@@ -169,11 +171,13 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         )
 
     skipped = layout.skipped_trees()
+    # every path the trace keeps takes its size in the result from this
+    budget = ByteBudget(job.path_bytes)
     # The tracer's launcher starts (and loads its code) before the watches,
     # so its own start-up is not the app's, and before the bundle is sealed.
-    tracer, untraced = prepare_tracer(job)
+    tracer, untraced = prepare_tracer(job, budget)
     try:
-        watcher = TreeWatcher(skipped, track_changes=job.await_collect)
+        watcher = TreeWatcher(skipped, budget, track_changes=job.await_collect)
         watches = watcher.watch_tree("/", progress_sayer(ProgressStep.WATCH))
     except WatchLimitError as exc:
         return fail(layout, FailureReason.WATCH_LIMIT, str(exc), sysctl=exc.sysctl)
@@ -227,6 +231,7 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
             files=files,
             lookups=lookups,
             syscalls=syscall_report(tracer, untraced),
+            files_dropped=watcher.dropped,
             intact=not_intact is None,
             not_intact=not_intact,
         ),
@@ -245,7 +250,8 @@ def intactness(watcher: TreeWatcher, tracer: SyscallTracer | None) -> str | None
         changes,
         pid1=os.getpid() == 1,
         links_made=links_in((os.fsdecode(path), action) for path, action, _ in records),
-        unresolved=tracer.log.unresolved if tracer is not None else 0,
+        # a name not read, or not kept (the budget spent), may be a link's
+        unresolved=tracer.log.unresolved + tracer.log.dropped if tracer is not None else 0,
         slim_writes=(WHEEL_INIT_PATH,),
         made_with_links=hard_linked(changes.made),
     )
@@ -277,12 +283,12 @@ def collect_here(layout: SensorLayout, fs: PristineView) -> int:
     return status
 
 
-def prepare_tracer(job: TraceJob) -> tuple[SyscallTracer | None, str | None]:
+def prepare_tracer(job: TraceJob, budget: ByteBudget) -> tuple[SyscallTracer | None, str | None]:
     """The syscall tracer, its launcher ready; or None and why not."""
     if not job.syscalls:
         return None, "turned off (--no-syscalls)"
     try:
-        tracer = SyscallTracer(PathLog())
+        tracer = SyscallTracer(PathLog(budget=budget))
         tracer.prepare()
     except TracingUnavailable as exc:
         return None, exc.detail
@@ -345,6 +351,7 @@ def syscall_report(tracer: SyscallTracer | None, untraced: str | None) -> Syscal
         dropped=log.dropped,
         unresolved=log.unresolved,
         unobserved_programs=tuple(sorted(os.fsdecode(p) for p in log.unobserved_programs)),
+        app_trace_filters=log.trace_filters,
     )
 
 
@@ -415,6 +422,10 @@ def main(config_path: str) -> int:
     """Run the job of the config at `config_path` (in the run dir of this
     run's sensor directory)."""
     layout = SensorLayout(os.path.dirname(os.path.dirname(config_path)))
+    try:
+        make_undumpable()  # first: nothing of the image runs yet
+    except OSError as exc:
+        return fail(layout, FailureReason.INTERNAL, f"the sensor cannot protect itself: {exc}")
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = RunConfig.from_json(handle.read())

@@ -59,7 +59,7 @@ def why_not_intact(
     if linked:
         return f"the app made a hard link to {linked[0]}"
     if unresolved:
-        return f"{unresolved} path calls of the app could not be read"
+        return f"{unresolved} path calls of the app were not read, or not kept"
     extra = sorted(made_with_links)
     if extra:
         return f"{extra[0]}, which the app made, is a hard link"

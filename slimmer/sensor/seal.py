@@ -1,6 +1,13 @@
 """What keeps the sensor the sensor in a container it does not trust.
 
-The image and the app it runs may be hostile. Before the app starts, the
+The image and the app it runs may be hostile. The sensor's first act is to
+make itself not dumpable (`make_undumpable`): the app may run as root, as
+the sensor does, and the kernel's ptrace access check then asks no
+capability of it for a dumpable process of its own uid: it could write the
+sensor's memory (/proc/1/mem), trace it, read its environment and take its
+descriptors (the seccomp listener among them). A process that is not
+dumpable passes that check only for a caller with CAP_SYS_PTRACE, which
+the engine does not give. Before the app starts, the
 sensor has loaded every module it will use; `seal` then removes its bundle
 from the container's file system (the running interpreter keeps its mapped
 files) and empties the import path, so nothing the app writes can be
@@ -14,16 +21,28 @@ file is created exclusively, without following links.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import stat
 import sys
 import time
+from collections.abc import Iterable
 
 from slimmer.protocol import RUN_SUBDIR, SensorLayout
+from slimmer.sensor.syscalls.kernel import PR_SET_DUMPABLE, load_libc
 
 END_TIMEOUT = 5.0
+
+
+def make_undumpable() -> None:
+    """Make this process unreadable, unwritable and untraceable for any
+    process without CAP_SYS_PTRACE (its threads and its children until they
+    exec, too). Its own /proc files stay its own to read."""
+    libc = load_libc()
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
 
 
 def seal(layout: SensorLayout) -> None:
@@ -95,8 +114,9 @@ def _real_directory(path: str) -> None:
         os.mkdir(path, 0o700)
 
 
-def write_private(layout: SensorLayout, path: str, data: bytes) -> None:
-    """Write a file of the run dir, trusting nothing that is there."""
+def write_private(layout: SensorLayout, path: str, chunks: Iterable[str]) -> None:
+    """Write a file of the run dir (ASCII text, in pieces), trusting
+    nothing that is there."""
     _real_directory(layout.root)
     _real_directory(layout.run_dir)
     try:
@@ -110,8 +130,11 @@ def write_private(layout: SensorLayout, path: str, data: bytes) -> None:
             os.unlink(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    # binary: a text file would look its codec up, and the import path is
+    # gone once sealed (str.encode's UTF-8 needs no lookup)
+    with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+        for chunk in chunks:
+            handle.write(chunk.encode())
 
 
 def clear_run_dir(layout: SensorLayout, keep: tuple[str, ...] = ()) -> None:

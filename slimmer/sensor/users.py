@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from slimmer.errors import NotFound, PathError
 from slimmer.rootfs import RootFS
+from slimmer.userspec import UserSpecError, parse_id, parse_user_spec
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,15 @@ def _fields(text: str, count: int) -> list[list[str]]:
 
 
 def parse_passwd(text: str) -> list[PasswdEntry]:
+    """The entries of a passwd file; a line whose ids are not ids the kernel
+    takes (a -1 would mean "no change" to setuid and leave the app root) is
+    skipped."""
     entries = []
     for parts in _fields(text, 7):
         try:
-            entries.append(PasswdEntry(parts[0], int(parts[2]), int(parts[3]), parts[5] or "/"))
+            entries.append(
+                PasswdEntry(parts[0], parse_id(parts[2]), parse_id(parts[3]), parts[5] or "/")
+            )
         except ValueError:
             continue
     return entries
@@ -61,7 +67,7 @@ def parse_group(text: str) -> list[GroupEntry]:
     for parts in _fields(text, 4):
         try:
             members = tuple(m for m in parts[3].split(",") if m)
-            entries.append(GroupEntry(parts[0], int(parts[2]), members))
+            entries.append(GroupEntry(parts[0], parse_id(parts[2]), members))
         except ValueError:
             continue
     return entries
@@ -77,31 +83,35 @@ def _read(fs: RootFS, path: str) -> str:
 def resolve_user(spec: str, fs: RootFS) -> AppUser:
     """Resolve a Docker USER spec (`name`, `uid`, `name:group`, `uid:gid`)
     against the image's files. An empty spec is root."""
-    user_part, _, group_part = (spec or "0").partition(":")
+    try:
+        parsed = parse_user_spec(spec)
+    except UserSpecError as exc:
+        raise NotFound(f"USER {spec!r}: {exc}", "give USER[:GROUP], names or ids") from None
     passwd = parse_passwd(_read(fs, "/etc/passwd"))
     groups = parse_group(_read(fs, "/etc/group"))
 
     entry: PasswdEntry | None
-    if user_part.isdigit():
-        uid = int(user_part)
+    if isinstance(parsed.user, int):
+        uid = parsed.user
         entry = next((e for e in passwd if e.uid == uid), None)
     else:
-        entry = next((e for e in passwd if e.name == user_part), None)
+        user_name = parsed.user
+        entry = next((e for e in passwd if e.name == user_name), None)
         if entry is None:
             raise NotFound(
-                f"user {user_part!r} is not in the image's /etc/passwd",
+                f"user {user_name!r} is not in the image's /etc/passwd",
                 "use a numeric uid, or add the user in the fat image",
             )
         uid = entry.uid
     gid = entry.gid if entry else 0
-    if group_part:
-        if group_part.isdigit():
-            gid = int(group_part)
-        else:
-            group = next((g for g in groups if g.name == group_part), None)
-            if group is None:
-                raise NotFound(f"group {group_part!r} is not in the image's /etc/group")
-            gid = group.gid
+    if isinstance(parsed.group, int):
+        gid = parsed.group
+    elif parsed.group is not None:
+        group_name = parsed.group
+        group = next((g for g in groups if g.name == group_name), None)
+        if group is None:
+            raise NotFound(f"group {group_name!r} is not in the image's /etc/group")
+        gid = group.gid
     supplementary = tuple(
         sorted({g.gid for g in groups if entry is not None and entry.name in g.members} - {gid})
     )

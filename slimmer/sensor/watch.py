@@ -22,6 +22,7 @@ from typing import Literal
 import inotify_simple
 
 from slimmer.rootfs import Kind, Trees, kind_of
+from slimmer.sensor.budget import ByteBudget, path_cost
 from slimmer.sensor.pristine import TreeChanges
 from slimmer.trace import GONE
 
@@ -62,9 +63,13 @@ WATCH_MASK = (
 CHANGING = (
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 )
+# Paths whose changes are tracked at most (track_changes); past it the
+# changes are not known (TreeChanges.overflow): the collect runs elsewhere.
+MAX_TRACKED_CHANGES = 1_000_000
 
 WATCH_LIMIT_SYSCTL = "fs.inotify.max_user_watches"
 INSTANCE_LIMIT_SYSCTL = "fs.inotify.max_user_instances"
+DEFAULT_SEEN_BYTES = 64 * 1024 * 1024  # where no budget is given
 
 
 class Access(IntFlag):
@@ -101,19 +106,30 @@ class WatchStats:
 
 
 class TreeWatcher:
-    """Watches every directory under a root except the skipped trees.
+    """Watches every directory under a root except the skipped trees. The
+    paths it keeps take their cost from `budget` (slimmer/sensor/budget.py);
+    past it they are counted in `dropped`.
 
     With `track_changes`, it also notes which paths the app made (their
     first change is their creation) and which of the image's it changed,
     and keeps each directory's stat from before the app ran (see
     slimmer.sensor.pristine)."""
 
-    def __init__(self, skipped: tuple[str, ...], *, track_changes: bool = False) -> None:
+    def __init__(
+        self,
+        skipped: tuple[str, ...],
+        budget: ByteBudget | None = None,
+        *,
+        track_changes: bool = False,
+    ) -> None:
         self.skipped = Trees.of(skipped)
         self.mask = WATCH_MASK | (IN_ATTRIB if track_changes else 0)
         self.track_changes = track_changes
         self.made_first: dict[str, bool] = {}  # path -> its first change was its creation
+        self.changes_lost = False  # more changed paths than MAX_TRACKED_CHANGES
         self.before: dict[str, os.stat_result] = {}  # directory -> its stat at set-up
+        self.budget = budget if budget is not None else ByteBudget(DEFAULT_SEEN_BYTES)
+        self.dropped = 0  # paths seen but not kept: the budget was spent
         try:
             self.inotify = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:
@@ -203,11 +219,20 @@ class TreeWatcher:
 
     def mark(self, path: str, access: Access) -> None:
         with self._lock:
-            self.seen[path] = self.seen.get(path, Access(0)) | access
+            self._see(path, access)
+
+    def _see(self, path: str, access: Access) -> None:
+        """Keep `access` of `path` (the lock held)."""
+        known = self.seen.get(path)
+        if known is None:
+            if not self.budget.take(path_cost(path)):
+                self.dropped += 1
+                return
+            known = Access(0)
+        self.seen[path] = known | access
 
     def _record(self, events: list[inotify_simple.Event]) -> None:
         with self._lock:
-            seen = self.seen
             for wd, mask, _, name in events:
                 self.events += 1
                 if mask & IN_Q_OVERFLOW:
@@ -223,8 +248,8 @@ class TreeWatcher:
                     path = directory + "/" + name if directory != "/" else "/" + name
                 else:
                     path = directory
-                if self.track_changes and mask & CHANGING and path not in self.made_first:
-                    self.made_first[path] = bool(mask & IN_CREATE)
+                if self.track_changes and mask & CHANGING:
+                    self._changed(path, bool(mask & IN_CREATE))
                 is_dir = bool(mask & IN_ISDIR)
                 access = Access(0)
                 if mask & IN_OPEN:
@@ -238,9 +263,9 @@ class TreeWatcher:
                 if mask & (IN_DELETE | IN_MOVED_FROM):
                     access |= Access.DELETED
                 if access:
-                    seen[path] = seen.get(path, Access(0)) | access
+                    self._see(path, access)
                     if name and access & (Access.CREATED | Access.DELETED):
-                        seen[directory] = seen.get(directory, Access(0)) | Access.WRITTEN
+                        self._see(directory, Access.WRITTEN)
                 if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
                     self._watch_new_tree(path)
 
@@ -255,15 +280,23 @@ class TreeWatcher:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        self.seen[entry.path] = (
-                            self.seen.get(entry.path, Access(0)) | Access.CREATED
-                        )
+                        self._see(entry.path, Access.CREATED)
                         if self.track_changes:
-                            self.made_first.setdefault(entry.path, True)
+                            self._changed(entry.path, True)
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
             except OSError:
                 continue
+
+    def _changed(self, path: str, created: bool) -> None:
+        """Note a path's first change, and whether it was its creation (the
+        lock held)."""
+        if path in self.made_first:
+            return
+        if len(self.made_first) >= MAX_TRACKED_CHANGES:
+            self.changes_lost = True
+            return
+        self.made_first[path] = created
 
     def changes(self) -> TreeChanges:
         """What the app made and changed (with track_changes), after stop()."""
@@ -271,7 +304,7 @@ class TreeWatcher:
         changed = sorted(
             p for p, first in self.made_first.items() if not first and p not in self.skipped
         )
-        return TreeChanges(made, tuple(changed), self.overflow)
+        return TreeChanges(made, tuple(changed), self.overflow or self.changes_lost)
 
 
 def file_kind(path: str) -> Kind | Literal["gone"]:

@@ -28,6 +28,15 @@ class RealLoad:
     returncode: int = 0
 
 
+def compile_program(directory: Path, source: str, *flags: str) -> bytes:
+    """The bytes of a C program compiled with gcc and `flags` (-static,
+    -g...) in `directory`."""
+    (directory / "program.c").write_text(source)
+    output = directory / "program"
+    subprocess.run(["gcc", *flags, "-o", str(output), str(directory / "program.c")], check=True)
+    return output.read_bytes()
+
+
 class ElfRoot:
     """A directory laid out as an image root, with a build dir beside it."""
 

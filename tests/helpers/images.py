@@ -61,3 +61,16 @@ def derive_image(
             tar.addfile(info, io.BytesIO(data))
     engine.client.api.load_image(out.getvalue())
     return tag
+
+
+def image_tree(engine: Engine, image: str, path: str, run_id: str) -> dict[str, bytes | None]:
+    """The files of an image under `path` as the engine archives them
+    (name -> bytes, None for what is not a regular file)."""
+    with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
+        data = engine.archive(container, path)
+    tree: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isreg() else None
+            tree[member.name] = handle.read() if handle else None
+    return tree

@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from slimmer.trace import file_safe
+from tests.conftest import session_tag
 from tests.helpers.images import derive_image
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
@@ -33,7 +35,7 @@ def micro(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., tuple[str, d
 
     def make(image: str, *trace_args: str, build_args: tuple[str, ...] = ()) -> tuple[str, dict]:
         name = image.split(":")[0].replace("/", "-")
-        tag = f"slim-test-{name}:micro"
+        tag = session_tag(f"{name}:micro")
         trace_file, report = tmp_path / f"{name}.trace.json", tmp_path / f"{name}.report.json"
         runner = CliRunner()
         traced = runner.invoke(
@@ -77,6 +79,10 @@ def test_nginx_micro_answers_like_the_fat_image(
 ) -> None:
     tag, report = micro(fat_nginx, "--http-probe", "/missing")
     assert report["sizes"]["micro"] <= 13.5 * MIB
+    # nginx reads its local zone through /etc/localtime: no zone chosen by
+    # input, so no zoneinfo set (slimmer/datasets.py)
+    kept = {f["path"] for f in report["files"]}
+    assert "/usr/share/zoneinfo/Etc/UTC" in kept and "/usr/share/zoneinfo/Asia/Tokyo" not in kept
     paths = ["/", "/missing"]
     fat = serve_and_get(engine, fat_nginx, 80, paths, run_id)
     slim = serve_and_get(engine, tag, 80, paths, run_id)
@@ -168,7 +174,7 @@ def test_context_is_deterministic_and_builds_with_the_docker_cli(
         )
         assert result.exit_code == 0, result.output
     assert first.read_bytes() == second.read_bytes()
-    tag = "slim-test-cli-context:latest"
+    tag = session_tag("cli-context:latest")
     try:
         with first.open("rb") as context:
             built = subprocess.run(
@@ -235,7 +241,7 @@ def test_build_without_a_trace_traces_first_then_reuses_it(
     engine: Engine, fixture_image, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # .slim/ goes here
-    image, tag = fixture_image("batch"), "slim-test-autotrace:micro"
+    image, tag = fixture_image("batch"), session_tag("autotrace:micro")
     runner = CliRunner()
     try:
         first = runner.invoke(cli, ["build", image, "-t", tag, "--until-exit", "--quiet-app"])
@@ -244,7 +250,7 @@ def test_build_without_a_trace_traces_first_then_reuses_it(
         assert trace.exists() and "files seen" in first.output
         assert (
             "smaller" in first.output
-            and (tmp_path / ".slim/slim-test-autotrace_micro.report.json").exists()
+            and (tmp_path / ".slim" / f"{file_safe(tag)}.report.json").exists()
         )
         second = runner.invoke(cli, ["build", image, "-t", tag])
         assert second.exit_code == 0, second.output

@@ -20,6 +20,7 @@ import pytest
 
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.conftest import session_tag
 from tests.helpers.slimrun import run_slim, slim_env
 
 ESCAPE = "\x1b["
@@ -135,7 +136,7 @@ def test_labels_and_the_native_platform(
     fat = image_from({"Dockerfile": 'FROM busybox:latest\nLABEL kept=yes\nCMD ["true"]\n'})
     trace = tmp_path / "t.json"
     assert run_slim("trace", fat, "--until-exit", "-o", str(trace)).exit_code == 0
-    tag = "slim-test-labels:micro"
+    tag = session_tag("labels:micro")
     refused = run_slim(
         "build", fat, "-t", tag, "--trace", str(trace), "--platform", "linux/s390x"
     )  # fmt: skip

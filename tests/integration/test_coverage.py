@@ -6,41 +6,14 @@ exactly like its fat image, checked with plain containers."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from tests.helpers.serve import serve_and_get
-
-Micro = Callable[..., tuple[str, dict]]
-
-
-@pytest.fixture
-def micro(engine: Engine, tmp_path: Path):
-    """trace + build with the CLI; the micro image is removed afterwards."""
-    made: list[str] = []
-
-    def make(image: str, *trace_args: str) -> tuple[str, dict]:
-        name = image.split(":")[0].replace("/", "-")
-        tag = f"{name}:micro"
-        trace, report = tmp_path / f"{name}.trace.json", tmp_path / f"{name}.report.json"
-        runner = CliRunner()
-        traced = runner.invoke(cli, ["trace", image, "-o", str(trace), "--quiet-app", *trace_args])
-        assert traced.exit_code == 0, traced.output
-        built = runner.invoke(
-            cli, ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
-        )
-        assert built.exit_code == 0, built.output
-        made.append(tag)
-        return tag, json.loads(report.read_text())
-
-    yield make
-    for tag in made:
-        engine.remove_image(tag)
+from tests.integration.conftest import Micro
 
 
 def run_both(engine: Engine, fat: str, micro: str, run_id: str) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from slimmer.engine import Engine
+from tests.conftest import session_tag
 from tests.helpers.engines import EngineKind, engine_kind
 from tests.helpers.slimrun import SlimRun, dockerfile_of_context, run_slim
 
 pytestmark = pytest.mark.engine_lane
 
-MICRO = "slim-test-healthuser:micro"
+MICRO = session_tag("healthuser:micro")
 HEALTH_TEST = ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/health.txt"]
 
 

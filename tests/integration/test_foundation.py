@@ -4,11 +4,12 @@ the leftover check itself."""
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.request
 
 import pytest
 
-from slimmer.engine import RUN_LABEL, Engine
+from slimmer.engine import RUN_LABEL, Engine, FileTooLarge
 from tests.conftest import REPO
 
 
@@ -69,3 +70,23 @@ def test_setup_scripts_are_idempotent(script: str, says: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert says in result.stderr
+
+
+def test_a_file_too_large_to_read_is_refused_at_once(engine: Engine, run_id: str) -> None:
+    """The archive's header says the size: a file larger than the caller
+    reads is refused before it is read, and the engine's stream is closed,
+    so removing the container does not wait for the rest of it."""
+    started = time.monotonic()
+    with engine.container(
+        "busybox:latest", run_id, command=["dd", "if=/dev/zero", "of=/big", "bs=1M", "count=256"]
+    ) as container:
+        engine.start(container)
+        assert engine.wait(container, 60) == 0
+        asked = time.monotonic()
+        with pytest.raises(FileTooLarge) as refused:
+            engine.get_file(container, "/big", 1 << 20)
+        assert refused.value.size == 256 << 20
+        assert time.monotonic() - asked < 5
+        assert engine.get_file(container, "/no-such-file", 1 << 20) is None
+    assert time.monotonic() - started < 60
+    assert engine.leftovers(run_id) == []

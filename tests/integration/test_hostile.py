@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import uuid
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from slimmer.cli import cli, default_cache_dir
 from slimmer.engine import Engine
-from slimmer.trace import HostProbe, NoAnswer, ProbeResult, Trace
+from slimmer.trace import HostProbe, NoAnswer, ProbeResult, Trace, TraceStatus
 from slimmer.tracer import TraceOptions, trace_image
 
 # A library that, when loaded into slim's sensor (whose process runs the
@@ -179,6 +180,155 @@ def test_garbage_the_app_leaves_at_the_result_path_is_replaced(
     result = CliRunner().invoke(cli, ["trace", image, "--until-exit", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "/etc/group" in {f.path for f in Trace.load(out).files}
+
+
+# A root app (the default capabilities: no CAP_SYS_PTRACE) that goes after
+# the sensor, PID 1: its memory, ptrace, its environment, its descriptors.
+# Its exit status has a bit for each attack that worked.
+SENSOR_PREY_C = r"""
+/* A root app (default capabilities, no CAP_SYS_PTRACE) that goes after
+   the sensor, PID 1. Its exit status says which attacks worked (a bit each);
+   0: none. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum {
+    MEM_WRITE = 1, SEIZE = 2, ATTACH = 4, ENVIRON = 8, FDS = 16, GETFD = 32, MAPS = 64,
+    FORGED = 128,
+};
+
+static int forge(int mem, const char *marker, const char *forged) {
+    FILE *maps = fopen("/proc/1/maps", "r");
+    if (!maps) return 0;
+    char line[512];
+    size_t length = strlen(marker);
+    int replaced = 0;
+    static char chunk[1 << 20];
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long start, end;
+        char perms[5];
+        if (sscanf(line, "%lx-%lx %4s", &start, &end, perms) != 3 || perms[1] != 'w') continue;
+        for (unsigned long at = start; at < end; at += sizeof chunk - length) {
+            size_t want = end - at < sizeof chunk ? end - at : sizeof chunk;
+            ssize_t got = pread(mem, chunk, want, (off_t)at);
+            if (got <= 0) break;
+            for (char *hit = memmem(chunk, got, marker, length); hit;
+                 hit = memmem(hit + 1, got - (hit + 1 - chunk), marker, length)) {
+                if (pwrite(mem, forged, length, (off_t)(at + (hit - chunk))) == (ssize_t)length)
+                    replaced++;
+            }
+            if ((size_t)got < want) break;
+        }
+    }
+    fclose(maps);
+    return replaced;
+}
+
+int main(int argc, char **argv) {
+    const char *marker = argc > 2 ? argv[1] : "/slim-marker";
+    const char *forged = argc > 2 ? argv[2] : "/slim-forged";
+    int worked = 0;
+    struct stat st;
+    stat(marker, &st);  /* a name the sensor records */
+
+    int mem = open("/proc/1/mem", O_RDWR);
+    if (mem >= 0) {
+        worked |= MEM_WRITE;
+        if (forge(mem, marker, forged) > 0) worked |= FORGED;
+        close(mem);
+    }
+    int maps = open("/proc/1/maps", O_RDONLY);
+    char buffer[4096];
+    if (maps >= 0 && read(maps, buffer, sizeof buffer) > 0) worked |= MAPS;
+    if (maps >= 0) close(maps);
+
+    int status;
+    if (ptrace(PTRACE_SEIZE, 1, 0, 0) == 0) {
+        worked |= SEIZE;
+        ptrace(PTRACE_INTERRUPT, 1, 0, 0);
+        waitpid(1, &status, __WALL);
+        ptrace(PTRACE_DETACH, 1, 0, 0);
+    }
+    if (ptrace(PTRACE_ATTACH, 1, 0, 0) == 0) {
+        worked |= ATTACH;
+        waitpid(1, &status, __WALL);
+        ptrace(PTRACE_DETACH, 1, 0, 0);
+        kill(1, SIGCONT);  /* the attach's SIGSTOP */
+    }
+    int environ_fd = open("/proc/1/environ", O_RDONLY);
+    if (environ_fd >= 0 && read(environ_fd, buffer, sizeof buffer) > 0) worked |= ENVIRON;
+    if (environ_fd >= 0) close(environ_fd);
+
+    DIR *fds = opendir("/proc/1/fd");
+    if (fds) {
+        struct dirent *entry;
+        char path[300], target[4096];
+        while ((entry = readdir(fds))) {
+            if (entry->d_name[0] == '.') continue;
+            snprintf(path, sizeof path, "/proc/1/fd/%s", entry->d_name);
+            if (readlink(path, target, sizeof target) >= 0) worked |= FDS;
+            int fd = open(path, O_RDONLY | O_NONBLOCK);
+            if (fd >= 0) { worked |= FDS; close(fd); }
+        }
+        closedir(fds);
+    }
+    int pidfd = syscall(SYS_pidfd_open, 1, 0);
+    if (pidfd >= 0) {
+        for (int n = 0; n < 64; n++) {
+            int stolen = syscall(SYS_pidfd_getfd, pidfd, n, 0);
+            if (stolen >= 0) { worked |= GETFD; close(stolen); }
+        }
+        close(pidfd);
+    }
+    stat("/etc/passwd", &st);  /* what it really did, after the attacks */
+    printf("attacks that worked: %d\n", worked);
+    return worked;
+}
+"""
+ATTACKS = {
+    1: "opened /proc/1/mem for writing",
+    2: "PTRACE_SEIZE of pid 1",
+    4: "PTRACE_ATTACH of pid 1",
+    8: "read /proc/1/environ",
+    16: "read a link or opened a file of /proc/1/fd",
+    32: "took a descriptor of pid 1 with pidfd_getfd",
+    64: "read /proc/1/maps",
+    128: "rewrote a name in the sensor's memory",
+}
+
+
+def test_a_root_app_cannot_reach_into_the_sensor(engine: Engine, static_program_image) -> None:
+    """The sensor is PID 1 and root, like an app that runs as root with the
+    engine's default capabilities: the kernel's ptrace access check would
+    let that app write the sensor's memory, trace it, read its environment
+    and take its descriptors (the seccomp listener among them), unless the
+    sensor is not dumpable. Every attack fails, and the trace holds what
+    the app named and nothing it forged."""
+    token = uuid.uuid4().hex[:12]
+    marker, forged = f"/slim-marker-{token}", f"/slim-forged-{token}"
+    image = static_program_image("prey", SENSOR_PREY_C, marker, forged)
+    trace = trace_image(
+        engine, image, TraceOptions(until_exit=True, exit_timeout=60), default_cache_dir()
+    )
+    worked = [what for bit, what in ATTACKS.items() if (trace.exit_status or 0) & bit]
+    assert trace.exit_status == 0, f"the app {', '.join(worked)}"
+    assert trace.status is TraceStatus.COMPLETE, trace.problems
+    assert trace.syscalls is not None and trace.syscalls.observed, trace.syscalls
+    assert trace.syscalls.unresolved == 0
+    named = {lookup.path for lookup in trace.lookups}
+    assert {marker, "/etc/passwd", "/prey"} <= named
+    assert not [path for path in named if "slim-forged" in path]
 
 
 def test_a_trace_file_never_runs_host_commands(

@@ -27,6 +27,7 @@ import pytest
 
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.conftest import session_tag
 from tests.helpers.images import derive_image
 from tests.helpers.slimrun import run_slim
 
@@ -119,7 +120,10 @@ def test_a_shell_podman_does_not_report_is_said(
                 entry["created_by"] = DOCKER_SHELL_HISTORY
 
     tag = derive_image(
-        engine, fixture_image("healthuser"), "slim-test-podman-dockershell:latest", as_docker_built
+        engine,
+        fixture_image("healthuser"),
+        session_tag("podman-dockershell:latest"),
+        as_docker_built,
     )
     try:
         trace, report = tmp_path / "t.json", tmp_path / "r.json"

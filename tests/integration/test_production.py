@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from slimmer.cli import cli
 from slimmer.cli.base import default_cache_dir
@@ -27,6 +30,8 @@ from slimmer.compare import figures
 from slimmer.engine import ContainerRef, Engine
 from slimmer.errors import ExitCode
 from slimmer.pid1 import WHEEL_INIT_PATH, find_wheel_init
+from tests.conftest import session_tag
+from tests.helpers.images import image_tree
 from tests.helpers.schemas import assert_valid
 from tests.helpers.serve import serve_and_get
 from tests.integration.test_packages import stanzas
@@ -69,7 +74,7 @@ class Builds:
         key = (image, *build_args)
         if key not in self.made:
             trace = self.trace(image, *trace_args)
-            tag = f"slim-test-production-{len(self.made)}:micro"
+            tag = session_tag(f"production-{len(self.made)}:micro")
             report = self.workdir / f"{len(self.made)}.report.json"
             sbom = self.workdir / f"{len(self.made)}.sbom.json"
             argv = ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
@@ -93,19 +98,6 @@ def builds(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def engine_layers(engine: Engine, image: str) -> list[str]:
     return list(engine.image_attrs(image)["RootFS"]["Layers"])
-
-
-def image_tree(engine: Engine, image: str, path: str, run_id: str) -> dict[str, bytes | None]:
-    """The files of an image under `path` as the engine archives them
-    (name -> bytes, None for what is not a regular file)."""
-    with engine.container(image, run_id, command=["none"], entrypoint=["none"]) as container:
-        data = engine.archive(container, path)
-    tree: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isreg() else None
-            tree[member.name] = handle.read() if handle else None
-    return tree
 
 
 # -- layers ---------------------------------------------------------------------------
@@ -280,6 +272,11 @@ def test_sbom_follows_the_cyclonedx_schema(
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(text) is None
     document = json.loads(text)
     assert document["specVersion"] == "1.5"
+    subject = document["metadata"]["component"]
+    assert (subject["name"], subject["version"]) == (built.tag, engine.image_attrs(built.tag)["Id"])
+    properties = {(p["name"], p["value"]) for p in subject["properties"]}
+    assert ("slim:source:image", image) in properties
+    assert document["metadata"]["tools"]["components"][0]["name"] == "slim"
     components = {c["bom-ref"]: c for c in document["components"]}
     purls = {c.get("purl", "") for c in components.values()}
     kept = built.report["packages"]["kept"]
@@ -291,8 +288,66 @@ def test_sbom_follows_the_cyclonedx_schema(
         image, ["sha256sum", "/usr/local/bin/fetch.sh"], run_id, entrypoint=[]
     )
     assert status == 0
-    assert script["hashes"] == [{"alg": "SHA-256", "content": out.decode().split()[0]}]
+    assert script["hashes"][0] == {"alg": "SHA-256", "content": out.decode().split()[0]}
     assert built.report["sbom"] == str(built.sbom)
+
+
+def test_the_sboms_of_nginx_name_the_micro_image_its_packages_and_nginx(
+    engine: Engine, builds: Builds, fat_nginx: str, run_id: str, tmp_path: Path
+) -> None:
+    """Both formats, each checked by its own validator: about the micro
+    image, the OS packages the fat image's dpkg knows at the same versions,
+    and nginx itself (no package installed it), found as syft finds it."""
+    built = builds.build(fat_nginx, trace_args=("--http-probe", "/missing"))
+    micro_id = engine.image_attrs(built.tag)["Id"]
+    spdx = tmp_path / "nginx.spdx.json"
+    again = CliRunner().invoke(
+        cli,
+        ["build", fat_nginx, "-t", built.tag, "--trace", str(built.trace),
+         "--report", str(tmp_path / "r.json"), "--sbom", str(spdx), "--sbom-format", "spdx"],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert engine.image_attrs(built.tag)["Id"] == micro_id  # the same image again
+    parsed = JsonLikeDictParser().parse(json.loads(spdx.read_text()))
+    assert validate_full_spdx_document(parsed, "SPDX-2.3") == []
+    document = json.loads(spdx.read_text())
+    image = next(p for p in document["packages"] if p["SPDXID"] == "SPDXRef-Image")
+    assert (image["name"], image["versionInfo"]) == (built.tag, micro_id)
+    refs = {
+        package["name"]: [r["referenceLocator"] for r in package.get("externalRefs", [])]
+        for package in document["packages"]
+    }
+    nginx = refs["nginx"]
+    assert "pkg:generic/nginx@1.22.1" in nginx
+    assert "cpe:2.3:a:f5:nginx:1.22.1:*:*:*:*:*:*:*" in nginx
+    versions = {
+        name: locators[0].split("@", 1)[1].split("?")[0]
+        for name, locators in refs.items()
+        if locators and locators[0].startswith("pkg:deb/")
+    }
+    assert "libssl3" in versions and "libc6" in versions
+    status, out, err = engine.run_to_exit(
+        fat_nginx,
+        ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *sorted(versions)],
+        run_id,
+        entrypoint=[],
+    )
+    assert status == 0, err.decode()
+    fat_versions = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    assert {name: unquote(v) for name, v in versions.items()} == fat_versions
+    # the -dev packages and libc-bin keep only links (lib*.so, /usr/bin/ld.so): no
+    # record of theirs, in the image or the SBOM; the report says where each went
+    assert not [name for name in refs if name.endswith("-dev") or name == "libc-bin"]
+    moved = {m["package"]: m for m in built.report["packages"]["links_only"]}
+    assert moved["libssl-dev:amd64"]["recorded_under"] == "libssl3:amd64"
+    assert moved["libc-bin:amd64"]["path"] == "/usr/bin/ld.so"
+    records = image_tree(engine, built.tag, "/var/lib/dpkg/status.d", run_id)
+    assert "status.d/libssl3" in records and not [n for n in records if "-dev" in n]
+    cyclonedx = json.loads(built.sbom.read_text())
+    (binary,) = [c for c in cyclonedx["components"] if c["type"] == "application"]
+    assert binary["purl"] == "pkg:generic/nginx@1.22.1"
+    occurrences = binary["evidence"]["occurrences"]
+    assert occurrences == [{"location": "/opt/nginx/sbin/nginx"}]
 
 
 def test_compare_counts_packages(
@@ -370,7 +425,11 @@ def test_init_reaps_orphans_and_passes_signals(
     image = fixture_image("prodinit")
     without = builds.build(image)
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "dumb-init-wheel", "path": WHEEL_INIT_PATH}
+    assert built.report["init"] == {
+        "source": "dumb-init-wheel",
+        "path": WHEEL_INIT_PATH,
+        "passed_over": [],
+    }
     config = engine.image_attrs(built.tag)["Config"]
     assert config["Entrypoint"] == [WHEEL_INIT_PATH, "--"]
     assert config["Cmd"] == ["python3", "/opt/service/service.py"]
@@ -414,7 +473,11 @@ def test_the_images_own_init_comes_first(
         }
     )
     built = builds.build(image, "--init")
-    assert built.report["init"] == {"source": "image", "path": "/usr/bin/dumb-init"}
+    assert built.report["init"] == {
+        "source": "image",
+        "path": "/usr/bin/dumb-init",
+        "passed_over": [],
+    }
     assert engine.image_attrs(built.tag)["Config"]["Entrypoint"] == ["/usr/bin/dumb-init", "--"]
     assert not any(f["path"].startswith("/usr/libexec/slim") for f in built.report["files"])
 
@@ -426,7 +489,7 @@ def test_init_is_refused_where_the_wheel_cannot_run(
     trace = builds.trace(image)
     done = CliRunner().invoke(
         cli,
-        ["build", image, "-t", "slim-test-never:micro", "--trace", str(trace), "--init",
+        ["build", image, "-t", session_tag("never:micro"), "--trace", str(trace), "--init",
          "--report", str(tmp_path / "r.json")],
     )  # fmt: skip
     assert done.exit_code == ExitCode.NOT_FOUND, done.output

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
 from slimmer.trace import Trace, TraceStatus
+from tests.conftest import session_tag
 
 
 def test_app_that_never_becomes_ready(engine: Engine, fat_nginx: str, tmp_path: Path) -> None:
@@ -59,7 +61,7 @@ def test_odd_names_survive_trace_report_context_and_image(
     names = {os.fsencode(f.path) for f in Trace.load(trace).files}
     odd = {b"/data/with space", b"/data/new\nline", b"/data/caf\xe9"}
     assert odd <= names
-    tag = "slim-test-oddnames:micro"
+    tag = session_tag("oddnames:micro")
     try:
         built = runner.invoke(
             cli, ["build", image, "-t", tag, "--trace", str(trace), "--report", str(report)]
@@ -80,17 +82,6 @@ def test_odd_names_survive_trace_report_context_and_image(
         )
     finally:
         engine.remove_image(tag)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_full_disk_while_writing_the_context(
@@ -118,7 +109,7 @@ def test_two_builds_at_once_do_not_interfere(engine: Engine, fixture_image, tmp_
             CliRunner().invoke(cli, ["trace", image, "-o", str(trace), "--until-exit"]).exit_code
             == 0
         )
-        tag = f"slim-test-concurrent-{name}:micro"
+        tag = session_tag(f"concurrent-{name}:micro")
         command = [
             sys.executable,
             "-m",
@@ -275,3 +266,71 @@ def test_ctrl_c_while_the_archive_streams(
     assert process.wait(timeout=60) == ExitCode.INTERRUPTED
     assert time.monotonic() - sent < 20
     assert list(scratch.iterdir()) == [] and not (tmp_path / "ctx.tar").exists()
+
+
+# An app that names 23,000 long paths of bytes that are not UTF-8 (each
+# byte becomes a 6-character escape in JSON): 550 MB of trace if all were
+# kept. Each name is 16 components of 250 bytes, made unique by a counter.
+MANY_LONG_NAMES_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int main(void) {
+    static char path[4096];
+    struct stat st;
+    for (int i = 0; i < 23000; i++) {
+        char *at = path;
+        for (int part = 0; part < 16; part++) {
+            *at++ = '/';
+            memset(at, 0xff, 250);
+            at += 250;
+        }
+        at += sprintf(at, "/%d", i);
+        *at = 0;
+        stat(path, &st);
+    }
+    printf("named 23000 long paths\n");
+    return 0;
+}
+"""
+
+
+def test_a_flood_of_long_names_makes_a_partial_trace_in_bounded_memory(
+    engine: Engine, static_program_image, tmp_path: Path
+) -> None:
+    """The sensor keeps the trace's paths within a budget in bytes; past it
+    the trace is partial and says what it dropped. The run ends in time and
+    slim's own memory stays bounded (measured on its process)."""
+    image = static_program_image("names", MANY_LONG_NAMES_C)
+    out, log = tmp_path / "t.json", tmp_path / "slim.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "slimmer", "trace", image, "--until-exit", "-o", str(out)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        fired = threading.Event()
+
+        def interrupt() -> None:
+            fired.set()
+            process.send_signal(signal.SIGINT)
+
+        stop = threading.Timer(150, interrupt)
+        stop.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)  # its own peak memory too
+        finally:
+            stop.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    said = log.read_text(errors="replace")[-3000:]
+    assert not fired.is_set(), f"slim trace did not end in 150 s:\n{said}"
+    assert process.returncode == 0, said
+    trace = Trace.load(out)
+    assert trace.status is TraceStatus.PARTIAL
+    assert trace.syscalls is not None and trace.syscalls.dropped > 0
+    assert any("lookups were not recorded" in problem for problem in trace.problems), said
+    assert 1000 < len(trace.lookups) < 23000
+    peak_mb = usage.ru_maxrss / 1024
+    print(f"slim's peak memory: {peak_mb:.0f} MB")
+    assert peak_mb < 600, said

@@ -24,7 +24,7 @@ import pytest
 from slimmer.bundle import Bundle, file_digest, sensor_bundle
 from slimmer.cli import default_cache_dir
 from slimmer.engine import RUN_LABEL, Engine
-from slimmer.enginetypes import VolumeMount
+from slimmer.engineinfo import VolumeMount
 from slimmer.owner import OWNER_LABEL, Owner, current_owner, start_time, this_machine
 from slimmer.protocol import InventoryJob, InventoryResult, SensorLayout
 from slimmer.runner import run_sensor_once, sensor_container

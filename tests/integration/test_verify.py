@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from slimmer.cli import cli
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.conftest import session_tag
 from tests.helpers.schemas import assert_valid
 from tests.helpers.slimrun import run_slim
 
-GOOD, BROKEN = "slim-test-verify:good", "slim-test-verify:broken"
-NO_CONFIG = "slim-test-verify:no-config"  # a micro nginx that exits at start
+GOOD, BROKEN = session_tag("verify:good"), session_tag("verify:broken")
+NO_CONFIG = session_tag("verify:no-config")  # a micro nginx that exits at start
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_verify_of_a_batch_job(engine: Engine, fixture_image, tmp_path: Path) ->
         ).exit_code
         == 0
     )
-    tag = "slim-test-verify-job:micro"
+    tag = session_tag("verify-job:micro")
     try:
         built = runner.invoke(
             cli,

@@ -114,6 +114,13 @@ def test_make_demo_types_the_demo_block(demo: subprocess.CompletedProcess[str], 
             assert http_get(host_port(micro_run, 80), path) == fat, path
     size = int(docker("image", "inspect", "-f", "{{.Size}}", micro).stdout)
     assert size < 20_000_000
+    layout = checkout.root / ".slim" / "nginx-micro.oci"
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci:{layout}:{micro}"], capture_output=True, text=True, check=False
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    layers = docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", micro).stdout
+    assert json.loads(inspected.stdout)["Layers"] == json.loads(layers)
 
 
 def test_a_tcp_service_probed_by_its_client_and_from_the_host(demo, checkout: Checkout) -> None:

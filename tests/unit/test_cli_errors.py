@@ -1,4 +1,4 @@
-"""Bad input on the command line: one line, a hint, the README's exit
+"""Bad input on the command line: one line, a hint, the exit
 status, and found before any container starts (the engine here is a socket
 nobody listens on: reaching it would be exit 4, not what is asked)."""
 

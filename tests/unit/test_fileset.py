@@ -259,9 +259,9 @@ def _dpkg(image: ElfRoot, package: str, paths: list[str]) -> None:
 
 def test_app_content_beside_what_the_app_read(image: ElfRoot) -> None:
     """The app read one data file in its own directory: the directory's
-    other files come too; a directory of an OS package does not, nor one
-    beside a package's files (bytecode caches), nor one the app only ran
-    a program from."""
+    other files come too, and those of its subfolders; a directory of an
+    OS package does not, nor one beside a package's files (bytecode
+    caches), nor one the app only ran a program from."""
     image.write("/opt/app/html/index.html", "<p>index</p>")
     image.write("/opt/app/html/50x.html", "<p>error</p>")
     image.mkdir("/opt/app/html/sub")
@@ -280,7 +280,10 @@ def test_app_content_beside_what_the_app_read(image: ElfRoot) -> None:
     )
     _, kept, _ = select(image, traced=rows)
     assert kept["/opt/app/html/50x.html"].reasons == (Reason.APP_CONTENT,)
-    assert "/opt/app/html/sub/deeper.html" not in kept
+    assert kept["/opt/app/html/sub/deeper.html"].reasons == (Reason.APP_CONTENT,)
+    assert kept["/opt/app/html/sub/deeper.html"].detail == (
+        "in /opt/app/html, from which the app read /opt/app/html/index.html"
+    )
     assert "/usr/share/pkg/other.txt" not in kept
     assert "/usr/share/pkg/__pycache__/unused.pyc" not in kept
     assert "/opt/app/bin/helper" not in kept

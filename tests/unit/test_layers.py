@@ -24,7 +24,8 @@ from slimmer.layers import (
     with_generated,
     write_layer,
 )
-from slimmer.packages import GeneratedFile, Package, PackageManager
+from slimmer.packages import Package, PackageManager
+from slimmer.records import GeneratedFile
 from slimmer.rootfs import Kind, RootFS, parents
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"

@@ -20,12 +20,10 @@ from slimmer.packages import (
     KeptPackages,
     Package,
     PackageManager,
-    apk_installed,
-    dpkg_records,
-    package_records,
     parse_os_release,
     read_package_db,
 )
+from slimmer.records import apk_installed, dpkg_records, package_records
 from slimmer.rootfs import RootFS
 
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
@@ -217,6 +215,57 @@ def test_kept_packages_digests_and_trimmed_records(debian_root: Path) -> None:
     )
 
 
+def test_a_package_with_only_links_kept_gets_no_record(debian_root: Path) -> None:
+    """libz-dev lists libz.so, a link to zlib1g's libz.so.1.2.13: with only
+    the link kept, a record for it would make a scanner report zlib's CVEs
+    twice, once under a -dev name. The link is counted with zlib1g; a link
+    to a file no package installed is counted with none."""
+    root = debian_root
+    os.symlink("libz.so.1.2.13", root / MULTIARCH / "libz.so")
+    os.symlink("/opt/app/lib/libapp.so.1", root / MULTIARCH / "libapp.so")
+    write(root, "opt/app/lib/libapp.so.1", b"\x7fELF app")
+    status = (root / "var/lib/dpkg/status").read_text()
+    for name in ("libz-dev", "libapp-dev"):
+        status += (
+            f"\nPackage: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n"
+        )
+    write(root, "var/lib/dpkg/status", status)
+    write(
+        root, "var/lib/dpkg/info/libz-dev:amd64.list", "/.\n/lib\n/lib/x86_64-linux-gnu/libz.so\n"
+    )
+    write(root, "var/lib/dpkg/info/libapp-dev:amd64.list", "/usr/lib/x86_64-linux-gnu/libapp.so\n")
+    fs = RootFS(root)
+    kept_paths = [
+        f"/{MULTIARCH}/libz.so",
+        f"/{MULTIARCH}/libz.so.1.2.13",
+        f"/{MULTIARCH}/libapp.so",
+        "/opt/app/lib/libapp.so.1",
+    ]
+    kept = read_package_db(fs).kept(fs, kept_paths)
+    assert [k.package.name for k in kept.packages] == ["zlib1g"]
+    (zlib,) = kept.packages
+    assert {r.path for r in zlib.kept_files} == {
+        f"/{MULTIARCH}/libz.so",
+        f"/{MULTIARCH}/libz.so.1.2.13",
+    }
+    assert sorted(kept.moved_links, key=lambda m: m.path) == [
+        packages.MovedLink(
+            "libapp-dev:amd64", f"/{MULTIARCH}/libapp.so", "/opt/app/lib/libapp.so.1", None
+        ),
+        packages.MovedLink(
+            "libz-dev:amd64",
+            f"/{MULTIARCH}/libz.so",
+            f"/{MULTIARCH}/libz.so.1.2.13",
+            "zlib1g:amd64",
+        ),
+    ]
+    records = {f.path for f in dpkg_records(kept)}
+    assert records == {"/var/lib/dpkg/status.d/zlib1g"}  # no record for either -dev
+    owners = kept.owner_map()
+    assert owners[f"/{MULTIARCH}/libz.so"].name == "zlib1g"  # its layer is zlib1g's
+    assert f"/{MULTIARCH}/libapp.so" not in owners
+
+
 def test_kept_conffile_stays_in_the_stanza(debian_root: Path) -> None:
     fs = RootFS(debian_root)
     kept = read_package_db(fs).kept(fs, ["/etc/ld.so.conf.d/x86_64-linux-gnu.conf"])
@@ -231,7 +280,12 @@ def test_records_read_back_as_the_distroless_layout(debian_root: Path, tmp_path:
     """What slim writes is what a reader of status.d sees: same packages,
     same versions, the kept files owned."""
     fs = RootFS(debian_root)
-    kept_paths = [f"/{MULTIARCH}/libc.so.6", f"/{MULTIARCH}/libz.so.1", "/usr/bin/dash"]
+    kept_paths = [
+        f"/{MULTIARCH}/libc.so.6",
+        f"/{MULTIARCH}/libz.so.1",
+        f"/{MULTIARCH}/libz.so.1.2.13",
+        "/usr/bin/dash",
+    ]
     kept = read_package_db(fs).kept(fs, kept_paths)
     micro = tmp_path / "micro"
     (micro / MULTIARCH).mkdir(parents=True)
@@ -245,8 +299,8 @@ def test_records_read_back_as_the_distroless_layout(debian_root: Path, tmp_path:
         (k.package.key, k.package.version, k.package.source) for k in kept.packages
     ]
     assert reread.owner(f"/{MULTIARCH}/libc.so.6").name == "libc6"  # type: ignore[union-attr]
-    # zlib's kept file is a symlink: dpkg has no md5sum for it, so status.d
-    # cannot name it; the package record is there all the same
+    # zlib has no md5sums here, so status.d names none of its files; the
+    # package record is there all the same
     assert "zlib1g" in {p.name for p in reread.packages}
     assert reread.owner("/usr/bin/dash").name == "dash"  # type: ignore[union-attr]
 

@@ -25,7 +25,7 @@ from slimmer.pid1 import (
     with_init,
 )
 from slimmer.rootfs import RootFS
-from tests.helpers.elfroot import GLIBC_INTERP, HOST_MULTIARCH, ElfRoot
+from tests.helpers.elfroot import GLIBC_INTERP, HOST_MULTIARCH, ElfRoot, compile_program
 
 PATH_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -82,15 +82,98 @@ def test_image_without_the_loader_is_refused(tmp_path: Path, wheel_init: ElfInfo
     assert isinstance(problem, InitProblem) and GLIBC_INTERP in problem.reason
 
 
+@pytest.fixture
+def init_program() -> bytes:
+    """A real init program (the wheel's dumb-init: glibc, this machine)."""
+    binary = find_wheel_init()
+    assert binary is not None
+    return binary.read_bytes()
+
+
 @pytest.mark.parametrize(
     "path", ["/usr/bin/tini", "/usr/local/bin/dumb-init", "/tini", "/sbin/tini-static"]
 )
-def test_the_images_own_init_comes_first(elfroot: ElfRoot, path: str) -> None:
+def test_the_images_own_init_comes_first(
+    elfroot: ElfRoot, init_program: bytes, wheel_init: ElfInfo, path: str
+) -> None:
     root = elfroot.glibc_base()
-    root.write(path, b"\x7fELF stand-in", 0o755)
-    choice = choose_init(RootFS(root.path), PATH_ENV)
+    root.write(path, init_program, 0o755)
+    choice = choose_init(RootFS(root.path), PATH_ENV, wheel=wheel_init, machine=wheel_init.ident)
     assert choice == InitChoice(InitSource.IMAGE, path)
     assert choice.argv == (path, "--")
+
+
+@pytest.fixture
+def static_program(tmp_path: Path) -> bytes:
+    """A static program, as tini-static is."""
+    return compile_program(tmp_path, "int main(void) { return 0; }\n", "-static")
+
+
+def _truncated(program: bytes) -> bytes:
+    return program[:1000]  # its headers are whole, its code is not there
+
+
+def _other_machine(program: bytes) -> bytes:
+    data = bytearray(program)
+    data[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (_truncated, "truncated: a loadable segment ends at byte"),
+        (_other_machine, "built for another architecture (ELF machine 183"),
+        (lambda _program: b'#!/bin/sh\nexec "$@"\n', "not a program the kernel runs"),
+        (lambda _program: b"\x7fELF stand-in", "not a program the kernel runs"),
+    ],
+    ids=["truncated", "other-machine", "script", "garbage"],
+)
+@pytest.mark.parametrize("linked", ["static", "dynamic"])
+def test_an_own_init_that_cannot_run_is_passed_over_for_the_wheels(
+    elfroot: ElfRoot,
+    init_program: bytes,
+    static_program: bytes,
+    wheel_init: ElfInfo,
+    make,
+    why: str,
+    linked: str,
+) -> None:
+    """The image's tini cannot run here: the wheel's dumb-init is used and
+    the choice names the tini and why; without the wheel, the refusal does.
+    (A truncated dynamic program already lacks its dynamic table.)"""
+    program = static_program if linked == "static" else init_program
+    if linked == "dynamic" and make is _truncated:
+        why = "past the end of the file"
+    root = elfroot.glibc_base()
+    root.write("/usr/bin/tini", make(program), 0o755)
+    fs = RootFS(root.path)
+    choice = choose_init(fs, PATH_ENV, wheel=wheel_init, machine=wheel_init.ident)
+    assert isinstance(choice, InitChoice) and choice.source is InitSource.WHEEL
+    (passed_over,) = choice.passed_over
+    assert passed_over.startswith("/usr/bin/tini cannot run: ") and why in passed_over
+    refused = choose_init(fs, PATH_ENV, machine=wheel_init.ident)
+    assert isinstance(refused, InitProblem)
+    assert (
+        "/usr/bin/tini cannot run" in refused.reason and "pip install dumb-init" in refused.reason
+    )
+
+
+def test_an_own_init_whose_library_is_missing_is_passed_over(
+    elfroot: ElfRoot, init_program: bytes, wheel_init: ElfInfo
+) -> None:
+    """A dynamic init needing a library the image does not have; a second
+    one that runs is taken."""
+    root = elfroot.glibc_base()
+    root.lib("libgone.so.1", "/opt/build-only")
+    root.exe("/usr/bin/tini", needed=("libgone.so.1",))
+    root.write("/tini", init_program, 0o755)
+    choice = choose_init(RootFS(root.path), PATH_ENV, wheel=wheel_init, machine=wheel_init.ident)
+    assert isinstance(choice, InitChoice)
+    assert (choice.source, choice.path) == (InitSource.IMAGE, "/tini")
+    assert choice.passed_over == (
+        "/usr/bin/tini cannot run: needs libgone.so.1, which the image's loader does not find",
+    )
 
 
 def test_a_non_executable_tini_is_not_an_init(tmp_path: Path) -> None:

@@ -196,5 +196,5 @@ def test_what_else_keeps_the_collect_out_of_the_traced_container() -> None:
     assert "lost events" in str(why(TreeChanges(frozenset(), (), True)))
     assert "/etc/x" in str(why(links_made=links_in([("/etc/x", PathAction.LINK_FROM)])))
     assert links_in([("/etc/x", PathAction.OPEN)]) == []
-    assert "could not be read" in str(why(unresolved=2))
+    assert "not read, or not kept" in str(why(unresolved=2))
     assert "/usr/libexec/slim/dumb-init" in str(why(slim_writes=("/usr/libexec/slim/dumb-init",)))

@@ -27,7 +27,6 @@ from slimmer.packages import (
     KeptPackages,
     Package,
     PackageManager,
-    dated_records,
 )
 from slimmer.protocol import (
     CollectResult,
@@ -40,6 +39,7 @@ from slimmer.protocol import (
     StripSummary,
     check_result,
 )
+from slimmer.records import dated_records
 from slimmer.rootfs import RootFS
 from slimmer.runner import run_dir_tar
 from slimmer.sensor.collect import place_file, protection, with_sizes
@@ -93,7 +93,10 @@ def test_strip_writes_stripped_files_the_host_accepts(tmp_path: Path, program: b
     paths = [e.path for e in selection.entries if e.kind.value == "file"]
     plan = plan_strip(fs, paths, protected)
     assert sorted(plan.results) == ["/opt/app/bin/app", "/opt/app/bin/app-alias"]
-    assert plan.protected == 2  # the package's file with a digest, and the glob's
+    assert dict(plan.protected) == {
+        "/usr/bin/tool": "the package record of tool has its digest",
+        "/opt/app/bin/checked": "--strip-except /opt/app/bin/check*",
+    }
     expected = strip_elf(program)
     assert plan.results["/opt/app/bin/app"].new_size == expected.new_size < len(program)
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from slimmer.appcontent import content_roots
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.packages import PackageDB
 from slimmer.rootfs import Kind, RootFS
@@ -52,3 +53,17 @@ def test_linking_kept_files_into_the_base_grows_linearly(tmp_path: Path) -> None
 
     small, large = (cpu_seconds(selection_of(dirs)) for dirs in (125, 2000))
     assert large < LINEAR_BOUND * small, f"{small:.3f}s, then {large:.3f}s for 16x the files"
+
+
+def test_the_app_content_roots_grow_linearly() -> None:
+    """Each directory the app read a file from is a root of its own content
+    unless it is below another: asked of its ancestors, not of every root."""
+    layout = PackageDB(None, (), {}).layout()
+
+    def roots_of(dirs: int) -> Callable[[], object]:
+        read = [f"/srv/app/d{n}/sub/file" for n in range(dirs)]
+        read += [f"/srv/app/d{n}/page" for n in range(dirs)]
+        return lambda: content_roots(read, layout, lambda _path: False)
+
+    small, large = (cpu_seconds(roots_of(dirs)) for dirs in (250, 4000))
+    assert large < LINEAR_BOUND * small, f"{small:.3f}s, then {large:.3f}s for 16x the dirs"

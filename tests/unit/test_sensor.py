@@ -18,6 +18,7 @@ from slimmer.execpath import DEFAULT_PATH, find_program
 from slimmer.fileset import SelectionRequest
 from slimmer.protocol import CollectJob, DepsJob, RunConfig, TraceJob, TraceResult, decode_result
 from slimmer.rootfs import RootFS
+from slimmer.sensor.budget import ByteBudget, path_cost
 from slimmer.sensor.init import decode_status
 from slimmer.sensor.users import resolve_user
 from slimmer.sensor.watch import Access, TreeWatcher
@@ -161,6 +162,24 @@ def test_watcher_sees_opens_reads_lists_writes_and_new_dirs(tmp_path: Path) -> N
     assert Access.CREATED in seen[str(tmp_path / "new/deeper/file")]
     assert not any("skip" in path for path in seen)
     assert not stats.overflow and stats.watches >= 4
+
+
+def test_the_files_it_keeps_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """What inotify sees takes its size in the result from the trace's
+    budget (shared with the syscall log); past it paths are counted as
+    dropped, and paths already kept still gather their accesses."""
+    budget = ByteBudget(20 * path_cost(str(tmp_path / f"{'x' * 200}-00")))
+    watcher = TreeWatcher((), budget)
+    watcher.watch_tree(str(tmp_path))
+    watcher.drain()
+    watcher.start()
+    for number in range(50):
+        (tmp_path / f"{'x' * 200}-{number:02}").write_text("made")
+    (tmp_path / f"{'x' * 200}-00").read_text()
+    watcher.stop()
+    assert 10 < len(watcher.seen) <= 20 and watcher.dropped >= 30
+    assert watcher.seen[str(tmp_path / f"{'x' * 200}-00")] >= Access.CREATED | Access.READ
+    assert budget.used <= budget.limit
 
 
 def test_watch_limit_names_the_sysctl(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.context import ContextError, copy_validated, write_rootfs_tar
+from slimmer.context import ContextError, FileDigests, copy_validated, write_rootfs_tar
 from slimmer.fileset import SelectionRequest, select_files
 from slimmer.rootfs import RootFS
 from slimmer.sparse import BLOCK, SPARSE_MIN_HOLES, DataMap, data_map, sparse_member
@@ -185,7 +185,8 @@ def test_the_digest_of_a_sparse_member_is_the_whole_files(tmp_path: Path) -> Non
     big = sparse_file(root / "data/big", 90 * MiB + 5, {**PIECES, 90 * MiB: b"end"})
     os.link(big, root / "data/link")
     selection, data = rootfs_tar(root)
-    digests: dict[str, str] = {}
+    digests: dict[str, FileDigests] = {}
     copy_validated(io.BytesIO(data), selection, BoundedSink(), digests)  # type: ignore[arg-type]
-    expected = hashlib.sha256(big.read_bytes()).hexdigest()
+    content = big.read_bytes()
+    expected = FileDigests(hashlib.sha256(content).hexdigest(), hashlib.sha1(content).hexdigest())
     assert digests["/data/big"] == digests["/data/link"] == expected

@@ -27,10 +27,12 @@ from pathlib import Path
 import pytest
 
 from slimmer.sensor import syscalls
+from slimmer.sensor.budget import RECORD_BYTES, ByteBudget, path_cost
 from slimmer.sensor.syscalls import (
     AUDIT_ARCH_AARCH64,
     AUDIT_ARCH_I386,
     AUDIT_ARCH_X86_64,
+    MACHINES,
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_TRACE,
     SECCOMP_RET_USER_NOTIF,
@@ -45,6 +47,7 @@ from slimmer.sensor.syscalls import (
     call_codes,
     clean_absolute,
     join_physical,
+    may_return,
     notify_supported,
     probe_support,
     seccomp_filter,
@@ -97,12 +100,14 @@ def compile_c(base: Path, name: str, source: str, *flags: str) -> Path:
 # --- the driver: a sensor-like process around TracedSupervisor -----------------
 
 DRIVER = """
-import ctypes, json, os, signal, sys, threading
+import ctypes, json, os, signal, sys, threading, time
 from slimmer.sensor.init import TracedSupervisor
+from slimmer.sensor.seal import make_undumpable
 from slimmer.sensor.syscalls import PathLog, SyscallTracer
 from slimmer.sensor.users import AppUser
 
 request = json.loads(sys.argv[1])
+make_undumpable()  # as the sensor is
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come here
 
 stop = threading.Event()
@@ -112,11 +117,28 @@ def busy():  # the sensor's reader and sampler threads take the GIL too
 for _ in range(2):
     threading.Thread(target=busy, daemon=True).start()
 
-tracer = SyscallTracer(
+class Tracer(SyscallTracer):
+    \"\"\"With "hold": once the app names that path, a signal reaches it while
+    the tracer holds the received call, which it answers 0.2 s later.\"\"\"
+
+    held = False
+
+    def _on_notification(self, tid, number, arch, args):
+        let_run = super()._on_notification(tid, number, arch, args)
+        hold = request.get("hold")
+        if hold and not self.held and any(k[0] == hold.encode() for k in self.log.first):
+            self.held = True
+            os.kill(tid, signal.SIGALRM)
+            time.sleep(0.2)
+        return let_run
+
+options = {"killable_waits": False} if not request["killable"] else {}
+tracer = Tracer(
     PathLog(),
     use_syscall_info=request["syscall_info"],
     use_proc_mem=request["proc_mem"],
     use_notify=request["notify"],
+    **options,
 )
 supervisor = TracedSupervisor(signal.SIGTERM, 5.0, tracer)
 user = AppUser(request["uid"], request["gid"], (), None, "/")
@@ -173,9 +195,11 @@ def traced(
     syscall_info: bool = True,
     proc_mem: bool = True,
     notify: bool = True,
+    killable: bool = True,
     without_ptrace_capability: bool = False,
     own_pid_namespace: bool = False,
     env: dict[str, str] | None = None,
+    hold: str | None = None,
 ) -> TracedRun:
     if not IS_ROOT:
         pytest.skip("the driver starts apps as a given user: run as root")
@@ -188,6 +212,8 @@ def traced(
         "syscall_info": syscall_info,
         "proc_mem": proc_mem,
         "notify": notify,
+        "killable": killable,
+        "hold": hold,
         "env": env if env is not None else {"PATH": "/usr/bin:/bin"},
     }
     command = [sys.executable, "-c", DRIVER, json.dumps(request)]
@@ -444,14 +470,22 @@ DROPPER_PROGRAM = """
 @needs_root
 @needs_x86_64
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
-@pytest.mark.parametrize("notify", [True, False], ids=["listener", "ptrace-stops"])
-def test_a_server_dropping_privileges_stays_observable(base: Path, notify: bool) -> None:
+@pytest.mark.parametrize(
+    ("notify", "killable"),
+    [(True, True), (True, False), (False, True)],
+    ids=["listener", "listener-interruptible", "ptrace-stops"],
+)
+def test_a_server_dropping_privileges_stays_observable(
+    base: Path, notify: bool, killable: bool
+) -> None:
     """A root process that setuid()s (a server's workers) turns
     non-dumpable; the tracer makes it dumpable again to read its paths.
     On a listener it seizes the process at its set*id for that."""
     binary = compile_c(base, "dropper", DROPPER_PROGRAM)
     (base / "present").write_text("x")
-    run = traced([str(binary), str(base)], without_ptrace_capability=True, notify=notify)
+    run = traced(
+        [str(binary), str(base)], without_ptrace_capability=True, notify=notify, killable=killable
+    )
     assert run.status == 0
     assert run.log["unresolved"] == 0
     if notify and notify_supported(os.uname().release):
@@ -520,13 +554,14 @@ WORKERS_PROGRAM = """
 @needs_root
 @needs_x86_64
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
-def test_workers_with_threads_that_drop_privileges_and_fork(base: Path) -> None:
+@pytest.mark.parametrize("killable", [True, False], ids=["killable", "interruptible"])
+def test_workers_with_threads_that_drop_privileges_and_fork(base: Path, killable: bool) -> None:
     """nginx-like: a root parent forks workers that setuid(); glibc has
     every thread make the call; a worker then forks. Every relative name
     of every one of them resolves."""
     binary = compile_c(base, "workers", WORKERS_PROGRAM, "-pthread")
     base.chmod(0o755)
-    run = traced([str(binary), str(base)], without_ptrace_capability=True)
+    run = traced([str(binary), str(base)], without_ptrace_capability=True, killable=killable)
     assert run.status == 0
     stats = {r[0] for r in run.records if r[1] == "stat" and r[0].startswith(f"{base}/")}
     assert stats == {
@@ -573,6 +608,11 @@ REUSE_PROGRAM = """
             if (fork() == 0) _exit(0);
             wait(NULL);
         }
+        /* the tid is free once its task is released (a busy tracer may reap
+           it late): wait for that, at most 10 s */
+        char entry[64];
+        snprintf(entry, sizeof entry, "/proc/%d", thread_tid);
+        for (int i = 0; i < 10000 && access(entry, F_OK) == 0; i++) usleep(1000);
         /* then the pids wrap, at once here: the next pid is the tid */
         char last[32];
         int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
@@ -737,6 +777,7 @@ def test_the_app_dies_with_its_tracer(base: Path) -> None:
         "syscall_info": True,
         "proc_mem": True,
         "notify": True,
+        "killable": True,
         "env": {},
     }
     driver = subprocess.Popen(
@@ -763,6 +804,128 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# --- signals while a call waits ---------------------------------------------------
+
+INTERRUPTED_PROGRAM = """
+    #include <errno.h>
+    #include <signal.h>
+    #include <stdio.h>
+    #include <string.h>
+    #include <sys/stat.h>
+
+    static void on_alarm(int number) { (void)number; }
+
+    int main(int argc, char **argv) {
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = on_alarm;  /* no SA_RESTART */
+        sigaction(SIGALRM, &action, NULL);
+        struct stat st;
+        int failed = stat(argv[1], &st);
+        printf("%s\\n", !failed ? "ok" : errno == EINTR ? "EINTR" : strerror(errno));
+        return failed;
+    }
+"""
+
+
+@pytest.mark.skipif(
+    not notify_supported(os.uname().release), reason="no seccomp listener on this kernel"
+)
+@pytest.mark.parametrize("killable", [True, False], ids=["killable", "interruptible"])
+def test_a_signal_while_the_sensor_holds_a_call(base: Path, killable: bool) -> None:
+    """A signal for a handler without SA_RESTART reaches the app while the
+    tracer holds its received call: where the listener's received calls
+    wait killable (Linux >= 5.19, what the launcher asks for) the call
+    completes as untraced; an interruptible wait fails it with EINTR."""
+    binary = compile_c(base, "interrupted", INTERRUPTED_PROGRAM)
+    (base / "held").write_text("x")
+    run = traced([str(binary), str(base / "held")], killable=killable, hold=str(base / "held"))
+    if killable:
+        assert (run.status, run.output.strip()) == (0, "ok")
+    else:
+        assert run.output.strip() == "EINTR"
+
+
+# --- the app's own seccomp filters --------------------------------------------------
+
+OWN_FILTERS_PROGRAM = """
+    #define _GNU_SOURCE
+    #include <linux/filter.h>
+    #include <linux/seccomp.h>
+    #include <stddef.h>
+    #include <stdio.h>
+    #include <sys/prctl.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+
+    /* uname(2) returns `action`, everything else is allowed */
+    static int install(int with_prctl, unsigned action) {
+        struct sock_filter code[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_uname, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, action),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog program = {sizeof code / sizeof code[0], code};
+        if (with_prctl)
+            return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+        return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    }
+
+    int main(void) {
+        int failed = 0;
+        failed |= install(0, SECCOMP_RET_TRACE) != 0;                /* counted */
+        failed |= install(1, SECCOMP_RET_TRACE | 7) != 0;            /* counted */
+        failed |= install(0, SECCOMP_RET_ERRNO | 1) != 0;            /* not: ERRNO outranks */
+        failed |= prctl(PR_SET_NAME, "own-filters", 0, 0, 0) != 0;   /* no filter */
+        printf("%d\\n", failed);
+        return failed;
+    }
+"""
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["listener", "ptrace-stops"])
+def test_the_apps_own_trace_filters_are_counted(base: Path, notify: bool) -> None:
+    """Under the sensor's filter a TRACE of the app's own filter is
+    outranked on the calls the sensor holds: the log counts the filters
+    that may return TRACE (installed with seccomp(2) or prctl), not the
+    others."""
+    binary = compile_c(base, "own-filters", OWN_FILTERS_PROGRAM)
+    run = traced([str(binary)], notify=notify)
+    assert run.status == 0, run.output
+    assert run.log["trace_filters"] == 2
+
+
+def test_which_programs_may_return_trace() -> None:
+    def program(*insns: tuple[int, int]) -> bytes:
+        return b"".join(struct.pack("<HBBI", code, 0, 0, k) for code, k in insns)
+
+    load, ret_k, ret_a = (0x20, 0), 0x06, 0x16
+    assert may_return(program(load, (ret_k, SECCOMP_RET_TRACE | 5)), SECCOMP_RET_TRACE)
+    assert not may_return(program(load, (ret_k, SECCOMP_RET_ALLOW)), SECCOMP_RET_TRACE)
+    assert not may_return(program((ret_k, 0x00050001)), SECCOMP_RET_TRACE)  # ERRNO
+    assert may_return(program(load, (ret_a, 0)), SECCOMP_RET_TRACE)  # not known: may
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_filter_sends_filter_installs_only(machine: str) -> None:
+    """seccomp(2) and prctl go to the tracer only when they install a
+    filter: prctl has many other uses."""
+    program = seccomp_filter(machine, notify=True)
+    abi = MACHINES[machine].abis[0]
+    arch = AUDIT_ARCH_X86_64 if abi is Abi.X86_64 else AUDIT_ARCH_AARCH64
+    seccomp, prctl = (SYSCALL_NUMBERS[abi][name] for name in ("seccomp", "prctl"))
+    notified = SECCOMP_RET_USER_NOTIF | (abi << 8)
+    assert run_filter(program, arch, seccomp, (1, 0, 1, 0, 0, 0)) == (
+        notified | SPEC_INDEX["seccomp"]
+    )
+    assert run_filter(program, arch, seccomp, (0, 0, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # strict
+    assert run_filter(program, arch, seccomp, (2, 0, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # action?
+    assert run_filter(program, arch, prctl, (22, 2, 1, 0, 0, 0)) == notified | SPEC_INDEX["prctl"]
+    assert run_filter(program, arch, prctl, (22, 1, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # strict
+    assert run_filter(program, arch, prctl, (15, 2, 1, 0, 0, 0)) == SECCOMP_RET_ALLOW  # SET_NAME
 
 
 # --- other ABIs --------------------------------------------------------------------
@@ -924,6 +1087,15 @@ def run_filter(program: bytes, arch: int, number: int, args: tuple[int, ...] = (
 ONES = (1, 1, 1, 1, 1, 1)  # non-NULL paths, no AT_EMPTY_PATH
 
 
+def sent_args(name: str) -> tuple[int, ...]:
+    """Arguments with which the filter sends the call: non-NULL paths, no
+    AT_EMPTY_PATH, and the values a conditional call (prctl) needs."""
+    args = list(ONES)
+    for index, value in SPECS[SPEC_INDEX[name]].when:
+        args[index] = value
+    return tuple(args)
+
+
 def trace_code(abi: Abi, name: str) -> int:
     return SECCOMP_RET_TRACE | (abi << 8) | SPEC_INDEX[name]
 
@@ -932,11 +1104,14 @@ def test_the_x86_64_filter() -> None:
     program = seccomp_filter("x86_64")
     assert len(program) // 8 < 4096  # BPF_MAXINSNS
     for name, number in SYSCALL_NUMBERS[Abi.X86_64].items():
-        assert run_filter(program, AUDIT_ARCH_X86_64, number, ONES) == trace_code(Abi.X86_64, name)
+        returned = run_filter(program, AUDIT_ARCH_X86_64, number, sent_args(name))
+        assert returned == trace_code(Abi.X86_64, name)
     for name, number in SYSCALL_NUMBERS[Abi.I386].items():
-        assert run_filter(program, AUDIT_ARCH_I386, number, ONES) == trace_code(Abi.I386, name)
+        returned = run_filter(program, AUDIT_ARCH_I386, number, sent_args(name))
+        assert returned == trace_code(Abi.I386, name)
     for name, number in SYSCALL_NUMBERS[Abi.X32].items():
-        assert run_filter(program, AUDIT_ARCH_X86_64, number, ONES) == trace_code(Abi.X32, name)
+        returned = run_filter(program, AUDIT_ARCH_X86_64, number, sent_args(name))
+        assert returned == trace_code(Abi.X32, name)
     traced_numbers = set(SYSCALL_NUMBERS[Abi.X86_64].values())
     for number in range(600):
         if number not in traced_numbers:
@@ -973,7 +1148,7 @@ def test_with_a_listener_every_call_notifies_and_none_is_a_ptrace_stop(machine: 
     assert codes  # every traced (arch, number) has a code
     for (arch, number), code in codes.items():
         spec = SPECS[code & 0xFF]
-        returned = run_filter(program, arch, number, ONES)
+        returned = run_filter(program, arch, number, sent_args(spec.name))
         assert returned & 0xFF == code & 0xFF  # the same call, as the notification says
         assert returned & 0xFFFF0000 == SECCOMP_RET_USER_NOTIF, spec.name
 
@@ -997,7 +1172,7 @@ def test_which_kernels_can_let_a_notified_call_through(release: str, supported: 
 def test_the_aarch64_filter() -> None:
     program = seccomp_filter("aarch64")
     for name, number in SYSCALL_NUMBERS[Abi.AARCH64].items():
-        assert run_filter(program, AUDIT_ARCH_AARCH64, number, ONES) == trace_code(
+        assert run_filter(program, AUDIT_ARCH_AARCH64, number, sent_args(name)) == trace_code(
             Abi.AARCH64, name
         )
     assert run_filter(program, AUDIT_ARCH_AARCH64, 63) == SECCOMP_RET_ALLOW  # read
@@ -1048,13 +1223,24 @@ def test_paths_are_cleaned_without_resolving_links() -> None:
     assert join_physical(b"/", b"x") == b"/x"
 
 
-def test_the_log_is_bounded_and_keeps_first_observations() -> None:
-    log = PathLog(limit=2)
+def test_the_log_is_bounded_in_bytes_and_keeps_first_observations() -> None:
+    log = PathLog(limit_bytes=path_cost(b"/a") + path_cost(b"/b"))
     log.add((b"/a", PathAction.STAT, True), False)
     log.add((b"/b", PathAction.OPEN, True), True)
     log.add((b"/c", PathAction.OPEN, True), True)
     assert not log.complete and log.dropped == 1
     assert [r.path for r in log.records()] == ["/a", "/b"]
+    # a byte that is not UTF-8 costs its escape in the result (\\udcff: 6)
+    long_name = b"/" + b"\xff" * 4000
+    assert path_cost(long_name) == len(json.dumps(os.fsdecode(long_name))) + RECORD_BYTES
+    assert path_cost(long_name) > 6 * 4000
+    shared = ByteBudget(1 << 20)
+    flooded = PathLog(budget=shared)
+    for number in range(100):
+        flooded.add((long_name + str(number).encode(), PathAction.STAT, True), False)
+    assert len(flooded.first) == (1 << 20) // path_cost(long_name + b"10")
+    assert flooded.dropped == 100 - len(flooded.first)
+    assert not shared.take(path_cost(long_name + b"999"))  # nor for what else shares it
     undecodable = PathLog()
     undecodable.add((b"/caf\xe9", PathAction.STAT, True), True)
     assert undecodable.records()[0].path == "/caf\udce9"

@@ -68,6 +68,24 @@ def test_round_trip_with_tags_enums_and_odd_strings() -> None:
     assert json.loads(text)["items"][0] == {"kind": "leaf", "name": odd}
 
 
+def test_written_in_pieces_it_is_the_same_text() -> None:
+    """A large result is written piece by piece, never as one string; the
+    text is the one dumps writes."""
+    odd = os.fsdecode(b'caf\xe9\n"')
+    doc = Doc(
+        color=Color.RED,
+        ratio=0.5,
+        items=(*(Leaf(f"{odd}{n}") for n in range(50)), Other(3)),
+        names={odd: odd, "": ""},
+    )
+    pieces = list(wire.dump_chunks(doc))
+    assert "".join(pieces) == wire.dumps(doc, indent=None)
+    assert max(len(piece) for piece in pieces) < len(wire.dumps(doc, indent=None)) / 10
+    assert "".join(wire.dump_chunks(Doc(color=Color.RED, ratio=1))) == wire.dumps(
+        Doc(color=Color.RED, ratio=1), indent=None
+    )
+
+
 @pytest.mark.parametrize(
     ("data", "says"),
     [

@@ -17,6 +17,7 @@ import pytest
 
 from slimmer.engine import Engine
 from slimmer.errors import ExitCode
+from tests.conftest import session_tag
 from tests.helpers.slimrun import SlimRun, run_slim
 from tests.integration.remote.conftest import FIXTURE, REMOTE_ONLY, RemoteEngine
 
@@ -50,7 +51,7 @@ def trace_build_verify(
 ) -> list[SlimRun]:
     """The main job on one engine; each step must succeed. `slim_options`
     go before the command."""
-    trace, tag = work / "trace.json", f"slim-test-remote-{work.name.lower()}:micro"
+    trace, tag = work / "trace.json", session_tag(f"remote-{work.name.lower()}:micro")
     steps = [
         (*slim_options, "trace", image, "-o", str(trace), "--ready-timeout", "5"),
         (
@@ -175,7 +176,7 @@ def test_ssh_to_this_machine(
             image=image,
         )
     finally:
-        engine.remove_image("slim-test-remote-sshlocal:micro")
+        engine.remove_image(session_tag("remote-sshlocal:micro"))
 
 
 def test_ssh_engine_elsewhere(remote_engine: RemoteEngine, tmp_path: Path) -> None:

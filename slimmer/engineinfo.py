@@ -1,7 +1,11 @@
-"""What slim asks of an engine and what the engine answers, in slim's own
-types and words, without the docker SDK: containers and volumes slim made,
-health, where published ports are reached, what a refusal to start means,
-and the SHELL an image's history records. slimmer.engine does the asking."""
+"""What slim knows of engines without talking to one, and the values the
+engine seam (slimmer/engine.py, the one module that imports docker) hands
+out: where a local or remote engine's published ports are reached, what an
+OCI runtime's refusal to start a container means, the SHELL an image's
+history records, image references, run ids, and the plain types
+(ContainerRef, VolumeMount, VolumeInfo, ExecResult, HealthState, Leftover)
+that stand for docker's
+own, which never leave the seam. Pure: no engine, no docker import."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from urllib.parse import urlsplit
 
 from slimmer.errors import CommandNotRunnable, EngineError, RuntimeRefused
 
-RUN_LABEL = "io.slim.run"
+SSH_BASE_URL = "http+docker://ssh"
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 SSH_BASE_URL = "http+docker://ssh"
@@ -61,6 +65,7 @@ def published_host_for(base_url: str, ssh_hostname: str | None = None) -> str:
     return host
 
 
+RUN_ID_PREFIX = re.compile(r"[a-z0-9-]{0,32}")
 UNREPORTED_EFFECT = (
     "the micro image gets none (a HEALTHCHECK CMD-SHELL and RUN in images built on it use "
     "/bin/sh -c); the trace and the report say so"
@@ -145,7 +150,7 @@ def new_run_id(prefix: str = "") -> str:
 @dataclass(frozen=True)
 class ContainerRef:
     """A container slim created: its id and name. docker's own types never
-    leave slimmer.engine."""
+    leave this module."""
 
     id: str
     name: str
@@ -223,7 +228,7 @@ class ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buffer = b""
+        self._buffer = memoryview(b"")  # what is left of the current chunk
 
     def readable(self) -> bool:
         return True
@@ -231,10 +236,10 @@ class ChunkReader(io.RawIOBase):
     def readinto(self, target: Any) -> int:
         while not self._buffer:
             try:
-                self._buffer = next(self._chunks)
+                self._buffer = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
+        self._buffer = self._buffer[size:]  # a view: no copy of the rest
         return size

@@ -1,0 +1,42 @@
+"""The micro image's SBOM, in CycloneDX 1.5 or SPDX 2.3 JSON: what the
+image is (its tags, image id and, once pushed, digests; the fat image it
+was made from; slim as the tool), the operating system, the OS packages
+with a kept file (with the purls scanners match vulnerabilities on), the
+app's own components (binaries by their version strings, Python, Node and
+Ruby packages by their metadata), and the files no component claims, with
+their digests.
+
+Both documents are written directly as JSON (`cyclonedx.py`, `spdx.py`)
+from one format-neutral model (`model.py`), in time linear in the number of
+files; the tests validate them with each format's own validator. Output is
+deterministic: the serial number and namespace come from the image, the
+timestamp is the fat image's creation time."""
+
+from slimmer.sbom.cyclonedx import render_cyclonedx
+from slimmer.sbom.model import (
+    ImageSubject,
+    SbomFile,
+    SbomFormat,
+    SbomInput,
+    component_purl,
+    package_purl,
+    sbom_files,
+)
+from slimmer.sbom.spdx import render_spdx
+
+
+def render_sbom(data: SbomInput, form: SbomFormat) -> str:
+    """The SBOM document as text, in the format asked for."""
+    return render_cyclonedx(data) if form is SbomFormat.CYCLONEDX else render_spdx(data)
+
+
+__all__ = [
+    "ImageSubject",
+    "SbomFile",
+    "SbomFormat",
+    "SbomInput",
+    "component_purl",
+    "package_purl",
+    "render_sbom",
+    "sbom_files",
+]
