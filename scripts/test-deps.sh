@@ -29,6 +29,7 @@ compiles musl-gcc || missing+=(musl-tools)
 for tool in ldd ldconfig; do command -v "$tool" >/dev/null 2>&1 || missing+=(libc-bin); done
 for tool in mount unshare; do command -v "$tool" >/dev/null 2>&1 || missing+=(util-linux mount); done
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)  # the oracle of the Node closure's tests
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 
 if [ "${#missing[@]}" -eq 0 ]; then
