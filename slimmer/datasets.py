@@ -109,18 +109,18 @@ class SetsFound:
     warnings: tuple[str, ...]
 
 
-def _named(fs: RootFS, member: str, named: set[str]) -> bool:
-    """Whether the app named this member by a path of the set itself (any
-    name that resolves to it, /etc/localtime and its like aside)."""
+def _named_members(fs: RootFS, named: Iterable[str]) -> set[str]:
+    """The members the app named by a path of a set itself (any name that
+    resolves to one, /etc/localtime and its like aside), resolved once."""
+    found = set()
     for path in named:
         if "/zoneinfo/" not in path:
             continue
         try:
-            if fs.resolve(path).path == member:
-                return True
+            found.add(fs.resolve(path).path)
         except PathError:
             continue
-    return False
+    return found
 
 
 def _has_marker(fs: RootFS, directory: str, markers: tuple[str, ...]) -> bool:
@@ -160,23 +160,25 @@ def keyed_sets(
     the `kept` code holds one of the set's users (a library that loads
     members by name: zoneinfo.ZoneInfo(zone) on a route nobody probed)."""
     wanted = set(names)
-    named_paths = None if named is None else set(named)
     kept_paths = list(kept)
     used = {
         data_set.name
         for data_set in DATA_SETS
         if data_set.users is not None and any(data_set.users.match(p) for p in kept_paths)
     }
+    named_members = None if named is None else _named_members(fs, named)
     triggers: dict[tuple[str, str], str] = {}
     for path in sorted(read):
         for data_set in DATA_SETS:
             if data_set.name not in wanted:
                 continue
-            by_name = named_paths is None or data_set.name in used or _named(fs, path, named_paths)
+            match = data_set.member.match(path)
+            if not match:
+                continue
+            by_name = named_members is None or data_set.name in used or path in named_members
             if data_set.named and not by_name:
                 continue
-            match = data_set.member.match(path)
-            if match and _has_marker(fs, match.group(1), data_set.markers):
+            if _has_marker(fs, match.group(1), data_set.markers):
                 triggers.setdefault((data_set.name, match.group(1)), path)
     kept, warnings = [], []
     by_name = {s.name: s for s in DATA_SETS}
