@@ -212,7 +212,7 @@ def cold_build(engine: Engine, case: Case, work: Path) -> float:
         collected, package_records_of(collected, options), layer_policy(options, 0), layers_dir
     )
     dockerfile = render_dockerfile(config, "scratch", {}, [path.name for path in layers.files])
-    write_context_file(dockerfile, layers, work / "context.tar")
+    write_context_file(dockerfile, layers, work / "context.tar", given=False)
     tag = f"{TAG_PREFIX}-cold:{case.name}"
     started = time.monotonic()
     with (work / "context.tar").open("rb") as handle:

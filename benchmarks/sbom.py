@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 from slimmer.components import AppComponent, Ecosystem
 from slimmer.packages import KeptPackages, OsRelease, PackageManager
-from slimmer.sbom import ImageSubject, SbomFile, SbomFormat, SbomInput, render_sbom
+from slimmer.sbom import SbomFormat
+from slimmer.sbom.model import ImageSubject, SbomFile, SbomInput
+from slimmer.sbom.render import render_sbom
 
 
 def document(count: int) -> SbomInput:

@@ -86,7 +86,9 @@ from slimmer.report import (
 )
 from slimmer.rootfs import Kind
 from slimmer.runner import SensorContainer, SensorError, run_sensor_once, sensor_container
-from slimmer.sbom import ImageSubject, SbomFormat, SbomInput, render_sbom, sbom_files
+from slimmer.sbom import SbomFormat
+from slimmer.sbom.model import ImageSubject, SbomInput, sbom_files
+from slimmer.sbom.render import render_sbom
 from slimmer.trace import (
     ImageConfig,
     Trace,

@@ -20,6 +20,7 @@ from slimmer.delivery import OutputSpec, check_delivery
 from slimmer.errors import ExitCode, SlimError, UsageError
 from slimmer.patterns import check_pattern
 from slimmer.probes import ProbeRequest
+from slimmer.sbom import SbomFormat
 from slimmer.trace import Access, Lookup, Trace, TracedFile, default_trace_path, file_safe
 from slimmer.tracer import TraceOptions, tracing
 
@@ -27,18 +28,9 @@ if TYPE_CHECKING:
     from slimmer.assemble import BuildResult
     from slimmer.engine import Engine
     from slimmer.runner import SensorContainer
-    from slimmer.sbom import SbomFormat
     from slimmer.verify import VerifyOutcome
 
 log = logging.getLogger(__name__)
-
-
-def default_sbom_format() -> SbomFormat:
-    """CycloneDX; slimmer.sbom (and pyelftools, through slimmer.context)
-    loads when the SBOM is written, not before the command's first line."""
-    from slimmer.sbom import SbomFormat
-
-    return SbomFormat.CYCLONEDX
 
 
 class StaleTrace(SlimError):
@@ -86,7 +78,7 @@ class BuildOptions:
     strip_except: tuple[str, ...] = ()  # globs of files --strip leaves alone
     init: bool = False  # an init as PID 1 in front of the app
     sbom: Path | None = None  # default .slim/<tag>.sbom.json (.spdx.json)
-    sbom_format: SbomFormat = field(default_factory=default_sbom_format)
+    sbom_format: SbomFormat = SbomFormat.CYCLONEDX
     labels: dict[str, str] = field(default_factory=dict)  # --label: added by the builder
     platform: str | None = None  # --platform: must be the engine's own
     push: bool = False  # push every tag to its registry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -13,6 +14,8 @@ from slimmer.cli.verify import report_verified
 
 if TYPE_CHECKING:
     from slimmer.builder import BuildOptions
+
+log = logging.getLogger(__name__)
 
 
 @click.command("build", cls=SlimCommand)
@@ -34,11 +37,13 @@ def build_command(image: str, options: BuildOptions) -> None:
       slim build nginx-build -t nginx:micro
       slim build app:fat -t app:micro --trace a.json --trace b.json --include /etc/ssl/certs
     """
+    made = ", ".join(options.tags) if options.context_only is None else options.context_only
+    log.info("making %s from %s", made, image)  # the first line, before the engine's code loads
     from slimmer.builder import build
-    from slimmer.report import human_size
 
     with connect() as engine:
         outcome = build(engine, image, options, default_cache_dir())
+    from slimmer.report import human_size  # loaded by the build by now
     if outcome.traced is not None:
         print_trace_summary(outcome.traced.trace, outcome.traced.path)
     result = outcome.result

@@ -22,6 +22,7 @@ from slimmer.datasets import DATA_SET_NAMES
 from slimmer.delivery import parse_output
 from slimmer.discovery import CrawlLimits, load_openapi, openapi_routes
 from slimmer.errors import NotFound, UsageError
+from slimmer.sbom import SbomFormat
 from slimmer.userspec import UserSpecError, parse_user_spec
 
 if TYPE_CHECKING:  # the flows' modules load when a command runs, not for --help
@@ -31,10 +32,7 @@ if TYPE_CHECKING:  # the flows' modules load when a command runs, not for --help
     from slimmer.tracer import TraceOptions
     from slimmer.verify import VerifyRequest
 
-# slimmer.sbom.SbomFormat's values: the SBOM's code (and pyelftools, through
-# slimmer.context) loads when a build runs, not for --help (tests/unit/
-# test_startup checks both agree).
-SBOM_FORMATS = ("cyclonedx", "spdx")
+SBOM_FORMATS = tuple(form.value for form in SbomFormat)  # light: the SBOM code loads on use
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -358,7 +356,6 @@ def _make_build_options(
     trace_options: TraceOptions,
 ) -> BuildOptions:
     from slimmer.builder import BuildOptions, SavedTrace
-    from slimmer.sbom import SbomFormat
 
     for path, option in (
         (context_only, "--context-only"),

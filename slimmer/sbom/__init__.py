@@ -10,33 +10,11 @@ Both documents are written directly as JSON (`cyclonedx.py`, `spdx.py`)
 from one format-neutral model (`model.py`), in time linear in the number of
 files; the tests validate them with each format's own validator. Output is
 deterministic: the serial number and namespace come from the image, the
-timestamp is the fat image's creation time."""
+timestamp is the fat image's creation time.
 
-from slimmer.sbom.cyclonedx import render_cyclonedx
-from slimmer.sbom.model import (
-    ImageSubject,
-    SbomFile,
-    SbomFormat,
-    SbomInput,
-    component_purl,
-    package_purl,
-    sbom_files,
-)
-from slimmer.sbom.spdx import render_spdx
+The package itself loads only the formats' names (`formats.py`): the model
+and the writers (`model.py`, `render.py`) load where an SBOM is written."""
 
+from slimmer.sbom.formats import SbomFormat
 
-def render_sbom(data: SbomInput, form: SbomFormat) -> str:
-    """The SBOM document as text, in the format asked for."""
-    return render_cyclonedx(data) if form is SbomFormat.CYCLONEDX else render_spdx(data)
-
-
-__all__ = [
-    "ImageSubject",
-    "SbomFile",
-    "SbomFormat",
-    "SbomInput",
-    "component_purl",
-    "package_purl",
-    "render_sbom",
-    "sbom_files",
-]
+__all__ = ["SbomFormat"]

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from packageurl import PackageURL
 
@@ -20,15 +19,6 @@ from slimmer.rootfs import Kind
 SLIM_NAMESPACE = uuid.UUID("5b1c0a3e-0b7e-4d53-9f4e-736c696d0001")  # serial numbers
 PURL_TYPES = {PackageManager.DPKG: "deb", PackageManager.APK: "apk"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class SbomFormat(StrEnum):
-    CYCLONEDX = "cyclonedx"  # CycloneDX 1.5 JSON
-    SPDX = "spdx"  # SPDX 2.3 JSON
-
-    @property
-    def suffix(self) -> str:
-        return ".sbom.json" if self is SbomFormat.CYCLONEDX else ".spdx.json"
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,16 @@ from slimmer.packages import (
     PackageManager,
 )
 from slimmer.rootfs import RootFS
-from slimmer.sbom import (
+from slimmer.sbom import SbomFormat
+from slimmer.sbom.model import (
     ImageSubject,
     SbomFile,
-    SbomFormat,
     SbomInput,
     component_purl,
     package_purl,
-    render_sbom,
     sbom_files,
 )
+from slimmer.sbom.render import render_sbom
 
 DEBIAN = OsRelease(id="debian", version_id="12", version_codename="bookworm")
 ZLIB = Package(PackageManager.DPKG, "zlib1g", "1:1.2.13.dfsg-1", "amd64", "zlib", "1:1.2.13.dfsg-1")

@@ -5,6 +5,7 @@ sensor, and the SDK loads without paramiko (ssh:// engines only)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,21 @@ def test_what_build_needs_before_its_first_line_is_light() -> None:
     loaded = set(ran.stdout.split())
     heavy = ("elftools", "cyclonedx", "slimmer.loader", "slimmer.protocol", "slimmer.assemble")
     assert sorted(m for m in loaded if m.split(".")[0] in heavy or m in heavy) == []
+
+
+def test_build_says_its_first_line_before_it_reaches_the_engine() -> None:
+    """The first line comes before the engine is asked anything (here there
+    is none), with only the options parsed: the SBOM's model, pyelftools and
+    the code that makes the image are not loaded for it."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(["build", "some-image:1", "-t", "some:micro"])],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    lines = ran.stderr.splitlines()
+    assert lines[0] == "slim: making some:micro from some-image:1"
+    assert any("not reachable" in line for line in lines[1:])
+    modules = set(json.loads(lines[-1].removeprefix("MODULES ")))
+    late = ("elftools", "cyclonedx", "slimmer.sbom.model", "slimmer.assemble", "slimmer.context")
+    assert sorted(m for m in modules if m.startswith(late)) == []
