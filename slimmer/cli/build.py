@@ -44,6 +44,7 @@ def build_command(image: str, options: BuildOptions) -> None:
     with connect() as engine:
         outcome = build(engine, image, options, default_cache_dir())
     from slimmer.report import human_size  # loaded by the build by now
+
     if outcome.traced is not None:
         print_trace_summary(outcome.traced.trace, outcome.traced.path)
     result = outcome.result
