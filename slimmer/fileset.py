@@ -20,7 +20,6 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -211,26 +210,6 @@ class Selection:
             seen.add(entry.inode)
             unique.append(entry)
         return unique
-
-
-def symlinks(fs: RootFS, skipped: Trees) -> Iterator[str]:
-    """Every symlink of the root, leaving out the skipped trees: a walk that
-    reads only directories (their entries say which names are links)."""
-    pending = ["/"]
-    while pending:
-        directory = pending.pop()
-        try:
-            found = fs.list_kinds(directory)
-        except OSError:
-            continue
-        for name, is_dir, is_link in found:
-            path = join(directory, name)
-            if path in skipped:
-                continue
-            if is_link:
-                yield path
-            elif is_dir:
-                pending.append(path)
 
 
 def mount_points(mountinfo: str) -> list[str]:
@@ -609,7 +588,7 @@ class _Selector:
         lib/perl5/5.36 -> 5.36.0, current -> releases/v1)."""
         kept = set(self.reasons)
         on_the_way = {ancestor for path in kept for ancestor in parents(path)}
-        for path in symlinks(self.fs, self.skipped):
+        for path in self.fs.symlinks(self.skipped):
             if path in kept:
                 continue
             try:

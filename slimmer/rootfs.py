@@ -325,6 +325,25 @@ class RootFS:
             found = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries]
         return sorted(found)
 
+    def symlinks(self, skipped: Trees) -> Iterator[str]:
+        """Every symlink of the root, leaving out the skipped trees: a walk
+        that reads only directories (their entries say which names are links)."""
+        pending = ["/"]
+        while pending:
+            directory = pending.pop()
+            try:
+                found = self.list_kinds(directory)
+            except OSError:
+                continue
+            for name, is_dir, is_link in found:
+                path = join(directory, name)
+                if path in skipped:
+                    continue
+                if is_link:
+                    yield path
+                elif is_dir:
+                    pending.append(path)
+
 
 def under(path: str, trees: Iterable[str]) -> bool:
     """Whether a canonical path is one of the trees or inside one."""

@@ -237,7 +237,8 @@ def trace(job: TraceJob, layout: SensorLayout) -> int:
         ),
     )
     if job.await_collect and not_intact is None:
-        return collect_here(layout, PristineView("/", watcher.changes().made, watcher.before))
+        view = PristineView("/", watcher.changes().made, watcher.before, watcher.links)
+        return collect_here(layout, view)
     return app_exit.status
 
 

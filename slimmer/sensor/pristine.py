@@ -19,10 +19,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from slimmer.rootfs import RootFS, parents
+from slimmer.rootfs import RootFS, Trees, parents
 from slimmer.trace import PathAction
 
 
@@ -33,6 +33,7 @@ class TreeChanges:
     made: frozenset[str]  # paths whose first change was their creation
     changed: tuple[str, ...]  # paths of the image the app changed (sorted)
     overflow: bool  # inotify lost events: the changes are not known
+    unwatched: int = 0  # directories the watch could not cover: changes there unseen
 
 
 def why_not_intact(
@@ -53,6 +54,8 @@ def why_not_intact(
         return "the sensor is not PID 1, so it cannot end every process the app left"
     if changes.overflow:
         return "inotify lost events during the trace"
+    if changes.unwatched:
+        return f"{changes.unwatched} directories of the image could not be watched"
     if changes.changed:
         return f"the app changed {changes.changed[0]}, which the image has"
     linked = sorted(links_made)
@@ -91,17 +94,30 @@ def links_in(records: Iterable[tuple[str, PathAction]]) -> list[str]:
 class PristineView(RootFS):
     """The container's tree as the image has it: the paths the app made are
     not there, and the directories it made entries in have the stat the
-    watch set-up read before the app ran (their mtime is the image's)."""
+    watch set-up read before the app ran (their mtime is the image's). The
+    image's symlinks are the ones the set-up walk passed (`links`): the app
+    made none of them, and removed or renamed none (that is a change), so
+    the selection need not walk every directory again."""
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         made: frozenset[str],
         before: Mapping[str, os.stat_result],
+        links: Iterable[str] | None = None,
     ) -> None:
         super().__init__(root)
         self.made = made
         self.before = before
+        self.links = None if links is None else tuple(links)
+
+    def symlinks(self, skipped: Trees) -> Iterator[str]:
+        if self.links is None:
+            yield from super().symlinks(skipped)
+            return
+        for path in self.links:
+            if path not in skipped:
+                yield path
 
     def _is_made(self, canonical: str) -> bool:
         if not self.made:

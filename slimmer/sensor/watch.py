@@ -128,6 +128,8 @@ class TreeWatcher:
         self.made_first: dict[str, bool] = {}  # path -> its first change was its creation
         self.changes_lost = False  # more changed paths than MAX_TRACKED_CHANGES
         self.before: dict[str, os.stat_result] = {}  # directory -> its stat at set-up
+        self.links: list[str] = []  # the symlinks the set-up walk passed (track_changes)
+        self.unwatched = 0  # directories that are there but could not be watched
         self.budget = budget if budget is not None else ByteBudget(DEFAULT_SEEN_BYTES)
         self.dropped = 0  # paths seen but not kept: the budget was spent
         try:
@@ -152,6 +154,8 @@ class TreeWatcher:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise WatchLimitError(WATCH_LIMIT_SYSCTL, len(self.dirs)) from None
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                self.unwatched += 1  # no permission: what happens there is not seen
             return False  # vanished, not a directory, no permission
         self.dirs[wd] = directory
         return True
@@ -176,9 +180,13 @@ class TreeWatcher:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
+                        path = entry.path if directory != "/" else "/" + entry.name
                         if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path if directory != "/" else "/" + entry.name)
+                            pending.append(path)
+                        elif self.track_changes and entry.is_symlink():
+                            self.links.append(path)
             except OSError:
+                self.unwatched += 1  # watched, but its entries (and subtrees) are not known
                 continue
         return added
 
@@ -304,7 +312,9 @@ class TreeWatcher:
         changed = sorted(
             p for p, first in self.made_first.items() if not first and p not in self.skipped
         )
-        return TreeChanges(made, tuple(changed), self.overflow or self.changes_lost)
+        return TreeChanges(
+            made, tuple(changed), self.overflow or self.changes_lost, unwatched=self.unwatched
+        )
 
 
 def file_kind(path: str) -> Kind | Literal["gone"]:

@@ -16,7 +16,7 @@ import pytest
 
 from slimmer.context import write_rootfs_tar
 from slimmer.fileset import SelectionRequest, select_files
-from slimmer.rootfs import Kind, RootFS
+from slimmer.rootfs import Kind, RootFS, Trees
 from slimmer.sensor.pristine import (
     PristineView,
     TreeChanges,
@@ -103,9 +103,13 @@ def test_the_traced_tree_selects_and_tars_as_the_image_did(image: ElfRoot) -> No
     # The sensor's root is "/"; here the tree is under a directory.
     made = frozenset(path.removeprefix(str(root)) for path in changes.made)
     before = {path.removeprefix(str(root)) or "/": info for path, info in watcher.before.items()}
-    view = PristineView(root, made, before)
-    assert select_files(view, request()) == as_image
-    assert tar_of(view, request()) == image_tar
+    links = [path.removeprefix(str(root)) for path in watcher.links]
+    image_links = sorted(RootFS(root).symlinks(Trees.of(())))
+    assert image_links and "/etc/app.conf" in image_links  # the app's link is there now
+    assert sorted(links) == [link for link in image_links if link != "/etc/app.conf"]
+    for view in (PristineView(root, made, before), PristineView(root, made, before, links)):
+        assert select_files(view, request()) == as_image
+        assert tar_of(view, request()) == image_tar
     # Seen without the view, the app's files and times are there.
     assert select_files(RootFS(root), request()) != as_image
 
@@ -194,6 +198,8 @@ def test_what_else_keeps_the_collect_out_of_the_traced_container() -> None:
     assert why() is None
     assert "PID 1" in str(why(pid1=False))
     assert "lost events" in str(why(TreeChanges(frozenset(), (), True)))
+    unwatched = TreeChanges(frozenset(), (), False, unwatched=3)
+    assert "3 directories of the image could not be watched" in str(why(unwatched))
     assert "/etc/x" in str(why(links_made=links_in([("/etc/x", PathAction.LINK_FROM)])))
     assert links_in([("/etc/x", PathAction.OPEN)]) == []
     assert "not read, or not kept" in str(why(unresolved=2))
