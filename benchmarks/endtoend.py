@@ -17,10 +17,13 @@ and the watch set-up, up to "watching N directories"), app (the app's run
 and its probes, the trace result, up to "collecting files"), collect (the
 sensor's selection and tar, copied out and checked), layers (layer tars and
 the context), build (the engine's docker build, up to the tag), after (the
-SBOM and the report: the command's end). Each run starts without the tag
-(the engine builds cold). A run whose SBOM takes longer than --after-limit
-seconds once the image is tagged is stopped there (its `after` is then
-"stopped"; the SBOM of 60,000 files is issue 24's).
+SBOM and the report: the command's end). Each run starts without the tag,
+after a first run that is not counted (the bundle, the sensor's volume); the
+engine's layer cache stays, as on a machine that built the app before, so
+`build` is the engine's cached build, and the engine's build of the same
+context without its cache (a first build of an app) is printed after the
+runs. A run whose SBOM takes longer than --after-limit seconds once the
+image is tagged is stopped there (its `after` is then "stopped").
 
     python benchmarks/endtoend.py [--runs 5] [--only nginx,bigtree,manyfiles]
 """
