@@ -8,12 +8,10 @@ the volumes it sees made are its own, and it removes them."""
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.bundle import Bundle, file_digest, sensor_bundle
+from slimmer.bundle import Bundle, sensor_bundle
 from slimmer.cli import default_cache_dir
 from slimmer.engine import RUN_LABEL, Engine
 from slimmer.engineinfo import VolumeMount
@@ -37,6 +35,7 @@ from slimmer.sensorcache import (
     sensor_volume,
 )
 from tests.conftest import SESSION_PREFIX
+from tests.helpers.bundles import another_version
 from tests.helpers.slimrun import run_slim
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine_lane]
@@ -54,16 +53,8 @@ def bundle(tmp_path: Path) -> Bundle:
 
 @pytest.fixture
 def other_bundle(bundle: Bundle, tmp_path: Path) -> Bundle:
-    """Another slim version's bundle: the same sensor and one more file, so
-    another digest."""
-    path = tmp_path / "other" / "sensor-other.tar"
-    path.parent.mkdir()
-    shutil.copyfile(bundle.path, path)
-    with tarfile.open(path, "a") as tar:
-        member = tarfile.TarInfo("VERSION")
-        member.size = 2
-        tar.addfile(member, io.BytesIO(b"b\n"))
-    return Bundle(path, file_digest(path))
+    """Another slim version's bundle: the same sensor and one more file."""
+    return another_version(bundle, tmp_path / "other")
 
 
 @pytest.fixture

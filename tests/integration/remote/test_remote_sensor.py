@@ -4,9 +4,7 @@ it on this machine's engine."""
 
 from __future__ import annotations
 
-import io
 import shutil
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.bundle import Bundle, file_digest, sensor_bundle
+from slimmer.bundle import Bundle, sensor_bundle
 from slimmer.cli import default_cache_dir
 from slimmer.endpoint import choose_endpoint
 from slimmer.engine import Engine
 from slimmer.protocol import InventoryJob, InventoryResult
 from slimmer.runner import sensor_container
 from slimmer.sensorcache import SENSOR_LABEL
+from tests.helpers.bundles import another_version
 from tests.helpers.slimrun import run_slim
 from tests.integration.remote.conftest import FIXTURE, RemoteEngine
 from tests.integration.remote.test_remote_engines import engine_env
@@ -82,14 +81,7 @@ def test_two_slim_versions_side_by_side_on_a_remote_engine(
 ) -> None:
     bundle = sensor_bundle(default_cache_dir())
     ours = Bundle(cache / bundle.path.name, bundle.digest)
-    other_path = tmp_path / "other" / "sensor-other.tar"
-    other_path.parent.mkdir()
-    shutil.copyfile(bundle.path, other_path)
-    with tarfile.open(other_path, "a") as tar:
-        member = tarfile.TarInfo("VERSION")
-        member.size = 2
-        tar.addfile(member, io.BytesIO(b"b\n"))
-    other = Bundle(other_path, file_digest(other_path))
+    other = another_version(bundle, tmp_path / "other")
     endpoint = choose_endpoint(None, None, {"DOCKER_HOST": remote.tcp_host})
     with Engine.connect(endpoint, run_prefix="remote-") as engine:
         job = InventoryJob()
