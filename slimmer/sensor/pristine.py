@@ -22,7 +22,7 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from slimmer.rootfs import RootFS, Trees, parents
+from slimmer.rootfs import RootFS, Trees, join, parents
 from slimmer.trace import PathAction
 
 
@@ -124,28 +124,27 @@ class PristineView(RootFS):
             return False
         return canonical in self.made or any(p in self.made for p in parents(canonical))
 
-    def _lstat(self, canonical: str) -> os.stat_result:
+    def _check_image_has(self, canonical: str) -> None:
         if self._is_made(canonical):
             raise FileNotFoundError(errno.ENOENT, "made by the app during the trace", canonical)
+
+    def _lstat(self, canonical: str) -> os.stat_result:
+        self._check_image_has(canonical)
         restored = self.before.get(canonical)
         if restored is not None:
             return restored
         return super()._lstat(canonical)
 
     def listdir(self, canonical: str) -> list[str]:
-        if self._is_made(canonical):
-            raise FileNotFoundError(errno.ENOENT, "made by the app during the trace", canonical)
+        self._check_image_has(canonical)
         names = super().listdir(canonical)
-        if not self.made:
-            return names
-        prefix = canonical.rstrip("/") + "/"
-        return [name for name in names if prefix + name not in self.made]
+        return [name for name in names if self._image_has(canonical, name)]
 
     def list_kinds(self, canonical: str) -> list[tuple[str, bool, bool]]:
-        if self._is_made(canonical):
-            raise FileNotFoundError(errno.ENOENT, "made by the app during the trace", canonical)
+        self._check_image_has(canonical)
         found = super().list_kinds(canonical)
-        if not self.made:
-            return found
-        prefix = canonical.rstrip("/") + "/"
-        return [item for item in found if prefix + item[0] not in self.made]
+        return [item for item in found if self._image_has(canonical, item[0])]
+
+    def _image_has(self, directory: str, name: str) -> bool:
+        """Whether a name in a directory the image has is the image's."""
+        return not self.made or join(directory, name) not in self.made
